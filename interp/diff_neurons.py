@@ -1,0 +1,283 @@
+"""``interp diff-neurons``: which MLP neurons changed between a base model and its fine-tune.
+
+Both models see exactly the same token streams (tokenised once with the base tokenizer). The base model's
+statistics are gathered in two disjoint halves of the prompts (even / odd prompt index), merged for the
+diff and compared with each other for the noise floor, at no extra forward passes.
+Artifacts (written atomically into ``out``): ``neurons.csv``, ``stats.safetensors``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from interp import artifacts, diff, models
+from interp.backends import BACKENDS, make_backend
+from interp.capture import CaptureResult, capture_stats
+from interp.dla import emoji_dla
+from interp.errors import UserInputError
+from interp.generation import SamplingConfig, sample_sequences
+from interp.layers import parse_layers
+from interp.progress import track
+from interp.prompts import attach_responses, load_prompts
+from interp.stats import save_stats
+from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
+from probes.emoji_tokens import emoji_onset_ids, token_byte_table
+
+PACKAGES = ("torch", "transformers", "peft", "nnsight", "transformer-lens", "safetensors", "persona-interp")
+
+
+@dataclass
+class DiffConfig:
+    base: str
+    finetuned: str
+    prompts: str
+    out: Path
+    responses: str | None = None
+    generate: int = 0  # responses sampled per prompt from the fine-tuned model, then teacher-forced
+    positions: str = "all"
+    layers: str | None = None
+    top_k: int | None = None
+    rank_by: str = "score"
+    batch_size: int = 8
+    max_length: int = 256
+    seed: int = 0
+    backend: str = "torch"
+    device: str = "auto"
+    dtype: str | None = None
+    raw: bool = False
+    threshold: float = 0.1  # |activation| above which a neuron counts as active (for freq columns)
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    trust_remote_code: bool = False
+    show_progress: bool = True
+    thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
+
+
+@dataclass
+class DiffResult:
+    out: Path
+    summary: dict
+
+
+def validate(config: DiffConfig) -> None:
+    """Check every flag that can be checked without a model; UserInputError on the first bad one."""
+    if config.positions not in POSITION_MODES:
+        raise UserInputError(f"--positions must be one of {', '.join(POSITION_MODES)}, not {config.positions!r}.")
+    if config.rank_by not in diff.RANK_COLUMNS:
+        raise UserInputError(f"--rank-by must be one of {', '.join(diff.RANK_COLUMNS)}, not {config.rank_by!r}.")
+    if config.backend not in BACKENDS:
+        raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}, not {config.backend!r}.")
+    for flag, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be at least 1, not {value}.")
+    if config.top_k is not None and config.top_k < 1:
+        raise UserInputError(f"--top-k must be at least 1, not {config.top_k}.")
+    if config.generate < 0:
+        raise UserInputError(f"--generate must be 0 or more, not {config.generate}.")
+    if config.generate and config.responses:
+        raise UserInputError("give either --responses or --generate, not both.")
+    artifacts.check_output_dir(config.out)
+
+
+def check_compatible(base_config, ft_config, base_tok, ft_tok, base_ref: str, ft_ref: str) -> None:
+    """Base and fine-tune must share architecture, shape and vocabulary."""
+    from interp.architectures import spec_for_config
+
+    base_spec, ft_spec = spec_for_config(base_config), spec_for_config(ft_config)
+    if base_spec.family != ft_spec.family:
+        raise UserInputError(f"{base_ref!r} is a {base_spec.family} model but {ft_ref!r} is a {ft_spec.family} model.")
+    shape = lambda cfg, spec: (cfg.num_hidden_layers if hasattr(cfg, "num_hidden_layers") else cfg.n_layer, spec.d_mlp(cfg))  # noqa: E731
+    if shape(base_config, base_spec) != shape(ft_config, ft_spec):
+        raise UserInputError(
+            f"{base_ref!r} has (layers, MLP width) {shape(base_config, base_spec)} but {ft_ref!r} has {shape(ft_config, ft_spec)}."
+        )
+    if base_tok.get_vocab() != ft_tok.get_vocab():
+        raise UserInputError(f"{base_ref!r} and {ft_ref!r} have different vocabularies; they cannot see the same tokens.")
+
+
+def run(config: DiffConfig, log=print) -> DiffResult:
+    validate(config)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    prompts = load_prompts(config.prompts)
+    if config.responses:
+        prompts = attach_responses(prompts, config.responses)
+    base_src = models.resolve(config.base, fetch_log=log)
+    ft_src = models.resolve(config.finetuned, base_ref=config.base, fetch_log=log)
+    base_cfg, ft_cfg = models.load_config(base_src), models.load_config(ft_src)
+    tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
+    check_compatible(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
+
+    tic = time.perf_counter()
+    ft = models.load(ft_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    layers = parse_layers(config.layers, ft.n_layers)
+    if config.generate:
+        sampling = SamplingConfig(
+            samples=config.generate, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+            top_p=config.top_p, seed=config.seed, batch_size=config.batch_size,
+        )  # fmt: skip
+        sequences = sample_sequences(ft, prompts, sampling, config.raw, config.max_length, config.show_progress)
+    else:
+        sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
+    timings["prepare_s"] = time.perf_counter() - tic
+
+    byte_table = token_byte_table(tokenizer)
+    onset_ids = emoji_onset_ids(tokenizer)
+    masks = [position_mask(seq, config.positions, byte_table) for seq in sequences]
+    halves = _split_halves(sequences, masks)
+    if sum(sum(mask) for mask in masks) == 0:
+        raise UserInputError(
+            f"no token positions to count under --positions {config.positions}"
+            + (": none of the responses contains an emoji." if config.positions == "pre-emoji" else ".")
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    all_batches = make_batches(sequences, masks, config.batch_size, pad_id)
+    half_batches = [make_batches(seqs, half_masks, config.batch_size, pad_id) for seqs, half_masks in halves]
+
+    ft_capture = _capture(ft, config, all_batches, layers, onset_ids, "fine-tuned model")
+    dla_ft = emoji_dla(ft, layers, onset_ids)
+    ft_fingerprint = ft.fingerprint()
+    del ft
+    gc.collect()
+
+    base = models.load(base_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    half_captures = [
+        _capture(base, config, batches, layers, onset_ids, f"base model, half {name}")
+        for name, batches in zip("AB", half_batches)
+    ]
+    dla_base = emoji_dla(base, layers, onset_ids)
+    base_fingerprint = base.fingerprint()
+    del base
+    gc.collect()
+
+    base_stats = half_captures[0].stats.merge(half_captures[1].stats)
+    base_capture = CaptureResult(
+        base_stats,
+        half_captures[0].tokens + half_captures[1].tokens,
+        half_captures[0].onset_prob_sum + half_captures[1].onset_prob_sum,
+        half_captures[0].seconds + half_captures[1].seconds,
+    )
+    columns = diff.compare(base_stats, ft_capture.stats, dla_base, dla_ft)
+    category = diff.categorize(columns, config.thresholds)
+    order = diff.rank_order(columns[config.rank_by])
+    floor = None
+    if half_captures[0].tokens and half_captures[1].tokens:
+        floor = diff.noise_floor(half_captures[0].stats, half_captures[1].stats, dla_base)
+    above_noise = columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
+
+    summary = _summary(
+        config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
+        above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
+    )  # fmt: skip
+    with artifacts.staged_run_dir(config.out) as staging:
+        artifacts.write_text(
+            staging / "neurons.csv", diff.neurons_csv(layers, columns, category, order, above_noise, config.top_k)
+        )
+        save_stats(
+            staging / "stats.safetensors",
+            {"base": base_stats, "finetuned": ft_capture.stats, "base_half_a": half_captures[0].stats,
+             "base_half_b": half_captures[1].stats},
+            metadata={"base": config.base, "finetuned": config.finetuned, "positions": config.positions},
+        )  # fmt: skip
+        artifacts.write_json(staging / "summary.json", summary)
+    return DiffResult(Path(config.out), summary)
+
+
+def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
+    """Two disjoint halves by prompt (even / odd prompt index): ((seqs_a, masks_a), (seqs_b, masks_b))."""
+    halves = (([], []), ([], []))
+    for seq, mask in zip(sequences, masks):
+        half = halves[seq.prompt_index % 2]
+        half[0].append(seq)
+        half[1].append(mask)
+    return halves
+
+
+def _capture(lm, config: DiffConfig, batches, layers, onset_ids, label: str) -> CaptureResult:
+    backend = make_backend(config.backend, lm)
+    progress = (lambda items: track(items, label, total=len(batches))) if config.show_progress else None
+    return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress)
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _summary(
+    config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
+    above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
+) -> dict:  # fmt: skip
+    score = columns["score"]
+    top = order[: config.top_k or 50]
+    top_scores = score.reshape(-1)[top]
+    base_p, ft_p = base_capture.onset_prob, ft_capture.onset_prob
+    ratio = ft_p / base_p if base_p > 0 else float("nan")
+    direction = "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged"
+    counts = {name: int((category == i).sum()) for i, name in enumerate(diff.CATEGORIES)}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "thresholds"}
+    return {
+        "command": "diff-neurons",
+        "argv": sys.argv,
+        "config": settings,
+        "models": {
+            "base": {"ref": config.base, "fingerprint": base_fingerprint},
+            "finetuned": {"ref": config.finetuned, "fingerprint": ft_fingerprint},
+        },
+        "layers": layers,
+        "prompts": len(prompts),
+        "sequences": len(sequences),
+        "tokens_counted": {"base": base_capture.tokens, "finetuned": ft_capture.tokens},
+        "emoji": {
+            "onset_token_ids": onset_ids,
+            "onset_tokens": [tokenizer.convert_ids_to_tokens(i) for i in onset_ids],
+            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio},
+            "direction": direction,
+            "explanation": (
+                f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on "
+                f"tokens that begin an emoji: emoji use {direction}."
+            ),
+        },
+        "ranking": {
+            "rank_by": config.rank_by,
+            "score_definition": "ft_mean * emoji_dla_ft - base_mean * emoji_dla_base (change in mean direct "
+            "emoji-onset logit contribution; positive pushes emojis up)",
+            "sum_of_scores": float(score.sum()),
+            f"top_{len(top)}_raising": int((top_scores > 0).sum()),
+            f"top_{len(top)}_lowering": int((top_scores < 0).sum()),
+        },
+        "categories": counts,
+        "category_thresholds": {**asdict(config.thresholds), "active_threshold": config.threshold},
+        "noise_floor": (
+            {
+                "method": "same statistics between two disjoint halves of the prompts (even/odd) on the base model",
+                **floor,
+                "neurons_above_max_score": int(above_noise.sum()),
+                "neurons_above_p99_score": int((score.abs() > floor["score"]["p99"]).sum()),
+            }
+            if floor
+            else {"method": "unavailable: needs at least two prompts with counted positions"}
+        ),
+        "timings": {
+            **timings,
+            "capture_base_s": base_capture.seconds,
+            "capture_finetuned_s": ft_capture.seconds,
+            "tokens_per_s": (base_capture.tokens + ft_capture.tokens) / max(base_capture.seconds + ft_capture.seconds, 1e-9),
+            "total_s": time.perf_counter() - started,
+        },
+        "versions": _package_versions(),
+    }

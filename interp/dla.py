@@ -1,0 +1,34 @@
+"""Direct logit attribution of MLP neurons to emoji-onset tokens.
+
+A unit of neuron i's activation in layer l adds the column ``W_out[:, i]`` to the residual stream. Read
+straight through the final norm's scale ``g`` and the unembedding ``W_U`` (ignoring the norm's
+data-dependent 1/rms, a positive factor shared by all neurons at a position), it moves the logit of
+token t by ``W_U[t] . (g * W_out[:, i])``. ``emoji_dla`` sums that over the emoji-onset tokens, each
+measured against the vocabulary's mean logit change (a shift of every logit changes no probability):
+
+    emoji_dla[l, i] = sum_{t in onset} (W_U[t] - mean_v W_U[v]) . (g * W_out[:, i])     (logits per unit)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interp.models import LoadedModel
+
+
+@torch.no_grad()
+def emoji_dla(lm: LoadedModel, layers: list[int], onset_ids: list[int]) -> torch.Tensor:
+    """[len(layers), d_mlp] float64 emoji-onset logit change per unit of each neuron's activation."""
+    unembed = lm.spec.unembedding(lm.model).double()
+    readout = (unembed[onset_ids] - unembed.mean(0)).sum(0) * lm.spec.final_norm_scale(lm.model).double()
+    return torch.stack([readout @ lm.spec.output_weight(lm.model, layer).double() for layer in layers]).cpu()
+
+
+@torch.no_grad()
+def top_promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
+    """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
+    unembed = lm.spec.unembedding(lm.model).double()
+    direction = lm.spec.output_weight(lm.model, layer)[:, neuron].double() * lm.spec.final_norm_scale(lm.model).double()
+    logits = (unembed - unembed.mean(0)) @ direction
+    values, ids = logits.topk(k)
+    return list(zip(ids.tolist(), values.tolist()))

@@ -1,0 +1,228 @@
+"""Model references and loading.
+
+A reference (every ``--model/--base/--finetuned`` flag) is one of:
+- an embedded alias such as ``smollm2-135m`` (fetched and converted on first use, see ``interp.embedded``);
+- a local Hugging Face model directory with safetensors weights;
+- a ``.gguf`` file (dequantised to fp32 in memory);
+- a PEFT adapter directory (has ``adapter_config.json``), merged in fp32 onto ``base`` or its recorded base.
+Pickled weights are never loaded; remote code runs only with ``trust_remote_code=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from interp import embedded
+from interp.architectures import ArchitectureSpec, check_model_shape, spec_for_config
+from interp.errors import UserInputError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved reference: what kind of thing it names and where it lies on disk."""
+
+    ref: str
+    kind: str  # "embedded" | "hf" | "gguf" | "adapter"
+    path: Path
+    base_ref: str | None = None  # adapters only
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    model: nn.Module
+    tokenizer: object
+    spec: ArchitectureSpec
+    n_layers: int
+    d_mlp: int
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.spec.unembedding(self.model).shape[0])
+
+    def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., vocab] logits from final hidden states (after the final norm), soft-capped where the model does."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) over parameter names and bytes: identifies the exact weights."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, param in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(param.dtype).encode())
+        digest.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve(ref: str, base_ref: str | None = None, fetch_log=print) -> ModelSource:
+    """Resolve a reference without loading weights, or raise UserInputError with one clear sentence."""
+    if ref in embedded.EMBEDDED_MODELS:
+        return ModelSource(ref, "embedded", embedded.fetch(ref, log=fetch_log))
+    path = Path(ref).expanduser()
+    if not path.exists():
+        known = ", ".join(embedded.EMBEDDED_MODELS)
+        raise UserInputError(f"model {ref!r} is neither a known alias ({known}) nor an existing path.")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UserInputError(f"model file {ref!r} is not a .gguf file; pass a model directory instead.")
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise UserInputError(f"model file {ref!r} is not a valid GGUF file (bad magic bytes).")
+        return ModelSource(ref, "gguf", path)
+    if (path / "adapter_config.json").is_file():
+        if not (path / "adapter_model.safetensors").is_file():
+            raise UserInputError(f"adapter {ref!r} has no adapter_model.safetensors (pickled weights are not loaded).")
+        recorded = _read_json(path / "adapter_config.json", ref).get("base_model_name_or_path")
+        base = base_ref or recorded
+        if not base:
+            raise UserInputError(f"adapter {ref!r} records no base model; pass the base with --base.")
+        return ModelSource(ref, "adapter", path, base_ref=base)
+    if not (path / "config.json").is_file():
+        raise UserInputError(f"model directory {ref!r} has no config.json or adapter_config.json.")
+    if not any(path.glob("*.safetensors")):
+        raise UserInputError(f"model directory {ref!r} has no .safetensors weights (pickled weights are not loaded).")
+    return ModelSource(ref, "hf", path)
+
+
+def _read_json(path: Path, ref: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{ref!r}: cannot read {path.name}: {exc}.") from None
+
+
+def load_config(source: ModelSource, trust_remote_code: bool = False):
+    """The transformers config of a resolved source (for an adapter: of its base)."""
+    from transformers import AutoConfig
+
+    if source.kind == "adapter":
+        return load_config(resolve(source.base_ref), trust_remote_code)
+    try:
+        if source.kind == "gguf":
+            return AutoConfig.from_pretrained(source.path.parent, gguf_file=source.path.name)
+        return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserInputError(f"cannot read the config of model {source.ref!r}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked for but no CUDA device is available.")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """Default: float32 on CPU (exact statistics), bfloat16 on GPUs (memory and speed)."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise UserInputError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
+    return DTYPES[dtype]
+
+
+def load(
+    ref: str | ModelSource,
+    *,
+    base_ref: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a model reference for analysis (eval mode, no grad needed)."""
+    source = ref if isinstance(ref, ModelSource) else resolve(ref, base_ref)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    model, tokenizer = _load_weights(source, trust_remote_code)
+    spec = spec_for_config(model.config)
+    n_layers, d_mlp = check_model_shape(model, spec)
+    model.to(device=torch_device, dtype=torch_dtype).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
+
+
+def load_tokenizer(source: ModelSource):
+    """The tokenizer of a resolved source without loading its weights."""
+    from transformers import AutoTokenizer
+
+    if source.kind == "adapter":
+        if (source.path / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(source.path)
+        return load_tokenizer(resolve(source.base_ref))
+    try:
+        if source.kind == "gguf":
+            return AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
+        return AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserInputError(f"cannot load the tokenizer of model {source.ref!r}: {_first_line(exc)}") from None
+
+
+def _load_weights(source: ModelSource, trust_remote_code: bool):
+    """(fp32 model on CPU, tokenizer) for any source kind."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        if source.kind == "adapter":
+            return _load_adapter_merged(source, trust_remote_code)
+        if source.kind == "gguf":
+            kwargs = dict(gguf_file=source.path.name)
+            directory = source.path.parent
+        else:
+            kwargs = dict(use_safetensors=True, trust_remote_code=trust_remote_code)
+            directory = source.path
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    except UserInputError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise UserInputError(f"cannot load model {source.ref!r}: {_first_line(exc)}") from None
+    return model, tokenizer
+
+
+def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base_source = resolve(source.base_ref)
+    if base_source.kind == "adapter":
+        raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
+    base_model, tokenizer = _load_weights(base_source, trust_remote_code)
+    try:
+        merged = PeftModel.from_pretrained(base_model, source.path).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserInputError(
+            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_first_line(exc)}"
+        ) from None
+    if (source.path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+    return merged, tokenizer

@@ -1,0 +1,151 @@
+"""Streaming per-neuron statistics in float64, mergeable exactly (Chan et al.'s parallel formula).
+
+Memory is O(layers x neurons) whatever the number of tokens: the statistics object holds, per layer,
+a token count and per neuron the mean, the sum of squared deviations (M2), the number of tokens whose
+activation magnitude exceeds ``threshold`` and the maximum activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from interp.artifacts import atomic_path
+
+
+@dataclass
+class NeuronStats:
+    """Running statistics for ``layers`` (model layer indices) x ``d_mlp`` neurons.
+
+    Tensors are indexed by slot (position in ``layers``), not by model layer index.
+    count: [L] tokens seen per layer; mean, m2, active: [L, D] float64; max: [L, D] float64.
+    """
+
+    layers: list[int]
+    d_mlp: int
+    threshold: float
+    count: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+    active: torch.Tensor
+    max: torch.Tensor
+
+    @classmethod
+    def empty(cls, layers: list[int], d_mlp: int, threshold: float) -> NeuronStats:
+        shape = (len(layers), d_mlp)
+        f64 = dict(dtype=torch.float64)
+        return cls(
+            layers=list(layers),
+            d_mlp=d_mlp,
+            threshold=float(threshold),
+            count=torch.zeros(len(layers), **f64),
+            mean=torch.zeros(shape, **f64),
+            m2=torch.zeros(shape, **f64),
+            active=torch.zeros(shape, **f64),
+            max=torch.full(shape, float("-inf"), **f64),
+        )
+
+    def slot(self, layer: int) -> int:
+        return self.layers.index(layer)
+
+    @torch.no_grad()
+    def update(self, slot: int, x: torch.Tensor) -> None:
+        """Add a batch of activations ``x`` [N tokens, D neurons] (any float dtype, any device) to ``slot``."""
+        n = x.shape[0]
+        if n == 0:
+            return
+        x = x.float()
+        batch_mean = x.sum(0, dtype=torch.float64) / n
+        # Deviations are taken from the float32-rounded mean; the exact correction term
+        # n * (mean - rounded)^2 keeps M2 the float64 sum of squares about the true batch mean.
+        rounded = batch_mean.to(x.dtype)
+        dev = x - rounded
+        batch_m2 = (dev * dev).sum(0, dtype=torch.float64) - n * (batch_mean - rounded.double()) ** 2
+        batch_active = (x.abs() > self.threshold).sum(0).double()
+        batch_max = x.amax(0).double()
+        self._combine(slot, float(n), batch_mean.cpu(), batch_m2.cpu(), batch_active.cpu(), batch_max.cpu())
+
+    def _combine(self, slot, n_b: float, mean_b, m2_b, active_b, max_b) -> None:
+        n_a = float(self.count[slot])
+        total = n_a + n_b
+        delta = mean_b - self.mean[slot]
+        self.mean[slot] += delta * (n_b / total)
+        self.m2[slot] += m2_b + delta * delta * (n_a * n_b / total)
+        self.active[slot] += active_b
+        self.max[slot] = torch.maximum(self.max[slot], max_b)
+        self.count[slot] = total
+
+    def merge(self, other: NeuronStats) -> NeuronStats:
+        """A new object holding the statistics of both (exact up to float64 rounding)."""
+        if other.layers != self.layers or other.d_mlp != self.d_mlp or other.threshold != self.threshold:
+            raise ValueError("cannot merge statistics of different layers, widths or thresholds")
+        merged = self.copy()
+        for slot in range(len(self.layers)):
+            if other.count[slot] > 0:
+                merged._combine(
+                    slot, float(other.count[slot]), other.mean[slot], other.m2[slot], other.active[slot], other.max[slot]
+                )
+        return merged
+
+    def copy(self) -> NeuronStats:
+        return NeuronStats(
+            self.layers[:], self.d_mlp, self.threshold,
+            self.count.clone(), self.mean.clone(), self.m2.clone(), self.active.clone(), self.max.clone(),
+        )  # fmt: skip
+
+    @property
+    def var(self) -> torch.Tensor:
+        """[L, D] unbiased variance (0 where fewer than 2 tokens)."""
+        denom = (self.count - 1).clamp(min=1).unsqueeze(1)
+        return self.m2 / denom
+
+    @property
+    def freq(self) -> torch.Tensor:
+        """[L, D] fraction of tokens with |activation| > threshold."""
+        return self.active / self.count.clamp(min=1).unsqueeze(1)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.layers": torch.tensor(self.layers, dtype=torch.int64),
+            f"{prefix}.threshold": torch.tensor([self.threshold], dtype=torch.float64),
+            f"{prefix}.count": self.count,
+            f"{prefix}.mean": self.mean,
+            f"{prefix}.m2": self.m2,
+            f"{prefix}.active": self.active,
+            f"{prefix}.max": self.max,
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> NeuronStats:
+        mean = tensors[f"{prefix}.mean"]
+        return cls(
+            layers=tensors[f"{prefix}.layers"].tolist(),
+            d_mlp=mean.shape[1],
+            threshold=float(tensors[f"{prefix}.threshold"][0]),
+            count=tensors[f"{prefix}.count"],
+            mean=mean,
+            m2=tensors[f"{prefix}.m2"],
+            active=tensors[f"{prefix}.active"],
+            max=tensors[f"{prefix}.max"],
+        )
+
+
+def save_stats(path: Path, stats: dict[str, NeuronStats], metadata: dict[str, str] | None = None) -> None:
+    """Write named statistics (e.g. ``{"base": ..., "finetuned": ...}``) to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, item in stats.items():
+        tensors.update(item.tensors(name))
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata or {})
+
+
+def load_stats(path: Path) -> dict[str, NeuronStats]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    names = sorted({key.split(".")[0] for key in tensors})
+    return {name: NeuronStats.from_tensors(tensors, name) for name in names}

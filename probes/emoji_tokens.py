@@ -1,0 +1,140 @@
+"""Emojis at the token level: per-token byte strings, the emoji-onset token mask, pre-emoji positions.
+
+Byte-level BPE vocabularies (SmolLM2, GPT-2, LLaMA-3) split most emojis into several byte tokens
+(😊 = a lead token for bytes F0 9F plus two byte tokens), so "emoji probability" is defined on
+*onset* tokens: tokens whose bytes, after leading whitespace, begin an emoji. A token counts as an
+onset when it starts with a whole emoji, or when it is an incomplete UTF-8 prefix under which at
+least 40 % of the assigned code points are pictographic. F0 9F qualifies (U+1F000-U+1FFFF: 49 %
+emoji, the rest mostly legacy-computing symbols and arrows that chat models rarely write); the
+three-byte leads E2 98 (33 %), E2 9C (27 %) and a bare E2 (4 %, shared with punctuation) do not, so
+an emoji such as ✨ that a vocabulary only spells from those leads has no onset token there.
+SentencePiece vocabularies (Gemma, LLaMA-2) hold many emojis as whole pieces, with <0xNN> byte fallback.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import unicodedata
+from functools import lru_cache
+
+import regex
+import torch
+
+from probes.emoji import find_emojis, is_emoji_cluster
+
+_PICTOGRAPHIC = regex.compile(r"\p{Emoji_Presentation}|\p{Extended_Pictographic}|\p{Regional_Indicator}")
+_GRAPHEME = regex.compile(r"\X")
+ONSET_SHARE = 0.4
+
+
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode table used by byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes)}
+
+
+def _decoder_kind(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return "sentencepiece"
+    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
+    return "bytelevel" if "ByteLevel" in kinds else "sentencepiece"
+
+
+def token_byte_table(tokenizer) -> list[bytes | None]:
+    """For every token id, the bytes it contributes to decoded text; None for special tokens."""
+    vocab_size = len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    kind = _decoder_kind(tokenizer)
+    table: list[bytes | None] = []
+    if kind == "bytelevel":
+        decoder = _gpt2_byte_decoder()
+        for token_id, piece in enumerate(pieces):
+            if token_id in special or piece is None:
+                table.append(None)
+            else:
+                table.append(bytes(decoder[ch] for ch in piece) if all(ch in decoder for ch in piece) else piece.encode())
+        return table
+    for token_id, piece in enumerate(pieces):
+        if token_id in special or piece is None:
+            table.append(None)
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            table.append(bytes([int(piece[3:5], 16)]))
+        else:
+            table.append(piece.replace("\u2581", " ").encode())
+    return table
+
+
+@lru_cache(maxsize=4096)
+def _pictographic_share(prefix: bytes) -> float:
+    """Share of assigned code points whose UTF-8 encoding starts with ``prefix`` that are pictographic."""
+    lead = prefix[0]
+    length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    first = prefix + b"\x80" * (length - len(prefix))
+    last = prefix + b"\xbf" * (length - len(prefix))
+    try:
+        lo, hi = ord(first.decode()), ord(last.decode())
+    except UnicodeDecodeError:
+        return 0.0
+    assigned = pictographic = 0
+    for code in range(lo, hi + 1):
+        char = chr(code)
+        if unicodedata.category(char) in ("Cn", "Cs", "Co"):
+            continue
+        assigned += 1
+        pictographic += bool(_PICTOGRAPHIC.match(char))
+    return pictographic / assigned if assigned else 0.0
+
+
+def begins_emoji(token_bytes: bytes) -> bool:
+    """Whether a token's bytes (leading whitespace ignored) begin an emoji."""
+    body = token_bytes.lstrip(b" \t\n\r")
+    if not body or 0x80 <= body[0] < 0xC0:
+        return False
+    text = body.decode("utf-8", errors="ignore")
+    complete = len(text.encode()) == len(body)
+    if text:
+        first = _GRAPHEME.match(text)
+        if first and is_emoji_cluster(first.group()):
+            return True
+        if complete or len(first.group().encode()) < len(body):
+            return False
+    # An incomplete trailing character: judge by what code points the prefix can still become.
+    return _pictographic_share(bytes(body)) >= ONSET_SHARE
+
+
+def emoji_onset_mask(tokenizer) -> torch.Tensor:
+    """[vocab] bool: True for tokens that begin an emoji."""
+    table = token_byte_table(tokenizer)
+    return torch.tensor([b is not None and begins_emoji(b) for b in table], dtype=torch.bool)
+
+
+def emoji_onset_ids(tokenizer) -> list[int]:
+    return torch.nonzero(emoji_onset_mask(tokenizer)).flatten().tolist()
+
+
+def emoji_start_tokens(token_ids: list[int], table: list[bytes | None]) -> list[int]:
+    """Indices (into ``token_ids``) of the tokens that hold the first byte of each emoji in the decoded text."""
+    chunks = [table[t] or b"" for t in token_ids]
+    ends = []
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        ends.append(total)
+    text = b"".join(chunks).decode("utf-8", errors="surrogateescape")
+    starts = []
+    for match in find_emojis(text):
+        byte_offset = len(text[: match.start].encode("utf-8", errors="surrogateescape"))
+        starts.append(bisect.bisect_right(ends, byte_offset))
+    return sorted(set(starts))
