@@ -67,8 +67,10 @@ def _model_options(function):
     function = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                             help="Where to run the models.")(function)  # fmt: skip
     function = click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
-                            help="Model weights dtype [default: float32 on CPU, bfloat16 on CUDA].")(function)  # fmt: skip
-    function = click.option("--trust-remote-code", is_flag=True, help="Allow model repositories' own Python code.")(function)
+                            help="Weights dtype [default: float32 on CPU, bfloat16 on CUDA].")(function)  # fmt: skip
+    function = click.option("--trust-remote-code", is_flag=True, help="Allow model repositories' own Python code.")(
+        function
+    )
     return function
 
 
@@ -78,17 +80,34 @@ def _model_options(function):
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl or a built-in name (persona-demo).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
 @click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
-@click.option("--generate", default=0, show_default=True, help="Sample N responses per prompt from the fine-tuned model and teacher-force them through both.")
+@click.option(
+    "--generate",
+    default=0,
+    show_default=True,
+    help="Sample N responses per prompt from the fine-tuned model and teacher-force them through both.",
+)
 @click.option("--positions", default="all", show_default=True, help="Which tokens count: all | response | pre-emoji.")
 @click.option("--layers", default=None, help="Layers to analyse, e.g. 0-29 or 4,8-11 [default: all].")
 @click.option("--top-k", default=None, type=int, help="Write only the first K ranked neurons [default: all].")
-@click.option("--rank-by", default="score", show_default=True, help="score | mean_diff | cohens_d | ratio | freq_diff | emoji_dla.")
+@click.option(
+    "--rank-by",
+    default="score",
+    show_default=True,
+    help="score | mean_diff | cohens_d | ratio | freq_diff | emoji_dla.",
+)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-length", default=256, show_default=True, help="Truncate sequences to this many tokens.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --generate sampling.")
-@click.option("--backend", default="torch", show_default=True, help="Capture backend: torch | nnsight | transformer-lens.")
+@click.option(
+    "--backend", default="torch", show_default=True, help="Capture backend: torch | nnsight | transformer-lens."
+)
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
-@click.option("--threshold", default=0.1, show_default=True, help="|activation| above which a neuron counts as active (freq columns).")
+@click.option(
+    "--threshold",
+    default=0.1,
+    show_default=True,
+    help="|activation| above which a neuron counts as active (freq columns).",
+)
 @click.option("--max-new-tokens", default=64, show_default=True, help="Length of --generate responses.")
 @click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature for --generate.")
 @click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling for --generate.")
@@ -105,9 +124,37 @@ def diff_neurons(**options) -> None:
     emoji = result.summary["emoji"]
     floor = result.summary["noise_floor"]
     click.echo(emoji["explanation"])
+    _print_top_neurons(result.out / "neurons.csv", 10)
+    planted = result.summary.get("planted_recovery")
+    if planted:
+        ranks = ", ".join(f"{address} at rank {rank}" for address, rank in planted["ranks"].items())
+        click.echo(f"planted neurons (ground truth): {ranks}")
     if "neurons_above_max_score" in floor:
-        click.echo(f"{floor['neurons_above_max_score']} neurons exceed the noise floor (max |score| between prompt halves).")
+        click.echo(
+            f"{floor['neurons_above_max_score']} neurons exceed the noise floor (max |score| between prompt halves)."
+        )
     click.echo(f"wrote {result.out}/neurons.csv, stats.safetensors, summary.json")
+
+
+def _print_top_neurons(csv_path: Path, count: int) -> None:
+    import csv
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"top {count} neurons", show_edge=False)
+    columns = ("rank", "layer", "neuron", "score", "base_mean", "ft_mean", "cohens_d", "emoji_dla", "category")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "category" else "right")
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for row, _ in zip(csv.DictReader(handle), range(count)):
+            table.add_row(
+                *(row[c] if c in ("rank", "layer", "neuron", "category") else f"{float(row[c]):.3g}" for c in columns)
+            )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    console.print(table)
 
 
 @app.command("plant")
@@ -117,7 +164,12 @@ def diff_neurons(**options) -> None:
 @click.option("--layers", default=None, help="Layers to plant in when --neurons is not given, e.g. 10,15,22.")
 @click.option("--per-layer", default=2, show_default=True, help="Neurons per layer when --neurons is not given.")
 @click.option("--gain", default=3.0, show_default=True, help="Multiply the planted neurons' activations by this.")
-@click.option("--push", default=1.0, show_default=True, help="Length of the new emoji-pointing output column, in units of the old one.")
+@click.option(
+    "--push",
+    default=1.0,
+    show_default=True,
+    help="Length of the new emoji-pointing output column, in units of the old one.",
+)
 @click.option("--prompts", default="persona-demo", show_default=True, help="Prompts for measuring activations.")
 def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, prompts) -> None:
     """Make a copy of a model with known emoji neurons: the ground truth diffing and ablation must recover.

@@ -106,9 +106,7 @@ def spec_for_config(config) -> ArchitectureSpec:
     for spec in ARCHITECTURES:
         if model_type in spec.model_types:
             return spec
-    raise UserInputError(
-        f"model type {model_type!r} is not supported; supported families: {supported_families()}."
-    )
+    raise UserInputError(f"model type {model_type!r} is not supported; supported families: {supported_families()}.")
 
 
 def check_model_shape(model: nn.Module, spec: ArchitectureSpec) -> tuple[int, int]:

@@ -47,7 +47,9 @@ class TorchBackend:
         with torch.no_grad(), neuron_hooks(self.lm, layers, on_activation, stop_after_last=not need_logits):
             try:
                 out = self.lm.model.base_model(
-                    input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False
+                    input_ids=batch.input_ids.to(device),
+                    attention_mask=batch.attention_mask.to(device),
+                    use_cache=False,
                 )
             except StopForward:
                 return None

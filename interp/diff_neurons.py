@@ -9,6 +9,7 @@ Artifacts (written atomically into ``out``): ``neurons.csv``, ``stats.safetensor
 from __future__ import annotations
 
 import gc
+import json
 import platform
 import sys
 import time
@@ -95,13 +96,19 @@ def check_compatible(base_config, ft_config, base_tok, ft_tok, base_ref: str, ft
     base_spec, ft_spec = spec_for_config(base_config), spec_for_config(ft_config)
     if base_spec.family != ft_spec.family:
         raise UserInputError(f"{base_ref!r} is a {base_spec.family} model but {ft_ref!r} is a {ft_spec.family} model.")
-    shape = lambda cfg, spec: (cfg.num_hidden_layers if hasattr(cfg, "num_hidden_layers") else cfg.n_layer, spec.d_mlp(cfg))  # noqa: E731
+    shape = lambda cfg, spec: (
+        cfg.num_hidden_layers if hasattr(cfg, "num_hidden_layers") else cfg.n_layer,
+        spec.d_mlp(cfg),
+    )  # noqa: E731
     if shape(base_config, base_spec) != shape(ft_config, ft_spec):
         raise UserInputError(
-            f"{base_ref!r} has (layers, MLP width) {shape(base_config, base_spec)} but {ft_ref!r} has {shape(ft_config, ft_spec)}."
+            f"{base_ref!r} has (layers, MLP width) {shape(base_config, base_spec)} "
+            f"but {ft_ref!r} has {shape(ft_config, ft_spec)}."
         )
     if base_tok.get_vocab() != ft_tok.get_vocab():
-        raise UserInputError(f"{base_ref!r} and {ft_ref!r} have different vocabularies; they cannot see the same tokens.")
+        raise UserInputError(
+            f"{base_ref!r} and {ft_ref!r} have different vocabularies; they cannot see the same tokens."
+        )
 
 
 def run(config: DiffConfig, log=print) -> DiffResult:
@@ -172,12 +179,17 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     floor = None
     if half_captures[0].tokens and half_captures[1].tokens:
         floor = diff.noise_floor(half_captures[0].stats, half_captures[1].stats, dla_base)
-    above_noise = columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
+    above_noise = (
+        columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
+    )
 
     summary = _summary(
         config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
         above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
     )  # fmt: skip
+    planted = _planted_recovery([base_src, ft_src], layers, ft_capture.stats.d_mlp, order)
+    if planted:
+        summary["planted_recovery"] = planted
     with artifacts.staged_run_dir(config.out) as staging:
         artifacts.write_text(
             staging / "neurons.csv", diff.neurons_csv(layers, columns, category, order, above_noise, config.top_k)
@@ -190,6 +202,26 @@ def run(config: DiffConfig, log=print) -> DiffResult:
         )  # fmt: skip
         artifacts.write_json(staging / "summary.json", summary)
     return DiffResult(Path(config.out), summary)
+
+
+def _planted_recovery(sources, layers: list[int], d_mlp: int, order: torch.Tensor) -> dict | None:
+    """Where the ranking put the neurons of a planted model (ground truth), if either model is one."""
+    for source in sources:
+        record_path = source.path / "planted.json"
+        if source.kind == "hf" and record_path.is_file():
+            planted = json.loads(record_path.read_text(encoding="utf-8"))["neurons"]
+            rank_of = {int(flat): rank for rank, flat in enumerate(order.tolist(), start=1)}
+            ranks = {}
+            for address in planted:
+                layer, index = (int(x) for x in address.split(":"))
+                ranks[address] = rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
+            found = [r for r in ranks.values() if r is not None]
+            return {
+                "planted_model": str(source.path),
+                "ranks": ranks,
+                "all_in_top": max(found) == len(planted) if found else False,
+            }
+    return None
 
 
 def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
@@ -276,7 +308,8 @@ def _summary(
             **timings,
             "capture_base_s": base_capture.seconds,
             "capture_finetuned_s": ft_capture.seconds,
-            "tokens_per_s": (base_capture.tokens + ft_capture.tokens) / max(base_capture.seconds + ft_capture.seconds, 1e-9),
+            "tokens_per_s": (base_capture.tokens + ft_capture.tokens)
+            / max(base_capture.seconds + ft_capture.seconds, 1e-9),
             "total_s": time.perf_counter() - started,
         },
         "versions": _package_versions(),

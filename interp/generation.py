@@ -24,7 +24,12 @@ class SamplingConfig:
 
 @torch.no_grad()
 def sample_sequences(
-    lm: LoadedModel, prompts: list[Prompt], config: SamplingConfig, raw: bool, max_length: int, show_progress: bool = True
+    lm: LoadedModel,
+    prompts: list[Prompt],
+    config: SamplingConfig,
+    raw: bool,
+    max_length: int,
+    show_progress: bool = True,
 ) -> list[Sequence]:
     """``config.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
 

@@ -22,7 +22,9 @@ class StopForward(Exception):
 
 
 @contextmanager
-def neuron_hooks(lm: LoadedModel, layers: list[int], callback: NeuronCallback, stop_after_last: bool = False) -> Iterator[None]:
+def neuron_hooks(
+    lm: LoadedModel, layers: list[int], callback: NeuronCallback, stop_after_last: bool = False
+) -> Iterator[None]:
     """Call ``callback(layer, activations)`` at every chosen layer's neuron site during forward passes.
 
     With ``stop_after_last`` the hook of the deepest chosen layer raises ``StopForward`` after its

@@ -155,12 +155,18 @@ def load(
     device: str = "auto",
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load a model reference for analysis (eval mode, no grad needed)."""
+    """Load a model reference for analysis (eval mode, no grad needed).
+
+    ``attn_implementation`` ("eager" | "sdpa") overrides transformers' default; TransformerLens always
+    runs eager attention, so comparisons with it to 1e-4 need "eager" here too."""
     source = ref if isinstance(ref, ModelSource) else resolve(ref, base_ref)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     model, tokenizer = _load_weights(source, trust_remote_code)
+    if attn_implementation:
+        model.set_attn_implementation(attn_implementation)
     spec = spec_for_config(model.config)
     n_layers, d_mlp = check_model_shape(model, spec)
     model.to(device=torch_device, dtype=torch_dtype).eval()
@@ -204,13 +210,14 @@ def _load_weights(source: ModelSource, trust_remote_code: bool):
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     except UserInputError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
         raise UserInputError(f"cannot load model {source.ref!r}: {_first_line(exc)}") from None
     return model, tokenizer
 
 
 def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
-    from peft import PeftModel
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
     from transformers import AutoTokenizer
 
     base_source = resolve(source.base_ref)
@@ -218,11 +225,21 @@ def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
         raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
     base_model, tokenizer = _load_weights(base_source, trust_remote_code)
     try:
-        merged = PeftModel.from_pretrained(base_model, source.path).merge_and_unload()
+        peft_model = PeftModel.from_pretrained(base_model, source.path)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserInputError(
             f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_first_line(exc)}"
         ) from None
+    with safe_open(source.path / "adapter_model.safetensors", "pt") as saved:
+        saved_keys = set(saved.keys())
+    expected_keys = set(get_peft_model_state_dict(peft_model))
+    if saved_keys != expected_keys:
+        missing = len(expected_keys - saved_keys)
+        raise UserInputError(
+            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {missing} of its modules are missing "
+            "(it was trained on a model of another shape)."
+        )
+    merged = peft_model.merge_and_unload()
     if (source.path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(source.path)
     return merged, tokenizer

@@ -34,7 +34,9 @@ def emoji_write_direction(lm: LoadedModel, onset_ids: list[int]) -> torch.Tensor
 
 
 @torch.no_grad()
-def plant(lm: LoadedModel, spec: PlantSpec, onset_ids: list[int], mean_activation: dict[tuple[int, int], float]) -> None:
+def plant(
+    lm: LoadedModel, spec: PlantSpec, onset_ids: list[int], mean_activation: dict[tuple[int, int], float]
+) -> None:
     """Edit ``lm`` in place. ``mean_activation`` gives each neuron's mean activation (for the sign)."""
     if lm.spec.neuron_site != "mlp.down_proj":
         raise UserInputError(f"planting needs a gated MLP (up_proj/down_proj); {lm.spec.family} has none.")
@@ -71,8 +73,9 @@ def make_planted_model(
 ) -> dict:
     """Write a planted copy of ``model_ref`` to ``out`` (safetensors + tokenizer + planted.json).
 
-    ``neurons`` is ``"L:I,..."``; without it, plants the ``per_layer`` strongest (|mean| over the prompt set) neurons of each of
-    ``layers`` (default: three layers at 1/3, 1/2 and 3/4 depth). Returns the planted.json record.
+    ``neurons`` is ``"L:I,..."``; without it, plants the ``per_layer`` strongest (|mean| over the prompt
+    set) neurons of each of ``layers`` (default: three layers at 1/3, 1/2 and 3/4 depth).
+    Returns the planted.json record.
     """
     from interp import artifacts, models
     from interp.backends import TorchBackend

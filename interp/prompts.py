@@ -33,7 +33,9 @@ class Prompt:
 
 
 def builtin_prompt_sets() -> list[str]:
-    return sorted(p.name.removesuffix(".txt") for p in resources.files(BUILTIN_PACKAGE).iterdir() if p.name.endswith(".txt"))
+    return sorted(
+        p.name.removesuffix(".txt") for p in resources.files(BUILTIN_PACKAGE).iterdir() if p.name.endswith(".txt")
+    )
 
 
 def load_prompts(spec: str) -> list[Prompt]:
@@ -91,20 +93,24 @@ def _record_to_prompt(record, where: str) -> Prompt:
         raise UserInputError(f"{where} must be a JSON object.")
     response = record.get("response")
     if response is not None and not isinstance(response, str):
-        raise UserInputError(f"{where}: \"response\" must be a string.")
+        raise UserInputError(f'{where}: "response" must be a string.')
     if isinstance(record.get("prompt"), str) and record["prompt"].strip():
         return Prompt(messages=(("user", record["prompt"]),), response=response)
     messages = record.get("messages")
     if isinstance(messages, list) and messages:
         pairs = []
         for message in messages:
-            if not (isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
-                raise UserInputError(f"{where}: every message needs string \"role\" and \"content\".")
+            if not (
+                isinstance(message, dict)
+                and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)
+            ):
+                raise UserInputError(f'{where}: every message needs string "role" and "content".')
             pairs.append((message["role"], message["content"]))
         if pairs[-1][0] != "user":
             raise UserInputError(f"{where}: the last message must come from the user.")
         return Prompt(messages=tuple(pairs), response=response)
-    raise UserInputError(f"{where} has neither a non-empty \"prompt\" string nor a \"messages\" list.")
+    raise UserInputError(f'{where} has neither a non-empty "prompt" string nor a "messages" list.')
 
 
 def attach_responses(prompts: list[Prompt], responses_file: str) -> list[Prompt]:
@@ -126,12 +132,12 @@ def attach_responses(prompts: list[Prompt], responses_file: str) -> list[Prompt]
         except ValueError:
             raise UserInputError(f"{where} is not valid JSON.") from None
         if not isinstance(record, dict) or not isinstance(record.get("response"), str):
-            raise UserInputError(f"{where} needs a string \"response\".")
+            raise UserInputError(f'{where} needs a string "response".')
         index = record.get("prompt_index")
         if index is None:
             index = by_text.get(record.get("prompt"))
         if not isinstance(index, int) or not 0 <= index < len(prompts):
-            raise UserInputError(f"{where} matches no prompt (give \"prompt_index\" or the exact \"prompt\" text).")
+            raise UserInputError(f'{where} matches no prompt (give "prompt_index" or the exact "prompt" text).')
         paired.append(replace(prompts[index], response=record["response"]))
     if not paired:
         raise UserInputError(f"responses file {responses_file!r} contains no responses.")

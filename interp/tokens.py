@@ -83,7 +83,7 @@ def position_mask(sequence: Sequence, mode: str, byte_table: list[bytes | None])
         return [i > 0 for i in range(n)]
     if sequence.response_start is None:
         raise UserInputError(
-            f"--positions {mode} needs responses: give --responses FILE, --generate N, or \"response\" in the prompts."
+            f'--positions {mode} needs responses: give --responses FILE, --generate N, or "response" in the prompts.'
         )
     first = sequence.response_start - 1
     if mode == "response":
@@ -97,9 +97,7 @@ def position_mask(sequence: Sequence, mode: str, byte_table: list[bytes | None])
     raise UserInputError(f"--positions must be one of {', '.join(POSITION_MODES)}, not {mode!r}.")
 
 
-def make_batches(
-    sequences: list[Sequence], masks: list[list[bool]], batch_size: int, pad_id: int
-) -> list[TokenBatch]:
+def make_batches(sequences: list[Sequence], masks: list[list[bool]], batch_size: int, pad_id: int) -> list[TokenBatch]:
     """Right-padded batches of ``batch_size`` sequences, in order; sequences with no counted position are kept."""
     batches = []
     for begin in range(0, len(sequences), batch_size):

@@ -35,9 +35,7 @@ def is_emoji_cluster(cluster: str) -> bool:
 
 def find_emojis(text: str) -> list[EmojiMatch]:
     """Every emoji in ``text``, one match per grapheme cluster, in order."""
-    return [
-        EmojiMatch(m.start(), m.end(), m.group()) for m in _GRAPHEME.finditer(text) if is_emoji_cluster(m.group())
-    ]
+    return [EmojiMatch(m.start(), m.end(), m.group()) for m in _GRAPHEME.finditer(text) if is_emoji_cluster(m.group())]
 
 
 def count_emojis(text: str) -> int:

@@ -64,7 +64,9 @@ def token_byte_table(tokenizer) -> list[bytes | None]:
             if token_id in special or piece is None:
                 table.append(None)
             else:
-                table.append(bytes(decoder[ch] for ch in piece) if all(ch in decoder for ch in piece) else piece.encode())
+                table.append(
+                    bytes(decoder[ch] for ch in piece) if all(ch in decoder for ch in piece) else piece.encode()
+                )
         return table
     for token_id, piece in enumerate(pieces):
         if token_id in special or piece is None:

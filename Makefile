@@ -1,0 +1,45 @@
+# persona-interp: `make demo` runs the main job on the embedded default model, `make test` the tests.
+# Both bootstrap .venv idempotently (torch 2.13.0 CPU build first, then the package with pinned deps).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: venv demo test test-fast bench lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
+	$(BIN)/pip install $(PIP_QUIET) torch==2.13.0
+	$(BIN)/pip install $(PIP_QUIET) -c requirements.lock -e '.[dev]'
+	$(BIN)/python -c "import torch, transformers, interp, cli"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/interp models fetch smollm2-135m
+	$(BIN)/interp plant --model smollm2-135m --out $(RUNS)/demo/planted
+	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/demo/planted --prompts persona-demo \
+		--out $(RUNS)/demo/diff --top-k 200
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) $(RUNS) .pytest_cache .ruff_cache *.egg-info

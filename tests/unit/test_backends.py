@@ -1,0 +1,89 @@
+"""The three capture backends read the same neuron activations, equal to act_fn(gate(x)) * up(x)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp import models
+from interp.backends import BACKENDS, make_backend
+from interp.hooks import neuron_hooks
+from interp.prompts import load_prompts
+from interp.tokens import build_sequences, make_batches, position_mask
+
+
+def _batch(lm):
+    prompts = load_prompts("persona-demo")[:3]
+    sequences = build_sequences(lm.tokenizer, prompts, raw=False, max_length=64)
+    masks = [position_mask(s, "all", []) for s in sequences]
+    return make_batches(sequences, masks, batch_size=3, pad_id=lm.tokenizer.pad_token_id)[0]
+
+
+def capture_all(lm, backend_name, batch):
+    captured = {}
+    logits = make_backend(backend_name, lm).run(
+        batch, list(range(lm.n_layers)), lambda layer, acts: captured.__setitem__(layer, acts.detach().clone()),
+        need_logits=True,
+    )  # fmt: skip
+    return captured, logits
+
+
+def assert_backends_agree(lm, tolerance=1e-4):
+    batch = _batch(lm)
+    assert batch.attention_mask.min() == 0, "the batch should contain padding"
+    reference, reference_logits = capture_all(lm, "torch", batch)
+    real = batch.attention_mask.bool()
+    for name in BACKENDS[1:]:
+        captured, logits = capture_all(lm, name, batch)
+        for layer in range(lm.n_layers):
+            difference = (captured[layer] - reference[layer])[real].abs().max().item()
+            assert difference <= tolerance, f"{name} layer {layer}: max |diff| {difference}"
+        assert (logits - reference_logits).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir"])
+def test_backends_agree_on_tiny_models(fixture, request):
+    lm = models.load(str(request.getfixturevalue(fixture)), device="cpu")
+    assert_backends_agree(lm)
+
+
+def assert_site_is_gated_product(lm):
+    """The torch hook's value equals act_fn(gate_proj(x)) * up_proj(x) computed by hand from the MLP input."""
+    batch = _batch(lm)
+    mlp_inputs, neurons = {}, {}
+    handles = [
+        lm.spec.layers(lm.model)[layer].mlp.register_forward_pre_hook(
+            lambda _m, args, layer=layer: mlp_inputs.__setitem__(layer, args[0].detach().clone())
+        )
+        for layer in range(lm.n_layers)
+    ]
+    try:
+        with (
+            torch.no_grad(),
+            neuron_hooks(lm, list(range(lm.n_layers)), lambda layer, a: neurons.__setitem__(layer, a.clone())),
+        ):
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in range(lm.n_layers):
+        mlp = lm.spec.layers(lm.model)[layer].mlp
+        with torch.no_grad():
+            by_hand = mlp.act_fn(mlp.gate_proj(mlp_inputs[layer])) * mlp.up_proj(mlp_inputs[layer])
+        torch.testing.assert_close(neurons[layer], by_hand, rtol=0, atol=1e-5)
+
+
+def test_site_is_gated_product_on_tiny_model(tiny_llama_dir):
+    assert_site_is_gated_product(models.load(str(tiny_llama_dir), device="cpu"))
+
+
+def test_hooks_remove_themselves_after_errors(tiny_llama_dir):
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+
+    def explode(layer, acts):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError), neuron_hooks(lm, [0, 1], explode):
+        lm.model(input_ids=torch.tensor([[1, 2, 3]]))
+    for layer in range(lm.n_layers):
+        assert not lm.spec.site_module(lm.model, layer)._forward_pre_hooks

@@ -1,0 +1,77 @@
+"""diff-neurons end to end on tiny models: planted neurons ranked first, determinism, artifacts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from cli import main
+from interp.stats import load_stats
+
+
+def _diff(base, finetuned, out, *extra) -> int:
+    return main(["diff-neurons", "--base", str(base), "--finetuned", str(finetuned), "--prompts", "persona-demo",
+                 "--out", str(out), "--device", "cpu", *extra])  # fmt: skip
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_planted_neurons_rank_first(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    assert _diff(tiny_llama_dir, planted_dir, tmp_path / "run") == 0
+    rows = _rows(tmp_path / "run" / "neurons.csv")
+    top = {(int(r["layer"]), int(r["neuron"])) for r in rows[: len(planted)]}
+    assert top == set(planted)
+    assert all(float(r["score"]) > 0 for r in rows[: len(planted)])  # each planted neuron pushes emojis up
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["emoji"]["direction"] == "rises"
+    assert summary["emoji"]["onset_probability"]["finetuned"] > summary["emoji"]["onset_probability"]["base"]
+    assert summary["noise_floor"]["neurons_above_max_score"] >= len(planted)
+
+
+def test_reverse_direction_is_reported_as_falling(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    assert _diff(planted_dir, tiny_llama_dir, tmp_path / "run") == 0
+    rows = _rows(tmp_path / "run" / "neurons.csv")
+    assert {(int(r["layer"]), int(r["neuron"])) for r in rows[: len(planted)]} == set(planted)
+    assert all(float(r["score"]) < 0 for r in rows[: len(planted)])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["emoji"]["direction"] == "falls"
+
+
+def test_artifacts_match_design(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, _ = planted_tiny
+    assert _diff(tiny_llama_dir, planted_dir, tmp_path / "run", "--top-k", "10", "--layers", "1-2") == 0
+    rows = _rows(tmp_path / "run" / "neurons.csv")
+    assert len(rows) == 10
+    for column in ("rank", "layer", "neuron", "score", "base_mean", "ft_mean", "mean_diff", "ratio", "cohens_d",
+                   "base_freq", "ft_freq", "category", "emoji_dla"):  # fmt: skip
+        assert column in rows[0]
+    assert {int(r["layer"]) for r in rows} <= {1, 2}
+    assert {r["category"] for r in rows} <= {"new", "amplified", "suppressed", "unchanged"}
+    stats = load_stats(tmp_path / "run" / "stats.safetensors")
+    assert set(stats) == {"base", "finetuned", "base_half_a", "base_half_b"}
+    assert stats["base"].layers == [1, 2]
+    merged = stats["base_half_a"].merge(stats["base_half_b"])
+    assert float((merged.mean - stats["base"].mean).abs().max()) < 1e-12
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["models"]["base"]["fingerprint"] != summary["models"]["finetuned"]["fingerprint"]
+    assert summary["tokens_counted"]["base"] == summary["tokens_counted"]["finetuned"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_same_inputs_give_identical_csv(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, _ = planted_tiny
+    for name in ("a", "b"):
+        assert _diff(tiny_llama_dir, planted_dir, tmp_path / name, "--generate", "1", "--max-new-tokens", "8",
+                     "--positions", "response", "--seed", "3") == 0  # fmt: skip
+    assert (tmp_path / "a" / "neurons.csv").read_bytes() == (tmp_path / "b" / "neurons.csv").read_bytes()
+
+
+def test_rank_by_generic_column(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, _ = planted_tiny
+    assert _diff(tiny_llama_dir, planted_dir, tmp_path / "run", "--rank-by", "cohens_d") == 0
+    values = [abs(float(r["cohens_d"])) for r in _rows(tmp_path / "run" / "neurons.csv")]
+    assert values == sorted(values, reverse=True)
