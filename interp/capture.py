@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from interp.tokens import TokenBatch
 class CaptureResult:
     stats: NeuronStats
     tokens: int  # counted positions
+    processed_tokens: int  # every non-pad token that went through the model
     onset_prob_sum: float  # sum over counted positions of P(next token is an emoji onset)
     seconds: float
 
@@ -38,8 +40,6 @@ def capture_stats(
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
     ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``).
     """
-    import time
-
     stats = NeuronStats.empty(layers, d_mlp, threshold)
     slots = {layer: slot for slot, layer in enumerate(layers)}
     onset_sum = 0.0
@@ -55,4 +55,6 @@ def capture_stats(
         if logits is not None and len(flat_index):
             probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
             onset_sum += float(probs.double().sum())
-    return CaptureResult(stats, int(stats.count[0]) if layers else 0, onset_sum, time.perf_counter() - start)
+    processed = sum(int(batch.attention_mask.sum()) for batch in batches)
+    counted = int(stats.count[0]) if layers else 0
+    return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start)

@@ -167,12 +167,11 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     gc.collect()
 
     base_stats = half_captures[0].stats.merge(half_captures[1].stats)
+    a, b = half_captures
     base_capture = CaptureResult(
-        base_stats,
-        half_captures[0].tokens + half_captures[1].tokens,
-        half_captures[0].onset_prob_sum + half_captures[1].onset_prob_sum,
-        half_captures[0].seconds + half_captures[1].seconds,
-    )
+        base_stats, a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
+        a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
+    )  # fmt: skip
     columns = diff.compare(base_stats, ft_capture.stats, dla_base, dla_ft)
     category = diff.categorize(columns, config.thresholds)
     order = diff.rank_order(columns[config.rank_by])
@@ -308,7 +307,7 @@ def _summary(
             **timings,
             "capture_base_s": base_capture.seconds,
             "capture_finetuned_s": ft_capture.seconds,
-            "tokens_per_s": (base_capture.tokens + ft_capture.tokens)
+            "capture_tokens_per_s": (base_capture.processed_tokens + ft_capture.processed_tokens)
             / max(base_capture.seconds + ft_capture.seconds, 1e-9),
             "total_s": time.perf_counter() - started,
         },

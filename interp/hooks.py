@@ -1,8 +1,8 @@
 """Hooks at the neuron site that always remove themselves.
 
 ``neuron_hooks`` registers a forward pre-hook on each chosen layer's MLP output projection, whose
-input is the neuron activation vector [batch, seq, d_mlp]. The callback may read it, or return a
-replacement tensor to edit it (interventions use that).
+input is the neuron activation vector [batch, seq, d_mlp]. The callback reads it; with ``edits=True``
+a tensor it returns replaces the activations (interventions use that).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class StopForward(Exception):
 
 @contextmanager
 def neuron_hooks(
-    lm: LoadedModel, layers: list[int], callback: NeuronCallback, stop_after_last: bool = False
+    lm: LoadedModel, layers: list[int], callback: NeuronCallback, stop_after_last: bool = False, edits: bool = False
 ) -> Iterator[None]:
     """Call ``callback(layer, activations)`` at every chosen layer's neuron site during forward passes.
 
@@ -38,7 +38,7 @@ def neuron_hooks(
             replaced = callback(layer, args[0])
             if stop_after_last and layer == last:
                 raise StopForward
-            if replaced is not None:
+            if edits and replaced is not None:
                 return (replaced, *args[1:])
             return None
 

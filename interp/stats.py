@@ -67,7 +67,7 @@ class NeuronStats:
         rounded = batch_mean.to(x.dtype)
         dev = x - rounded
         batch_m2 = (dev * dev).sum(0, dtype=torch.float64) - n * (batch_mean - rounded.double()) ** 2
-        batch_active = (x.abs() > self.threshold).sum(0).double()
+        batch_active = torch.count_nonzero(x.abs() > self.threshold, dim=0).double()
         batch_max = x.amax(0).double()
         self._combine(slot, float(n), batch_mean.cpu(), batch_m2.cpu(), batch_active.cpu(), batch_max.cpu())
 

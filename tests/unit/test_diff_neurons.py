@@ -75,3 +75,19 @@ def test_rank_by_generic_column(tiny_llama_dir, planted_tiny, tmp_path):
     assert _diff(tiny_llama_dir, planted_dir, tmp_path / "run", "--rank-by", "cohens_d") == 0
     values = [abs(float(r["cohens_d"])) for r in _rows(tmp_path / "run" / "neurons.csv")]
     assert values == sorted(values, reverse=True)
+
+
+def test_teacher_forced_responses_at_pre_emoji_positions(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, _ = planted_tiny
+    responses = tmp_path / "responses.jsonl"
+    records = [
+        {"prompt_index": 0, "response": "What a day 🎉 so much fun 😊"},
+        {"prompt_index": 1, "response": "Beach time 🌊"},
+        {"prompt_index": 1, "response": "No emoji here."},
+    ]
+    responses.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    code = _diff(tiny_llama_dir, planted_dir, tmp_path / "run", "--responses", str(responses), "--positions", "pre-emoji")
+    assert code == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens_counted"] == {"base": 3, "finetuned": 3}  # one position before each emoji
+    assert summary["sequences"] == 3

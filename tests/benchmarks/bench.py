@@ -1,0 +1,239 @@
+"""`make bench`: speed and memory of neuron capture on the default model, as ratios within one run.
+
+Timing ratios compare runs made in the same process, interleaved (these machines are noisy). Peak memory
+is measured in fresh child processes: resident-set size sampled every millisecond during the measured work,
+minus the resident size just before it (model loaded and warmed up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+import interp  # noqa: F401
+from interp import models
+from interp.backends import TorchBackend
+from interp.capture import capture_stats
+from interp.prompts import load_prompts
+from interp.stats import NeuronStats
+from interp.tokens import TokenBatch, build_sequences, make_batches, position_mask
+
+MODEL = "smollm2-135m"
+
+
+def random_batches(count: int, batch: int, length: int, vocab: int, seed: int = 0) -> list[TokenBatch]:
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(3, vocab, (batch, length), generator=generator)
+        ones = torch.ones_like(ids)
+        positions = ones.bool()
+        positions[:, 0] = False  # the attention sink, as in diff-neurons
+        batches.append(TokenBatch(ids, ones, positions))
+    return batches
+
+
+def _page_rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Context manager: peak resident-set growth (bytes) during the block, sampled every millisecond."""
+
+    def __enter__(self):
+        self.start = _page_rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _page_rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _page_rss())
+        self.growth = self.peak - self.start
+
+
+def time_interleaved(functions: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved round-robin after one warm-up each."""
+    for function in functions.values():
+        function()
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def plain_forward(lm, batch):
+    with torch.no_grad():
+        lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+
+
+def body_forward(lm, batch):
+    with torch.no_grad():
+        lm.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+
+
+def ours(lm, batches, layers):
+    capture_stats(TorchBackend(lm), batches, layers, lm.d_mlp, 0.1)
+
+
+def transformer_lens(bridge, lm, batches, layers):
+    """The same statistics from TransformerLens' run_with_cache(names_filter=mlp.hook_post)."""
+    stats = NeuronStats.empty(layers, lm.d_mlp, 0.1)
+    names = [f"blocks.{layer}.mlp.hook_post" for layer in layers]
+    for batch in batches:
+        flat = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(
+                batch.input_ids, attention_mask=batch.attention_mask, names_filter=names, return_cache_object=False
+            )
+        for slot, name in enumerate(names):
+            stats.update(slot, cache[name].reshape(-1, lm.d_mlp).index_select(0, flat))
+
+
+def boot_bridge(lm):
+    import copy
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(
+        str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device="cpu"
+    )
+
+
+def prompt_batches(lm, n_prompts: int, batch_size: int = 8) -> list[TokenBatch]:
+    base = load_prompts("persona-demo")
+    prompts = [base[i % len(base)] for i in range(n_prompts)]
+    sequences = build_sequences(lm.tokenizer, prompts, raw=True, max_length=64)
+    masks = [position_mask(s, "all", []) for s in sequences]
+    return make_batches(sequences, masks, batch_size, lm.tokenizer.pad_token_id)
+
+
+def child(task: str, arg: int) -> None:
+    """Run one memory measurement in this fresh process and print JSON."""
+    torch.set_num_threads(torch.get_num_threads())
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    layers = list(range(lm.n_layers))
+    if task == "prompts":
+        batches = prompt_batches(lm, arg)
+        ours(lm, batches[:1], layers)  # warm-up
+        with PeakRSS() as peak:
+            ours(lm, batches, layers)
+    else:
+        batches = random_batches(1, 8, 256, lm.vocab_size, seed=1)
+        if task == "tl":
+            bridge = boot_bridge(lm)
+            transformer_lens(bridge, lm, batches, layers)
+            with PeakRSS() as peak:
+                transformer_lens(bridge, lm, batches, layers)
+        else:
+            ours(lm, batches, layers)
+            with PeakRSS() as peak:
+                ours(lm, batches, layers)
+    print(json.dumps({"peak_growth_mib": peak.growth / 2**20}))
+
+
+def run_child(task: str, arg: int = 0) -> float:
+    output = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.bench", "--child", task, str(arg)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(output.strip().splitlines()[-1])["peak_growth_mib"]
+
+
+def diff_throughput(dtype: str) -> float:
+    """Tokens per second through capture_stats as diff-neurons runs it (torch backend, emoji-onset logits)."""
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(MODEL, device="cpu", dtype=dtype)
+    batches = prompt_batches(lm, 64)
+    onset = emoji_onset_ids(lm.tokenizer)
+    capture_stats(TorchBackend(lm), batches[:1], list(range(lm.n_layers)), lm.d_mlp, 0.1, onset)
+    result = capture_stats(TorchBackend(lm), batches, list(range(lm.n_layers)), lm.d_mlp, 0.1, onset)
+    return result.processed_tokens / result.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return
+
+    results: dict[str, object] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+    }
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    layers = list(range(lm.n_layers))
+    batches = random_batches(1, 8, 128, lm.vocab_size)
+    times = time_interleaved(
+        {
+            "plain_forward": lambda: plain_forward(lm, batches[0]),
+            "body_forward": lambda: body_forward(lm, batches[0]),
+            "capture_stats": lambda: ours(lm, batches, layers),
+        },
+        args.repeats,
+    )
+    results["hook_overhead_8x128"] = {
+        "plain_forward_s": times["plain_forward"],
+        "capture_vs_plain_forward": times["capture_stats"] / times["plain_forward"],
+        "capture_vs_forward_without_unembedding": times["capture_stats"] / times["body_forward"],
+    }
+    print(json.dumps(results, indent=1), flush=True)
+
+    bridge = boot_bridge(lm)
+    big = random_batches(1, 8, 256, lm.vocab_size, seed=1)
+    times = time_interleaved(
+        {"ours": lambda: ours(lm, big, layers), "transformer_lens": lambda: transformer_lens(bridge, lm, big, layers)},
+        max(3, args.repeats // 2),
+    )
+    del bridge
+    mem_ours, mem_tl = run_child("ours"), run_child("tl")
+    results["vs_transformer_lens_8x256"] = {
+        "ours_s": times["ours"],
+        "transformer_lens_s": times["transformer_lens"],
+        "speedup": times["transformer_lens"] / times["ours"],
+        "ours_peak_growth_mib": mem_ours,
+        "transformer_lens_peak_growth_mib": mem_tl,
+        "memory_ratio": mem_tl / mem_ours,
+    }
+    print(json.dumps(results["vs_transformer_lens_8x256"], indent=1), flush=True)
+
+    mem_100, mem_1000 = run_child("prompts", 100), run_child("prompts", 1000)
+    results["memory_100_vs_1000_prompts"] = {
+        "peak_growth_100_mib": mem_100,
+        "peak_growth_1000_mib": mem_1000,
+        "relative_difference": (mem_1000 - mem_100) / mem_100,
+    }
+    print(json.dumps(results["memory_100_vs_1000_prompts"], indent=1), flush=True)
+
+    fp32, bf16 = diff_throughput("float32"), diff_throughput("bfloat16")
+    results["diff_neurons_capture_tokens_per_s"] = {"float32": fp32, "bfloat16": bf16, "bf16_speedup": bf16 / fp32}
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
