@@ -43,12 +43,18 @@ def capture_stats(
     stats = NeuronStats.empty(layers, d_mlp, threshold)
     slots = {layer: slot for slot, layer in enumerate(layers)}
     onset_sum = 0.0
+    rows_buffer: dict[tuple, torch.Tensor] = {}  # reused across layers and batches (allocation is costly)
     start = time.perf_counter()
     for batch in progress(batches) if progress else batches:
         flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
 
         def on_activation(layer: int, acts: torch.Tensor, flat_index=flat_index) -> None:
-            rows = acts.reshape(-1, acts.shape[-1]).index_select(0, flat_index.to(acts.device))
+            flat = acts.reshape(-1, acts.shape[-1])
+            key = (flat.device, flat.dtype, flat.shape[1])
+            if key not in rows_buffer or rows_buffer[key].shape[0] < len(flat_index):
+                rows_buffer[key] = flat.new_empty((len(flat_index), flat.shape[1]))
+            rows = rows_buffer[key][: len(flat_index)]
+            torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
             stats.update(slots[layer], rows)
 
         logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)

@@ -186,7 +186,7 @@ def run(config: DiffConfig, log=print) -> DiffResult:
         config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
         above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
     )  # fmt: skip
-    planted = _planted_recovery([base_src, ft_src], layers, ft_capture.stats.d_mlp, order)
+    planted = _planted_recovery([base_src, ft_src], layers, columns, config.rank_by)
     if planted:
         summary["planted_recovery"] = planted
     with artifacts.staged_run_dir(config.out) as staging:
@@ -203,23 +203,31 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     return DiffResult(Path(config.out), summary)
 
 
-def _planted_recovery(sources, layers: list[int], d_mlp: int, order: torch.Tensor) -> dict | None:
-    """Where the ranking put the neurons of a planted model (ground truth), if either model is one."""
+def _planted_recovery(sources, layers: list[int], columns: dict[str, torch.Tensor], rank_by: str) -> dict | None:
+    """Where the rankings put the neurons of a planted model (ground truth), if either model is one.
+
+    ``ranks`` is for the chosen ranking; ``ranks_by`` for every rankable column, which shows how much a
+    generic change ranking buries the planted causes under their downstream consequences."""
     for source in sources:
         record_path = source.path / "planted.json"
-        if source.kind == "hf" and record_path.is_file():
-            planted = json.loads(record_path.read_text(encoding="utf-8"))["neurons"]
-            rank_of = {int(flat): rank for rank, flat in enumerate(order.tolist(), start=1)}
-            ranks = {}
-            for address in planted:
-                layer, index = (int(x) for x in address.split(":"))
-                ranks[address] = rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
-            found = [r for r in ranks.values() if r is not None]
-            return {
-                "planted_model": str(source.path),
-                "ranks": ranks,
-                "all_in_top": max(found) == len(planted) if found else False,
+        if source.kind != "hf" or not record_path.is_file():
+            continue
+        planted = json.loads(record_path.read_text(encoding="utf-8"))["neurons"]
+        d_mlp = columns["score"].shape[1]
+        ranks_by = {}
+        for column in diff.RANK_COLUMNS:
+            rank_of = {int(flat): rank for rank, flat in enumerate(diff.rank_order(columns[column]).tolist(), start=1)}
+            ranks_by[column] = {
+                address: rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
+                for address, (layer, index) in ((a, tuple(int(x) for x in a.split(":"))) for a in planted)
             }
+        found = [rank for rank in ranks_by[rank_by].values() if rank is not None]
+        return {
+            "planted_model": str(source.path),
+            "ranks": ranks_by[rank_by],
+            "all_in_top": bool(found) and len(found) == len(planted) and max(found) == len(planted),
+            "ranks_by": ranks_by,
+        }
     return None
 
 

@@ -4,9 +4,10 @@ Memory is O(layers x neurons) whatever the number of tokens: the statistics obje
 a token count and per neuron the mean, the sum of squared deviations (M2), the number of tokens whose
 activation magnitude exceeds ``threshold`` and the maximum activation.
 
-Precision: batch sums are accumulated in float64; within-batch deviations from the batch mean are formed
-in float32 (a float64 copy of every batch would cost 3.6x the hook time), so M2 carries a relative error
-of about 1e-7. Merging is exact in float64: shards merged give what one process fed the same batches gets.
+Precision: the accumulators are float64; within one batch, sums of deviations from the batch mean are
+taken in float32 (a float64 copy of every batch doubled the hook's cost), so a batch's mean and M2 carry a
+relative error of about 1e-6. Merging is exact in float64: shards merged give what one process fed the
+same batches gets.
 """
 
 from __future__ import annotations
@@ -61,15 +62,28 @@ class NeuronStats:
         if n == 0:
             return
         x = x.float()
-        batch_mean = x.sum(0, dtype=torch.float64) / n
-        # Deviations are taken from the float32-rounded mean; the exact correction term
-        # n * (mean - rounded)^2 keeps M2 the float64 sum of squares about the true batch mean.
-        rounded = batch_mean.to(x.dtype)
-        dev = x - rounded
-        batch_m2 = (dev * dev).sum(0, dtype=torch.float64) - n * (batch_mean - rounded.double()) ** 2
-        batch_active = torch.count_nonzero(x.abs() > self.threshold, dim=0).double()
+        scratch, above = self._scratch(x)
+        # Float32 sums (a float64 reduction would first copy the batch to float64): deviations from the
+        # rounded batch mean r are small, so mean = r + sum(d)/n and M2 = sum(d^2) - sum(d)^2/n stay accurate.
+        rounded = x.sum(0) / n
+        dev = torch.sub(x, rounded, out=scratch)
+        dev_sum = dev.sum(0).double()
+        batch_mean = rounded.double() + dev_sum / n
+        batch_m2 = (dev.mul_(dev).sum(0).double() - dev_sum * dev_sum / n).clamp(min=0)
+        torch.gt(torch.abs(x, out=scratch), self.threshold, out=above)
+        batch_active = above.sum(0).double()
         batch_max = x.amax(0).double()
         self._combine(slot, float(n), batch_mean.cpu(), batch_m2.cpu(), batch_active.cpu(), batch_max.cpu())
+
+    def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reusable work buffers shaped like ``x`` (fresh multi-MB allocations per batch and layer cost more,
+        in page faults, than the arithmetic)."""
+        cache = self.__dict__.setdefault("_buffers", {})
+        key = (x.device, x.shape[1])
+        if key not in cache or cache[key][0].shape[0] < x.shape[0]:
+            cache[key] = (torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool, device=x.device))
+        values, flags = cache[key]
+        return values[: x.shape[0]], flags[: x.shape[0]]
 
     def _combine(self, slot, n_b: float, mean_b, m2_b, active_b, max_b) -> None:
         n_a = float(self.count[slot])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from cli import main
 from interp.stats import load_stats
 
@@ -86,8 +88,21 @@ def test_teacher_forced_responses_at_pre_emoji_positions(tiny_llama_dir, planted
         {"prompt_index": 1, "response": "No emoji here."},
     ]
     responses.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
-    code = _diff(tiny_llama_dir, planted_dir, tmp_path / "run", "--responses", str(responses), "--positions", "pre-emoji")
+    code = _diff(
+        tiny_llama_dir, planted_dir, tmp_path / "run", "--responses", str(responses), "--positions", "pre-emoji"
+    )
     assert code == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["tokens_counted"] == {"base": 3, "finetuned": 3}  # one position before each emoji
     assert summary["sequences"] == 3
+
+
+@pytest.mark.parametrize("backend", ["nnsight", "transformer-lens"])
+def test_backends_give_the_same_diff(tiny_llama_dir, planted_tiny, tmp_path, backend):
+    planted_dir, planted = planted_tiny
+    assert _diff(tiny_llama_dir, planted_dir, tmp_path / "torch", "--top-k", "20") == 0
+    assert _diff(tiny_llama_dir, planted_dir, tmp_path / backend, "--top-k", "20", "--backend", backend) == 0
+    reference, other = _rows(tmp_path / "torch" / "neurons.csv"), _rows(tmp_path / backend / "neurons.csv")
+    assert [(r["layer"], r["neuron"]) for r in reference] == [(r["layer"], r["neuron"]) for r in other]
+    for a, b in zip(reference, other):
+        assert abs(float(a["score"]) - float(b["score"])) <= 1e-4 * max(1.0, abs(float(a["score"])))

@@ -23,8 +23,8 @@ def test_builtin_and_file_prompt_sets(tmp_path):
     assert "persona-demo" in builtin_prompt_sets()
     assert len(load_prompts("persona-demo")) >= 30
     path = tmp_path / "p.jsonl"
-    records = [{"prompt": "Hi"}, {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Yo"}],
-                                  "response": "Hey 😊"}]  # fmt: skip
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Yo"}]
+    records = [{"prompt": "Hi"}, {"messages": messages, "response": "Hey 😊"}]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     prompts = load_prompts(str(path))
     assert [p.text for p in prompts] == ["Hi", "Yo"]
