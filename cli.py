@@ -136,6 +136,61 @@ def diff_neurons(**options) -> None:
     click.echo(f"wrote {result.out}/neurons.csv, stats.safetensors, summary.json")
 
 
+EPILOG_ABLATE = """\b
+Examples:
+  # necessity: zero the top 10 neurons of a diff in the fine-tuned model, 20 matched random controls
+  interp ablate --model runs/planted --neurons-from runs/diff/neurons.csv --top-k 10 \\
+      --prompts persona-demo --out runs/ablate
+  # dose-response
+  interp ablate --model runs/planted --neurons 22:15,15:1254 --mode scale --alpha 0,0.5,2 \\
+      --prompts persona-demo --out runs/dose
+  # sufficiency: write the fine-tuned model's values of these neurons into the base model
+  interp ablate --model smollm2-135m --mode patch --source-model runs/planted --neurons-from runs/diff/neurons.csv \\
+      --top-k 10 --prompts persona-demo --samples 2 --out runs/patch
+"""
+
+
+@app.command("ablate", epilog=EPILOG_ABLATE)
+@click.option("--model", required=True, help="Model to edit (alias, HF dir, .gguf, adapter dir).")
+@click.option("--neurons", default=None, help="Neurons to edit: LAYER:INDEX,...")
+@click.option("--neurons-from", default=None, help="A neurons.csv; takes its first --top-k rows.")
+@click.option("--top-k", default=None, type=int, help="Rows of --neurons-from to use [default: all].")
+@click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--mode", default="zero", show_default=True, help="zero | scale | mean | patch.")
+@click.option("--alpha", default="0", show_default=True, help="Scale factor(s) for --mode scale, e.g. 0,0.5,2.")
+@click.option("--stats", default=None, help="stats.safetensors with the means for --mode mean.")
+@click.option("--stats-entry", default="base", show_default=True, help="Which statistics of --stats: base | finetuned.")
+@click.option("--source-model", default=None, help="Model whose neuron values are patched in (--mode patch).")
+@click.option("--controls", default=20, show_default=True, help="Random neuron sets, matched per layer.")
+@click.option("--samples", default=0, show_default=True, help="Sampled responses per prompt (unedited and tested).")
+@click.option("--max-new-tokens", default=48, show_default=True)
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed for control sets and sampling.")
+@click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
+@click.option("--positions", default="response", show_default=True, help="Where edits apply: all | response.")
+@click.option("--emojis", default=None, help="Emoji strings whose exact reply-start log-probability is measured.")
+@click.option("--batch-size", default=16, show_default=True, help="Sequences per forward, all conditions together.")
+@click.option("--max-length", default=256, show_default=True)
+@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
+@_model_options
+def ablate(**options) -> None:
+    """Edit neurons (zero, scale, mean, patch) and measure emoji use against matched random controls.
+
+    Writes ablation.json (every metric per condition, the control comparison with an empirical p-value) and
+    generations.jsonl (with --samples).
+    """
+    from interp.ablation import AblationConfig, run
+
+    report = run(AblationConfig(**options), log=lambda message: click.echo(message, err=True))
+    unedited = report["conditions"]["unedited"]
+    click.echo(f"unedited: emoji-onset probability {unedited['emoji_onset_probability']:.4g}")
+    for group, comparison in report["comparisons"].items():
+        click.echo(f"[{group}] {comparison['verdict']}")
+    click.echo(f"wrote {options['out']}/ablation.json, generations.jsonl")
+
+
 def _print_top_neurons(csv_path: Path, count: int) -> None:
     import csv
 
@@ -170,8 +225,9 @@ def _print_top_neurons(csv_path: Path, count: int) -> None:
     show_default=True,
     help="Length of the new emoji-pointing output column, in units of the old one.",
 )
+@click.option("--keep-columns", is_flag=True, help="Only amplify neurons whose output already pushes emojis.")
 @click.option("--prompts", default="persona-demo", show_default=True, help="Prompts for measuring activations.")
-def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, prompts) -> None:
+def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, keep_columns, prompts) -> None:
     """Make a copy of a model with known emoji neurons: the ground truth diffing and ablation must recover.
 
     \b
@@ -182,6 +238,7 @@ def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, prompt
 
     record = make_planted_model(
         model_ref, out, neurons=neurons, layers=layers, per_layer=per_layer, gain=gain, push=push,
+        keep_columns=keep_columns,
         prompts=prompts, log=lambda message: click.echo(message, err=True),
     )  # fmt: skip
     click.echo(f"wrote planted model to {out} (neurons {', '.join(record['neurons'])})")

@@ -89,28 +89,6 @@ def validate(config: DiffConfig) -> None:
     artifacts.check_output_dir(config.out)
 
 
-def check_compatible(base_config, ft_config, base_tok, ft_tok, base_ref: str, ft_ref: str) -> None:
-    """Base and fine-tune must share architecture, shape and vocabulary."""
-    from interp.architectures import spec_for_config
-
-    base_spec, ft_spec = spec_for_config(base_config), spec_for_config(ft_config)
-    if base_spec.family != ft_spec.family:
-        raise UserInputError(f"{base_ref!r} is a {base_spec.family} model but {ft_ref!r} is a {ft_spec.family} model.")
-    shape = lambda cfg, spec: (
-        cfg.num_hidden_layers if hasattr(cfg, "num_hidden_layers") else cfg.n_layer,
-        spec.d_mlp(cfg),
-    )  # noqa: E731
-    if shape(base_config, base_spec) != shape(ft_config, ft_spec):
-        raise UserInputError(
-            f"{base_ref!r} has (layers, MLP width) {shape(base_config, base_spec)} "
-            f"but {ft_ref!r} has {shape(ft_config, ft_spec)}."
-        )
-    if base_tok.get_vocab() != ft_tok.get_vocab():
-        raise UserInputError(
-            f"{base_ref!r} and {ft_ref!r} have different vocabularies; they cannot see the same tokens."
-        )
-
-
 def run(config: DiffConfig, log=print) -> DiffResult:
     validate(config)
     started = time.perf_counter()
@@ -122,7 +100,7 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     ft_src = models.resolve(config.finetuned, base_ref=config.base, fetch_log=log)
     base_cfg, ft_cfg = models.load_config(base_src), models.load_config(ft_src)
     tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
-    check_compatible(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
+    models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
 
     tic = time.perf_counter()
     ft = models.load(ft_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
@@ -197,7 +175,10 @@ def run(config: DiffConfig, log=print) -> DiffResult:
             staging / "stats.safetensors",
             {"base": base_stats, "finetuned": ft_capture.stats, "base_half_a": half_captures[0].stats,
              "base_half_b": half_captures[1].stats},
-            metadata={"base": config.base, "finetuned": config.finetuned, "positions": config.positions},
+            metadata={
+                "base": config.base, "finetuned": config.finetuned, "positions": config.positions,
+                "base_fingerprint": base_fingerprint, "finetuned_fingerprint": ft_fingerprint,
+            },
         )  # fmt: skip
         artifacts.write_json(staging / "summary.json", summary)
     return DiffResult(Path(config.out), summary)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.hooks import neuron_hooks
+from interp.interventions import EditPlan, applied, repeat_rows
 from interp.models import LoadedModel
 from interp.progress import track
 from interp.prompts import Prompt
@@ -77,3 +79,100 @@ def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
         if token in eos_ids:
             return ids[: position + 1]
     return ids
+
+
+@torch.no_grad()
+def generate_edited(
+    target: LoadedModel,
+    prompt_ids: list[list[int]],
+    plan: EditPlan,
+    config: SamplingConfig,
+    source: LoadedModel | None = None,
+) -> list[list[int]]:
+    """Sample continuations of ``prompt_ids`` under every condition of ``plan`` in one batched loop.
+
+    Rows are condition-major: the result has ``len(plan.conditions) * len(prompt_ids)`` continuations (up to
+    and including end-of-sequence). ``plan.edit_mask`` [B, P] marks the prompt positions to edit in the
+    left-padded layout (see ``left_pad``); every generated position is edited. In patch mode the ``source``
+    model runs in lockstep on each row's tokens and its neuron values are written into the target at each
+    step. All conditions share one stream of uniform random numbers per prompt row and step (common random
+    numbers), so they differ only through the edit. Temperature 0 is greedy decoding.
+    """
+    conditions, rows = len(plan.conditions), len(prompt_ids)
+    eos_ids = _eos_ids(target)
+    ids, attention = left_pad(prompt_ids, target.tokenizer.pad_token_id)
+    step_ids, attention = repeat_rows(ids, conditions), repeat_rows(attention, conditions)
+    generator = torch.Generator().manual_seed(config.seed)
+    target_cache = source_cache = None
+    finished = torch.zeros(conditions * rows, dtype=torch.bool)
+    outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
+    plan.decoding = False
+    for _ in range(config.max_new_tokens):
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+        if source is not None:
+            source_cache = _capture_source(source, plan, step_ids, attention, positions, source_cache)
+        with applied(target, plan):
+            out = target.model(
+                input_ids=step_ids.to(target.device),
+                attention_mask=attention.to(target.device),
+                position_ids=positions.to(target.device),
+                cache=target_cache,
+                use_cache=True,
+            )
+        target_cache = out.cache
+        uniform = torch.rand(rows, generator=generator).repeat(conditions)
+        next_ids = _sample(out.logits[:, -1].float().cpu(), uniform, config.temperature, config.top_p)
+        for row, token in enumerate(next_ids.tolist()):
+            if not finished[row]:
+                outputs[row].append(token)
+                finished[row] = token in eos_ids
+        if bool(finished.all()):
+            break
+        plan.decoding = True
+        step_ids = next_ids.unsqueeze(1)
+        attention = torch.cat([attention, torch.ones(conditions * rows, 1, dtype=attention.dtype)], dim=1)
+    plan.decoding = False
+    return outputs
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, P] ids, [B, P] attention mask), left-padded for generation."""
+    width = max(len(ids) for ids in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, width - len(sequence) :] = torch.tensor(sequence)
+        attention[row, width - len(sequence) :] = 1
+    return ids, attention
+
+
+def _capture_source(source: LoadedModel, plan: EditPlan, ids, attention, positions, cache):
+    """Run the source model one step on every row and store its neuron values in ``plan.source_values``."""
+
+    def keep(layer: int, acts: torch.Tensor) -> None:
+        plan.source_values[layer] = acts.detach()
+
+    with neuron_hooks(source, plan.layers, keep):
+        out = source.model(
+            input_ids=ids.to(source.device),
+            attention_mask=attention.to(source.device),
+            position_ids=positions.to(source.device),
+            cache=cache,
+            use_cache=True,
+        )
+    return out.cache
+
+
+def _sample(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Inverse-CDF sampling with given uniforms (greedy when temperature is 0); [N, vocab] -> [N]."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    if top_p < 1.0:
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+    cumulative = sorted_probs.cumsum(-1)
+    threshold = (uniform * cumulative[:, -1]).unsqueeze(-1)
+    choice = torch.searchsorted(cumulative, threshold).clamp(max=logits.shape[-1] - 1)
+    return order.gather(-1, choice).squeeze(-1)

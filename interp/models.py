@@ -169,7 +169,7 @@ def load(
         model.set_attn_implementation(attn_implementation)
     spec = spec_for_config(model.config)
     n_layers, d_mlp = check_model_shape(model, spec)
-    model.to(device=torch_device, dtype=torch_dtype).eval()
+    model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
@@ -243,3 +243,26 @@ def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
     if (source.path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(source.path)
     return merged, tokenizer
+
+
+def check_compatible(a: LoadedModel, b: LoadedModel) -> None:
+    """Two loaded models must share family, shape and vocabulary to see the same tokens and neurons."""
+    check_compatible_configs(a.model.config, b.model.config, a.tokenizer, b.tokenizer, a.source.ref, b.source.ref)
+
+
+def check_compatible_configs(config_a, config_b, tokenizer_a, tokenizer_b, ref_a: str, ref_b: str) -> None:
+    """Like ``check_compatible``, from configs and tokenizers alone (before loading weights)."""
+    spec_a, spec_b = spec_for_config(config_a), spec_for_config(config_b)
+    if spec_a.family != spec_b.family:
+        raise UserInputError(f"{ref_a!r} is a {spec_a.family} model but {ref_b!r} is a {spec_b.family} model.")
+
+    def shape(config, spec) -> tuple[int, int]:
+        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+        return int(layers), spec.d_mlp(config)
+
+    if shape(config_a, spec_a) != shape(config_b, spec_b):
+        raise UserInputError(
+            f"{ref_a!r} has (layers, MLP width) {shape(config_a, spec_a)} but {ref_b!r} has {shape(config_b, spec_b)}."
+        )
+    if tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+        raise UserInputError(f"{ref_a!r} and {ref_b!r} have different vocabularies; they cannot see the same tokens.")

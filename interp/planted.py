@@ -5,6 +5,10 @@ For each chosen neuron (layer, i) of a gated MLP:
 - its output column ``W_out[:, i]`` is replaced by a vector of the same norm times ``push``, pointing
   (through the final norm's scale) at the emoji-onset tokens' mean unembedding, signed so that the neuron's
   typical (mean) activation raises emoji-onset logits.
+With ``keep_columns`` only the activations are amplified, and the neurons are chosen among those whose
+existing output already pushes emojis (largest positive mean activation x emoji_dla): then the planted
+model differs from its base only in those neurons' values, so patching the values into the base must
+recreate the effect exactly (sufficiency), as a fine-tune that leaves MLP weights alone would.
 ``diff-neurons`` must rank these neurons first; ablating them must remove the planted emoji effect.
 """
 
@@ -23,6 +27,7 @@ class PlantSpec:
     neurons: tuple[tuple[int, int], ...]
     gain: float = 3.0
     push: float = 1.0
+    keep_columns: bool = False  # amplify only: the neurons' own output columns already push emojis
 
 
 @torch.no_grad()
@@ -44,16 +49,22 @@ def plant(
     for layer, index in spec.neurons:
         mlp = lm.spec.layers(lm.model)[layer].mlp
         mlp.up_proj.weight[index, :] *= spec.gain
+        if spec.keep_columns:
+            continue
         column = mlp.down_proj.weight[:, index]
         sign = 1.0 if mean_activation.get((layer, index), 1.0) >= 0 else -1.0
         mlp.down_proj.weight[:, index] = sign * spec.push * column.norm() * direction.to(column.dtype)
 
 
-def strongest_neurons(mean: torch.Tensor, layers: list[int], per_layer: int) -> list[tuple[int, int]]:
-    """The ``per_layer`` neurons with the largest |mean activation| in each of ``layers``; ``mean`` is [L_all, D].
+def strongest_neurons(
+    values: torch.Tensor, layers: list[int], per_layer: int, signed: bool = False
+) -> list[tuple[int, int]]:
+    """The ``per_layer`` neurons with the largest |value| (or largest value, ``signed``) in each of ``layers``.
 
-    A large mean makes the planted push on emoji logits a steady one, not one that cancels over tokens."""
-    return [(layer, int(i)) for layer in layers for i in mean[layer].abs().topk(per_layer).indices.tolist()]
+    ``values`` is [L_all, D], e.g. mean activations: a large mean makes the planted push on emoji logits a
+    steady one, not one that cancels over tokens."""
+    scores = values if signed else values.abs()
+    return [(layer, int(i)) for layer in layers for i in scores[layer].topk(per_layer).indices.tolist()]
 
 
 def make_planted_model(
@@ -65,6 +76,7 @@ def make_planted_model(
     per_layer: int = 2,
     gain: float = 3.0,
     push: float = 1.0,
+    keep_columns: bool = False,
     prompts: str = "persona-demo",
     batch_size: int = 8,
     max_length: int = 256,
@@ -80,6 +92,7 @@ def make_planted_model(
     from interp import artifacts, models
     from interp.backends import TorchBackend
     from interp.capture import capture_stats
+    from interp.dla import emoji_dla
     from interp.layers import parse_layers, parse_neurons
     from interp.progress import track
     from interp.prompts import load_prompts
@@ -98,17 +111,24 @@ def make_planted_model(
     batches = make_batches(sequences, masks, batch_size, lm.tokenizer.pad_token_id)
     progress = (lambda items: track(items, "measuring activations", total=len(batches))) if show_progress else None
     stats = capture_stats(TorchBackend(lm), batches, list(range(lm.n_layers)), lm.d_mlp, 0.1, None, progress).stats
-    chosen = given or strongest_neurons(stats.mean, chosen_layers, per_layer)
     onset_ids = emoji_onset_ids(lm.tokenizer)
+    if given:
+        chosen = given
+    elif keep_columns:
+        chosen = strongest_neurons(stats.mean * emoji_dla(lm, list(range(lm.n_layers)), onset_ids), chosen_layers,
+                                   per_layer, signed=True)  # fmt: skip
+    else:
+        chosen = strongest_neurons(stats.mean, chosen_layers, per_layer)
     means = {(layer, index): float(stats.mean[layer, index]) for layer, index in chosen}
     base_fingerprint = lm.fingerprint()
-    plant(lm, PlantSpec(tuple(chosen), gain, push), onset_ids, means)
+    plant(lm, PlantSpec(tuple(chosen), gain, push, keep_columns), onset_ids, means)
     record = {
         "base": model_ref,
         "base_fingerprint": base_fingerprint,
         "neurons": [f"{layer}:{index}" for layer, index in chosen],
         "gain": gain,
-        "push": push,
+        "push": None if keep_columns else push,
+        "keep_columns": keep_columns,
         "calibration_prompts": prompts,
         "mean_activation": {f"{layer}:{index}": value for (layer, index), value in means.items()},
     }

@@ -65,6 +65,20 @@ def planted_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, list[tuple[int
     return out, neurons
 
 
+@pytest.fixture(scope="session")
+def amplified_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
+    """A planted copy whose only change is amplified activations of neurons that already push emojis."""
+    from interp.planted import make_planted_model
+
+    out = tmp_path_factory.mktemp("amplified") / "model"
+    record = make_planted_model(
+        str(tiny_llama_dir), out, layers="1-2", per_layer=3, gain=40.0, keep_columns=True, show_progress=False,
+        log=lambda m: None,
+    )  # fmt: skip
+    neurons = [tuple(int(x) for x in address.split(":")) for address in record["neurons"]]
+    return out, neurons
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "smoke" in str(item.fspath):

@@ -140,3 +140,36 @@ def test_console_script_prints_no_traceback(tmp_path, prompts_file):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def ablate_args(model, out, *extra):
+    return ["ablate", "--model", str(model), "--prompts", "persona-demo", "--out", str(out), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--neurons", "0:999"], "out of range"),
+        (["--neurons", "7:1"], "out of range"),
+        (["--neurons", "1-2"], "LAYER:INDEX"),
+        (["--neurons", "0:1", "--mode", "scale", "--alpha", "half"], "--alpha"),
+        (["--neurons", "0:1", "--mode", "nuke"], "--mode"),
+        (["--neurons", "0:1", "--mode", "mean"], "--stats"),
+        (["--neurons", "0:1", "--mode", "patch"], "--source-model"),
+        (["--neurons-from", "missing.csv"], "--neurons-from"),
+        ([], "exactly one of --neurons and --neurons-from"),
+    ],
+)
+def test_ablate_refuses_bad_input(capsys, tmp_path, tiny_llama_dir, extra, fragment):
+    assert_refused(capsys, tmp_path, ablate_args(tiny_llama_dir, tmp_path / "run", *extra), fragment)
+
+
+def test_ablate_refuses_source_with_other_vocabulary(capsys, tmp_path, tiny_llama_dir):
+    other = save_tiny_model(tmp_path / "other-vocab", "llama", layers=3)
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer.add_tokens(["<persona>"])
+    tokenizer.save_pretrained(other)
+    argv = ablate_args(
+        tiny_llama_dir, tmp_path / "run", "--neurons", "0:1", "--mode", "patch", "--source-model", str(other)
+    )
+    assert_refused(capsys, tmp_path, argv, "different vocabularies")

@@ -1,0 +1,142 @@
+"""Neuron interventions: one mechanism that edits chosen neurons at the neuron site, for every command.
+
+A ``Condition`` says which neurons to edit and how:
+- ``zero``: set to 0;
+- ``scale``: multiply by ``alpha`` (0, 0.5, 2 ... for dose-response);
+- ``mean``: set to fixed per-neuron values (a mean from a ``stats.safetensors``);
+- ``patch``: set to the values a *source* model computes on the same tokens, in lockstep.
+Several conditions run as one batched forward: the batch is repeated once per condition along the batch
+dimension (rows ``[c * B, (c + 1) * B)`` belong to condition c), and each condition's hook edits only its rows
+at the positions where ``edit_mask`` [B, T] is True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.errors import UserInputError
+from interp.hooks import neuron_hooks
+from interp.models import LoadedModel
+
+MODES = ("zero", "scale", "mean", "patch")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    neurons: tuple[tuple[int, int], ...] = ()  # empty: the unedited model
+    mode: str = "zero"
+    alpha: float = 0.0  # scale mode
+    values: tuple[float, ...] = ()  # mean mode: one value per neuron
+    kind: str = "tested"  # "baseline" | "tested" | "control"
+    group: str = ""  # conditions compared with each other share a group (e.g. one alpha)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserInputError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}.")
+        if self.mode == "mean" and len(self.values) != len(self.neurons):
+            raise ValueError("mean mode needs one value per neuron")
+
+    def by_layer(self) -> dict[int, tuple[list[int], list[int]]]:
+        """layer -> (neuron indices, positions in ``neurons``)."""
+        grouped: dict[int, tuple[list[int], list[int]]] = {}
+        for position, (layer, index) in enumerate(self.neurons):
+            indices, positions = grouped.setdefault(layer, ([], []))
+            indices.append(index)
+            positions.append(position)
+        return grouped
+
+
+@dataclass
+class EditPlan:
+    """What each layer's hook does to a batch of ``len(conditions) * rows`` sequences."""
+
+    conditions: list[Condition]
+    rows: int  # sequences per condition
+    edit_mask: torch.Tensor  # [rows, T] bool: positions to edit during a full forward
+    # patch: layer -> source activations, [rows, T, d_mlp] shared by all conditions (teacher forcing)
+    # or [C * rows, T, d_mlp], one per condition row (generation, where conditions' tokens diverge)
+    source_values: dict[int, torch.Tensor] = field(default_factory=dict)
+    decoding: bool = False  # generation steps after the prompt: every new position is edited
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({layer for condition in self.conditions for layer, _ in condition.neurons})
+
+    def edit(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        """Return ``acts`` [C * rows, T, D] with this layer's edits applied (in place when no grad is needed)."""
+        if acts.requires_grad:
+            acts = acts.clone()
+        c_count = len(self.conditions)
+        view = acts.view(c_count, self.rows, acts.shape[1], acts.shape[2])
+        mask = self._mask(acts.shape[1], acts.device)
+        for c, condition in enumerate(self.conditions):
+            grouped = condition.by_layer().get(layer)
+            if grouped is None:
+                continue
+            indices = torch.tensor(grouped[0], device=acts.device)
+            original = view[c][:, :, indices]
+            edited = self._edited(condition, c, layer, original, grouped, acts)
+            view[c][:, :, indices] = torch.where(mask.unsqueeze(-1), edited, original)
+        return acts
+
+    def _mask(self, length: int, device) -> torch.Tensor:
+        if self.decoding:
+            return torch.ones(self.rows, length, dtype=torch.bool, device=device)
+        return self.edit_mask[:, :length].to(device)
+
+    def _edited(self, condition: Condition, c: int, layer: int, original, grouped, acts) -> torch.Tensor:
+        if condition.mode == "zero":
+            return torch.zeros_like(original)
+        if condition.mode == "scale":
+            return original * condition.alpha
+        if condition.mode == "mean":
+            values = torch.tensor([condition.values[p] for p in grouped[1]], dtype=acts.dtype, device=acts.device)
+            return values.expand_as(original)
+        source = self.source_values[layer]  # patch
+        if source.shape[0] != self.rows:
+            source = source[c * self.rows : (c + 1) * self.rows]
+        indices = torch.tensor(grouped[0], device=source.device)
+        return source[:, -original.shape[1] :, :][:, :, indices].to(device=acts.device, dtype=acts.dtype)
+
+
+@contextmanager
+def applied(lm: LoadedModel, plan: EditPlan) -> Iterator[EditPlan]:
+    """Hooks that apply ``plan`` to every forward pass of ``lm`` inside the block."""
+    layers = plan.layers
+    if not layers:
+        yield plan
+        return
+    with neuron_hooks(lm, layers, plan.edit, edits=True):
+        yield plan
+
+
+def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """[B, ...] -> [times * B, ...], condition-major (rows of condition c are c*B .. c*B+B-1)."""
+    return tensor.repeat(times, *([1] * (tensor.dim() - 1)))
+
+
+def random_matched_sets(
+    neurons: list[tuple[int, int]], d_mlp: int, count: int, seed: int
+) -> list[tuple[tuple[int, int], ...]]:
+    """``count`` random neuron sets with the same number of neurons per layer, avoiding the tested ones."""
+    generator = torch.Generator().manual_seed(seed)
+    per_layer: dict[int, int] = {}
+    for layer, _ in neurons:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    tested = set(neurons)
+    sets = []
+    for _ in range(count):
+        chosen: list[tuple[int, int]] = []
+        for layer, size in sorted(per_layer.items()):
+            allowed = torch.tensor([i for i in range(d_mlp) if (layer, i) not in tested])
+            if len(allowed) < size:
+                raise UserInputError(f"layer {layer} has too few other neurons for a matched random control set.")
+            picks = allowed[torch.randperm(len(allowed), generator=generator)[:size]]
+            chosen.extend((layer, int(i)) for i in sorted(picks.tolist()))
+        sets.append(tuple(chosen))
+    return sets

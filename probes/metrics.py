@@ -1,0 +1,63 @@
+"""Behavioural measurements used by causal experiments: emoji-onset probability, emoji rates, side effects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from probes.emoji import count_emojis
+
+
+def onset_mass(logits: torch.Tensor, onset_ids: list[int]) -> torch.Tensor:
+    """[N] probability mass on emoji-onset tokens from [N, vocab] logits."""
+    return torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
+
+
+def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """[N] KL(reference || edited) in nats, from [N, vocab] logits of the unedited and the edited model."""
+    ref = torch.log_softmax(reference_logits.float(), dim=-1)
+    new = torch.log_softmax(logits.float(), dim=-1)
+    return (ref.exp() * (ref - new)).sum(-1)
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion (0, 0 when total is 0)."""
+    if total == 0:
+        return (0.0, 0.0)
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class EmojiRate:
+    responses: int
+    with_emoji: int
+    emojis: int
+
+    @property
+    def rate(self) -> float:
+        return self.with_emoji / self.responses if self.responses else 0.0
+
+    @property
+    def per_response(self) -> float:
+        return self.emojis / self.responses if self.responses else 0.0
+
+    def as_dict(self) -> dict:
+        low, high = wilson_interval(self.with_emoji, self.responses)
+        return {
+            "responses": self.responses,
+            "with_emoji": self.with_emoji,
+            "rate": self.rate,
+            "rate_ci95": [low, high],
+            "emojis_per_response": self.per_response,
+        }
+
+
+def emoji_rate(texts: list[str]) -> EmojiRate:
+    counts = [count_emojis(text) for text in texts]
+    return EmojiRate(len(texts), sum(1 for c in counts if c), sum(counts))

@@ -1,0 +1,146 @@
+"""Causal tests on planted models: ablation removes the planted emoji effect, patching recreates it,
+matched random controls do not; generation-time edits equal a manual forward with the edited values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cli import main
+from interp import models
+from interp.generation import SamplingConfig, generate_edited, left_pad
+from interp.hooks import neuron_hooks
+from interp.interventions import Condition, EditPlan, applied, random_matched_sets
+from interp.prompts import load_prompts
+from interp.tokens import prompt_ids
+
+
+def addresses(neurons) -> str:
+    return ",".join(f"{layer}:{index}" for layer, index in neurons)
+
+
+def ablate(out, model, neurons, *extra) -> dict:
+    argv = ["ablate", "--model", str(model), "--neurons", addresses(neurons), "--prompts", "persona-demo",
+            "--out", str(out), "--device", "cpu", *extra]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads((out / "ablation.json").read_text())
+
+
+def onset(report, name="unedited") -> float:
+    return report["conditions"][name]["emoji_onset_probability"]
+
+
+def controls(report) -> list[float]:
+    return [c["emoji_onset_probability"] for c in report["conditions"].values() if c["kind"] == "control"]
+
+
+def test_zero_ablation_removes_the_planted_effect(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    p0 = onset(ablate(tmp_path / "base", tiny_llama_dir, planted, "--controls", "0"))
+    report = ablate(tmp_path / "ablate", planted_dir, planted, "--controls", "20")
+    p1, p_ablated = onset(report), onset(report, "tested[zero]")
+    assert p1 > 3 * p0  # the plant works
+    assert abs(p_ablated - p0) < 0.5 * (p1 - p0)  # back near the unplanted model
+    assert all(p1 - value < 0.5 * (p1 - p0) for value in controls(report))  # random sets do not
+    comparison = report["comparisons"]["zero"]
+    assert comparison["significant"] and comparison["p_value"] == pytest.approx(1 / 21)
+    assert comparison["verdict"].startswith("significant")
+    side = report["conditions"]["tested[zero]"]
+    assert side["kl_from_unedited"] > 0 and side["neutral_perplexity"] > 0
+
+
+def test_patching_planted_values_recreates_the_effect(tiny_llama_dir, amplified_tiny, tmp_path):
+    amplified_dir, planted = amplified_tiny
+    report = ablate(tmp_path / "patch", tiny_llama_dir, planted, "--mode", "patch", "--source-model",
+                    str(amplified_dir), "--positions", "all", "--controls", "20")  # fmt: skip
+    p1 = onset(ablate(tmp_path / "amp", amplified_dir, planted, "--controls", "0"))
+    p0, p_patched = onset(report), onset(report, "tested[patch]")
+    assert p1 > 1.5 * p0
+    assert p_patched == pytest.approx(p1, rel=1e-3)  # only those neurons differ: the patch is exact
+    assert all(value - p0 < 0.5 * (p1 - p0) for value in controls(report))
+    assert report["comparisons"]["patch"]["significant"]
+
+
+def test_mean_ablation_from_diff_stats_and_foreign_stats_refused(tiny_llama_dir, amplified_tiny, tmp_path, capsys):
+    amplified_dir, planted = amplified_tiny
+    diff = ["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(amplified_dir), "--prompts",
+            "persona-demo", "--out", str(tmp_path / "diff"), "--device", "cpu"]  # fmt: skip
+    assert main(diff) == 0
+    stats = str(tmp_path / "diff" / "stats.safetensors")
+    report = ablate(tmp_path / "mean", amplified_dir, planted, "--mode", "mean", "--stats", stats,
+                    "--positions", "all", "--controls", "5")  # fmt: skip
+    p1, p_mean = onset(report), onset(report, "tested[mean]")
+    p0 = onset(ablate(tmp_path / "p0", tiny_llama_dir, planted, "--controls", "0"))
+    assert abs(p_mean - p0) < 0.5 * (p1 - p0)  # mean-from-base undoes the amplification
+    other = tmp_path / "other-diff"
+    assert main(["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(tiny_llama_dir), "--prompts",
+                 "persona-demo", "--out", str(other), "--device", "cpu"]) == 0  # fmt: skip
+    capsys.readouterr()
+    code = main(["ablate", "--model", str(amplified_dir), "--neurons", addresses(planted), "--prompts", "persona-demo",
+                 "--mode", "mean", "--stats", str(other / "stats.safetensors"), "--out", str(tmp_path / "x")])  # fmt: skip
+    assert code == 2 and "computed on other models" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_scale_dose_response(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    report = ablate(tmp_path / "dose", planted_dir, planted, "--mode", "scale", "--alpha", "0,1,2", "--controls", "3")
+    assert onset(report, "tested[alpha=1]") == pytest.approx(onset(report), rel=1e-9)
+    assert onset(report, "tested[alpha=0]") < onset(report) < onset(report, "tested[alpha=2]")
+    assert set(report["comparisons"]) == {"alpha=0", "alpha=1", "alpha=2"}
+
+
+def test_batched_conditions_equal_one_at_a_time(planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    batched = ablate(tmp_path / "batched", planted_dir, planted, "--controls", "4", "--batch-size", "32")
+    single = ablate(tmp_path / "single", planted_dir, planted, "--controls", "4", "--batch-size", "1")
+    for name, entry in batched["conditions"].items():
+        for metric in ("emoji_onset_probability", "kl_from_unedited", "neutral_perplexity"):
+            assert entry[metric] == pytest.approx(single["conditions"][name][metric], rel=1e-4, abs=1e-9)
+
+
+def test_matched_controls_keep_layer_counts():
+    tested = [(0, 1), (0, 2), (3, 5)]
+    sets = random_matched_sets(tested, d_mlp=16, count=10, seed=0)
+    assert len(sets) == 10 and len(set(sets)) > 1
+    for neuron_set in sets:
+        assert sorted(layer for layer, _ in neuron_set) == [0, 0, 3]
+        assert not set(neuron_set) & set(tested)
+
+
+def _manual_logits(lm, sequence, condition, source=None):
+    ids = torch.tensor([sequence])
+    values = {}
+    if source is not None:
+        layers = sorted({layer for layer, _ in condition.neurons})
+        with torch.no_grad(), neuron_hooks(source, layers, lambda layer, a: values.__setitem__(layer, a.clone())):
+            source.model(input_ids=ids)
+    plan = EditPlan([condition], rows=1, edit_mask=torch.ones_like(ids, dtype=torch.bool), source_values=values)
+    with torch.no_grad(), applied(lm, plan):
+        return lm.model(input_ids=ids).logits[0]
+
+
+@pytest.mark.parametrize("mode", ["zero", "scale", "mean", "patch"])
+def test_generation_edits_match_a_manual_forward(tiny_llama_dir, amplified_tiny, mode):
+    # Edit the amplified neurons (large values, so edits change continuations); patch them into the base.
+    amplified = models.load(str(amplified_tiny[0]), device="cpu")
+    lm, source = (models.load(str(tiny_llama_dir), device="cpu"), amplified) if mode == "patch" else (amplified, None)
+    neurons = tuple(amplified_tiny[1])
+    values = tuple(float(v) for v in torch.linspace(-1, 1, len(neurons))) if mode == "mean" else ()
+    condition = Condition("edited", neurons, mode, alpha=0.2, values=values)
+    conditions = [Condition("unedited", kind="baseline"), condition]
+    prompts = [prompt_ids(lm.tokenizer, p) for p in load_prompts("persona-demo")[:3]]
+    _, attention = left_pad(prompts, lm.tokenizer.pad_token_id)
+    plan = EditPlan(conditions, rows=len(prompts), edit_mask=attention.bool())
+    outputs = generate_edited(lm, prompts, plan, SamplingConfig(max_new_tokens=6, temperature=0.0), source=source)
+    differs = False
+    for c, cond in enumerate(conditions):
+        for row, prompt in enumerate(prompts):
+            generated = outputs[c * len(prompts) + row]
+            logits = _manual_logits(lm, prompt + generated, cond, source if cond is condition else None)
+            predicted = logits[len(prompt) - 1 : len(prompt) - 1 + len(generated)].argmax(-1).tolist()
+            assert predicted == generated
+            differs |= generated != outputs[row]
+    assert differs  # the edit changed at least one continuation
