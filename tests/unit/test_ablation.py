@@ -78,8 +78,9 @@ def test_mean_ablation_from_diff_stats_and_foreign_stats_refused(tiny_llama_dir,
     assert main(["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(tiny_llama_dir), "--prompts",
                  "persona-demo", "--out", str(other), "--device", "cpu"]) == 0  # fmt: skip
     capsys.readouterr()
+    foreign = str(other / "stats.safetensors")
     code = main(["ablate", "--model", str(amplified_dir), "--neurons", addresses(planted), "--prompts", "persona-demo",
-                 "--mode", "mean", "--stats", str(other / "stats.safetensors"), "--out", str(tmp_path / "x")])  # fmt: skip
+                 "--mode", "mean", "--stats", foreign, "--out", str(tmp_path / "x")])  # fmt: skip
     assert code == 2 and "computed on other models" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
