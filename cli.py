@@ -191,14 +191,59 @@ def ablate(**options) -> None:
     click.echo(f"wrote {options['out']}/ablation.json, generations.jsonl")
 
 
-def _print_top_neurons(csv_path: Path, count: int) -> None:
+@app.command("attribute")
+@click.option("--model", required=True, help="Model whose neurons are scored.")
+@click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--mode", default="zero", show_default=True, help="zero | patch: what the score estimates.")
+@click.option("--source-model", default=None, help="Model whose values would be patched in (--mode patch).")
+@click.option("--method", default="attribution-patching", show_default=True,
+              help="attribution-patching (all layers, one forward + backward) | integrated-gradients.")  # fmt: skip
+@click.option("--layers", default=None, help="Layers to score, e.g. 10,15-16 [default: all; required for IG].")
+@click.option("--steps", default=16, show_default=True, help="Integration steps for integrated-gradients.")
+@click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
+@click.option("--positions", default="response", show_default=True, help="Where the edit applies: all | response.")
+@click.option("--top-k", default=None, type=int, help="Write only the first K neurons [default: all].")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--max-length", default=256, show_default=True)
+@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
+@_model_options
+def attribute(**options) -> None:
+    """Score every neuron's effect on emoji-onset probability (attribution patching or integrated gradients).
+
+    Writes neurons.csv (ranked by |score|, usable with `interp ablate --neurons-from`) and summary.json.
+
+    \b
+    Example:
+      interp attribute --model smollm2-135m --mode patch --source-model runs/planted --prompts persona-demo \\
+          --out runs/attr --top-k 200
+    """
+    from interp.attribution import AttributionConfig, run
+
+    summary = run(AttributionConfig(**options), log=lambda message: click.echo(message, err=True))
+    click.echo(f"unedited emoji-onset probability {summary['metric_unedited']:.4g}; {summary['score_definition']}")
+    _print_top_neurons(Path(options["out"]) / "neurons.csv", 10, ("rank", "layer", "neuron", "score", "mean_delta"))
+    click.echo(f"wrote {options['out']}/neurons.csv, summary.json")
+
+
+def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"top {count} neurons", show_edge=False)
-    columns = ("rank", "layer", "neuron", "score", "base_mean", "ft_mean", "cohens_d", "emoji_dla", "category")
+    columns = columns or (
+        "rank",
+        "layer",
+        "neuron",
+        "score",
+        "base_mean",
+        "ft_mean",
+        "cohens_d",
+        "emoji_dla",
+        "category",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "category" else "right")
     with open(csv_path, newline="", encoding="utf-8") as handle:

@@ -235,6 +235,32 @@ def run(config: AblationConfig, log=print) -> dict:
     return report
 
 
+def forced_batch(batch: list[Sequence], pad_id: int, positions: str, nll: bool = False):
+    """Tensors for a teacher-forced batch, right-padded, each [B, T]: (ids, attention, measured, first, edit).
+
+    ``measured``: positions whose next-token prediction is measured (the response positions, the first reply
+    position for prompts without responses, or every position for ``nll``); ``first``: the first reply
+    position; ``edit``: where interventions apply (``positions`` all | response)."""
+    width = max(len(s.ids) for s in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    measured = torch.zeros_like(ids, dtype=torch.bool)
+    first = torch.zeros_like(measured)
+    for row, seq in enumerate(batch):
+        n = len(seq.ids)
+        ids[row, :n] = torch.tensor(seq.ids)
+        attention[row, :n] = 1
+        if nll:
+            measured[row, : n - 1] = True
+        elif seq.response_start is None:
+            measured[row, n - 1] = first[row, n - 1] = True
+        else:
+            measured[row, seq.response_start - 1 : n - 1] = True
+            first[row, seq.response_start - 1] = True
+    edit = torch.tensor([_edit_mask(seq, width, positions) for seq in batch])
+    return ids, attention, measured, first, edit
+
+
 def _edit_mask(sequence: Sequence, width: int, positions: str) -> list[bool]:
     """Where edits apply in a right-padded teacher-forced row: everywhere, or from the reply's first position."""
     n = len(sequence.ids)
@@ -252,25 +278,9 @@ def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, labe
     pad_id = lm.tokenizer.pad_token_id
     batches = [sequences[i : i + rows] for i in range(0, len(sequences), rows)]
     for batch in track(batches, label, enabled=config.show_progress):
-        width = max(len(s.ids) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq.ids)] = torch.tensor(seq.ids)
-            attention[row, : len(seq.ids)] = 1
-        measured = torch.zeros_like(ids, dtype=torch.bool)  # positions whose prediction is measured
-        first = torch.zeros_like(measured)  # the first reply position
-        for row, seq in enumerate(batch):
-            n = len(seq.ids)
-            if nll:
-                measured[row, : n - 1] = True
-            elif seq.response_start is None:
-                measured[row, n - 1] = first[row, n - 1] = True
-            else:
-                measured[row, seq.response_start - 1 : n - 1] = True
-                first[row, seq.response_start - 1] = True
-        positions = "all" if nll else config.positions
-        edit_mask = torch.tensor([_edit_mask(seq, width, positions) for seq in batch])
+        edit_positions = "all" if nll else config.positions
+        ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
+        width = ids.shape[1]
         source_values = _source_values(source, conditions, ids, attention) if source is not None else {}
         reference = None
         for begin in range(0, len(conditions), chunk):
@@ -302,11 +312,13 @@ def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, labe
                 target.first_count += int(is_first.sum())
 
 
-def _source_values(source, conditions, ids, attention) -> dict[int, torch.Tensor]:
-    """The source model's neuron activations on the same tokens, for every layer a condition patches."""
+def _source_values(source, conditions, ids, attention, layers: list[int] | None = None) -> dict[int, torch.Tensor]:
+    """The source model's neuron activations on the same tokens, for ``layers`` (default: every layer a
+    condition patches)."""
     from interp.hooks import neuron_hooks
 
-    layers = sorted({layer for condition in conditions for layer, _ in condition.neurons})
+    if layers is None:
+        layers = sorted({layer for condition in conditions for layer, _ in condition.neurons})
     values: dict[int, torch.Tensor] = {}
     with torch.no_grad(), neuron_hooks(source, layers, lambda layer, acts: values.__setitem__(layer, acts.detach())):
         source.model.base_model(input_ids=ids.to(source.device), attention_mask=attention.to(source.device))
