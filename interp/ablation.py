@@ -28,7 +28,15 @@ import torch
 from interp import artifacts, models
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, generate_edited, left_pad
-from interp.interventions import MODES, Condition, EditPlan, applied, random_matched_sets, repeat_rows
+from interp.interventions import (
+    MODES,
+    Condition,
+    EditPlan,
+    applied,
+    random_matched_sets,
+    repeat_rows,
+    shared_prefix,
+)
 from interp.layers import parse_neurons
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
@@ -286,12 +294,13 @@ def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, labe
         for begin in range(0, len(conditions), chunk):
             group = conditions[begin : begin + chunk]
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
-            with torch.no_grad(), applied(lm, plan):
+            first_edited = min(plan.layers, default=lm.n_layers)
+            with torch.no_grad(), shared_prefix(lm, first_edited, len(group)), applied(lm, plan):
                 hidden = lm.model.base_model(
-                    input_ids=repeat_rows(ids, len(group)).to(lm.device),
-                    attention_mask=repeat_rows(attention, len(group)).to(lm.device),
-                    use_cache=False,
+                    input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device), use_cache=False
                 ).last_hidden_state
+            if hidden.shape[0] != len(group) * len(batch):  # no condition edits anything: the rows are shared
+                hidden = repeat_rows(hidden, len(group))
             hidden = hidden.view(len(group), len(batch), width, -1)
             for c, condition in enumerate(group):
                 logits = lm.logits_from_hidden(hidden[c][measured.to(lm.device)]).float().cpu()

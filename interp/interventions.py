@@ -140,3 +140,39 @@ def random_matched_sets(
             chosen.extend((layer, int(i)) for i in sorted(picks.tolist()))
         sets.append(tuple(chosen))
     return sets
+
+
+@contextmanager
+def shared_prefix(lm: LoadedModel, first_layer: int, copies: int) -> Iterator[None]:
+    """Run the layers below ``first_layer`` once, then ``copies`` times as many rows from there on.
+
+    Conditions only differ from their first edited layer onwards, so a batch of B sequences enters the
+    model once and is repeated (condition-major, like ``repeat_rows``) when it reaches ``first_layer``:
+    every tensor argument of that and later decoder blocks whose first dimension is B (hidden states,
+    attention masks, position ids, rotary cos/sin) is repeated.
+    """
+    if copies == 1:
+        yield
+        return
+    blocks = lm.spec.layers(lm.model)
+    state = {"rows": -1}
+
+    def expand(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == state["rows"]:
+            return repeat_rows(value, copies)
+        if isinstance(value, tuple):
+            return tuple(expand(item) for item in value)
+        return value
+
+    def hook(module, args, kwargs):
+        if module is blocks[first_layer]:  # a new forward pass reaches the split: note its batch size
+            hidden = args[0] if args else kwargs["hidden_states"]
+            state["rows"] = hidden.shape[0]
+        return tuple(expand(a) for a in args), {k: expand(v) for k, v in kwargs.items()}
+
+    handles = [blocks[i].register_forward_pre_hook(hook, with_kwargs=True) for i in range(first_layer, len(blocks))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -177,10 +177,81 @@ def diff_throughput(dtype: str) -> float:
     return result.processed_tokens / result.seconds
 
 
+def causal_benchmarks(results: dict) -> None:
+    """Issue 3: batched conditions vs one pass each; attribution cost; attribution vs exact ablation."""
+    from interp.ablation import AblationConfig, ConditionMetrics, _measure
+    from interp.attribution import AttributionConfig, attribute
+    from interp.interventions import Condition, random_matched_sets
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    onset = emoji_onset_ids(lm.tokenizer)
+    sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:16], False, 128)
+
+    def measure(conditions, batch_size):
+        config = AblationConfig(model="", prompts="", out=None, batch_size=batch_size, show_progress=False)
+        metrics = {c.name: ConditionMetrics() for c in conditions}
+        _measure(lm, None, conditions, sequences, config, onset, metrics, "", nll=False)
+        return {name: m.onset_sum / m.onset_count for name, m in metrics.items()}
+
+    sets = random_matched_sets([(layer, 0) for layer in (15, 18, 21, 24, 27)], lm.d_mlp, 8, seed=0)
+    conditions = [Condition(f"set{i}", neuron_set, "zero") for i, neuron_set in enumerate(sets)]
+    times = time_interleaved(
+        {
+            "batched": lambda: measure(conditions, 8 * 8),
+            "one_pass_each": lambda: [measure([c], 8) for c in conditions],
+        },
+        3,
+    )
+    results["batched_conditions_8"] = {
+        "neurons": "8 sets of 5 neurons, one in each of layers 15, 18, 21, 24, 27; 16 prompts",
+        "batched_s": times["batched"],
+        "one_pass_each_s": times["one_pass_each"],
+        "speedup": times["one_pass_each"] / times["batched"],
+    }
+    print(json.dumps(results["batched_conditions_8"], indent=1), flush=True)
+
+    config = AttributionConfig(model="", prompts="", out=None, mode="zero", show_progress=False)
+    layers = list(range(lm.n_layers))
+    times = time_interleaved(
+        {
+            "attribution": lambda: attribute(lm, None, sequences, layers, config, onset),
+            "forward": lambda: measure([Condition("unedited", kind="baseline")], 8),
+        },
+        3,
+    )
+    results["attribution_cost"] = {
+        "attribution_patching_s": times["attribution"],
+        "forward_s": times["forward"],
+        "forward_pass_equivalents": times["attribution"] / times["forward"],
+    }
+    print(json.dumps(results["attribution_cost"], indent=1), flush=True)
+
+    result = attribute(lm, None, sequences, layers, config, onset)
+    top = torch.argsort(result.score.reshape(-1).abs(), descending=True)[:50].tolist()
+    neurons = [(index // lm.d_mlp, index % lm.d_mlp) for index in top]
+    singles = [Condition("unedited", kind="baseline")]
+    singles += [Condition(f"{layer}:{index}", ((layer, index),), "zero") for layer, index in neurons]
+    exact = measure(singles, 64)
+    effects = [exact[f"{layer}:{index}"] - exact["unedited"] for layer, index in neurons]
+    estimates = [float(result.score.reshape(-1)[index]) for index in top]
+    rank = lambda values: torch.tensor(values).argsort().argsort().double()  # noqa: E731
+    rho = float(torch.corrcoef(torch.stack([rank(estimates), rank(effects)]))[0, 1])
+    results["attribution_vs_exact_ablation"] = {
+        "setting": "zero-ablation of single neurons in SmolLM2 (unedited base), 16 persona-demo prompts, metric: "
+        "mean emoji-onset probability at the first reply position",
+        "top_k": 50,
+        "spearman": rho,
+        "sign_agreement": sum((a > 0) == (b > 0) for a, b in zip(estimates, effects)) / len(effects),
+    }
+    print(json.dumps(results["attribution_vs_exact_ablation"], indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("capture", "causal"), default=None, help="run one group of benchmarks")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
@@ -190,6 +261,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only != "capture":
+        causal_benchmarks(results)
+        if args.only == "causal":
+            return
     lm = models.load(MODEL, device="cpu", dtype="float32")
     layers = list(range(lm.n_layers))
     batches = random_batches(1, 8, 128, lm.vocab_size)
