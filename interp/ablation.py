@@ -14,6 +14,7 @@ standard deviations; "not significant" when p >= 0.05.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -279,8 +280,13 @@ def _edit_mask(sequence: Sequence, width: int, positions: str) -> list[bool]:
 
 
 @torch.no_grad()
-def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False) -> None:
-    """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``."""
+def _measure(
+    lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False, share_prefix: bool = True
+) -> None:
+    """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``.
+
+    With ``share_prefix`` the positions before the first edited one run once and their KV cache is reused
+    by every condition (for first-reply measurements, only the last prompt token runs per condition)."""
     rows = max(1, config.batch_size // len(conditions))  # sequences per forward
     chunk = max(1, config.batch_size // rows)  # conditions per forward
     pad_id = lm.tokenizer.pad_token_id
@@ -288,27 +294,29 @@ def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, labe
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
         ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
-        width = ids.shape[1]
         source_values = _source_values(source, conditions, ids, attention) if source is not None else {}
+        # Positions before the first edited one are identical under every condition: run them once.
+        split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
+        prefix_cache = None
+        if split > 0:
+            prefix_cache = lm.model.base_model(
+                input_ids=ids[:, :split].to(lm.device),
+                attention_mask=attention[:, :split].to(lm.device),
+                use_cache=True,
+            ).cache
+        measured_rest, first_rest = measured[:, split:], first[:, split:]
         reference = None
         for begin in range(0, len(conditions), chunk):
             group = conditions[begin : begin + chunk]
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
-            first_edited = min(plan.layers, default=lm.n_layers)
-            with torch.no_grad(), shared_prefix(lm, first_edited, len(group)), applied(lm, plan):
-                hidden = lm.model.base_model(
-                    input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device), use_cache=False
-                ).last_hidden_state
-            if hidden.shape[0] != len(group) * len(batch):  # no condition edits anything: the rows are shared
-                hidden = repeat_rows(hidden, len(group))
-            hidden = hidden.view(len(group), len(batch), width, -1)
+            hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
             for c, condition in enumerate(group):
-                logits = lm.logits_from_hidden(hidden[c][measured.to(lm.device)]).float().cpu()
+                logits = lm.logits_from_hidden(hidden[c][measured_rest.to(lm.device)]).float().cpu()
                 if reference is None:  # conditions[0] is the unedited model
                     reference = logits
                 target = metrics[condition.name]
                 if nll:
-                    targets = ids[:, 1:][measured[:, :-1]]
+                    targets = ids[:, split + 1 :][measured_rest[:, :-1]]
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
                     continue
@@ -316,9 +324,39 @@ def _measure(lm, source, conditions, sequences, config, onset_ids, metrics, labe
                 target.onset_sum += float(mass.sum())
                 target.onset_count += len(mass)
                 target.kl_sum += float(kl_divergence(reference, logits).double().sum())
-                is_first = first[measured]
+                is_first = first_rest[measured_rest]
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
+
+
+def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache) -> torch.Tensor:
+    """[C, B, T - split, d_model] final hidden states of every condition of ``plan`` from position ``split``.
+
+    Without a prefix cache the conditions still share the layers below their first edited layer."""
+    copies, rows, width = len(plan.conditions), ids.shape[0], ids.shape[1]
+    with torch.no_grad():
+        if prefix_cache is None:
+            first_layer = min(plan.layers, default=lm.n_layers)
+            with shared_prefix(lm, first_layer, copies), applied(lm, plan):
+                hidden = lm.model.base_model(
+                    input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device), use_cache=False
+                ).last_hidden_state
+            if hidden.shape[0] != copies * rows:  # no condition edits anything: the rows are shared
+                hidden = repeat_rows(hidden, copies)
+        else:
+            cache = copy.deepcopy(prefix_cache)
+            cache.reorder_cache(torch.arange(rows).repeat(copies).to(lm.device))
+            plan.offset = split
+            positions = torch.arange(split, width).expand(copies * rows, -1)
+            with applied(lm, plan):
+                hidden = lm.model.base_model(
+                    input_ids=repeat_rows(ids[:, split:], copies).to(lm.device),
+                    attention_mask=repeat_rows(attention, copies).to(lm.device),
+                    position_ids=positions.to(lm.device),
+                    cache=cache,
+                    use_cache=True,
+                ).last_hidden_state
+    return hidden.view(copies, rows, width - split, -1)
 
 
 def _source_values(source, conditions, ids, attention, layers: list[int] | None = None) -> dict[int, torch.Tensor]:

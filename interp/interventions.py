@@ -62,6 +62,7 @@ class EditPlan:
     # or [C * rows, T, d_mlp], one per condition row (generation, where conditions' tokens diverge)
     source_values: dict[int, torch.Tensor] = field(default_factory=dict)
     decoding: bool = False  # generation steps after the prompt: every new position is edited
+    offset: int = 0  # the forward starts at this position of ``edit_mask`` (the rest came from a KV cache)
 
     @property
     def layers(self) -> list[int]:
@@ -87,7 +88,7 @@ class EditPlan:
     def _mask(self, length: int, device) -> torch.Tensor:
         if self.decoding:
             return torch.ones(self.rows, length, dtype=torch.bool, device=device)
-        return self.edit_mask[:, :length].to(device)
+        return self.edit_mask[:, self.offset : self.offset + length].to(device)
 
     def _edited(self, condition: Condition, c: int, layer: int, original, grouped, acts) -> torch.Tensor:
         if condition.mode == "zero":

@@ -188,10 +188,10 @@ def causal_benchmarks(results: dict) -> None:
     onset = emoji_onset_ids(lm.tokenizer)
     sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:16], False, 128)
 
-    def measure(conditions, batch_size):
+    def measure(conditions, batch_size, share_prefix=True):
         config = AblationConfig(model="", prompts="", out=None, batch_size=batch_size, show_progress=False)
         metrics = {c.name: ConditionMetrics() for c in conditions}
-        _measure(lm, None, conditions, sequences, config, onset, metrics, "", nll=False)
+        _measure(lm, None, conditions, sequences, config, onset, metrics, "", nll=False, share_prefix=share_prefix)
         return {name: m.onset_sum / m.onset_count for name, m in metrics.items()}
 
     sets = random_matched_sets([(layer, 0) for layer in (15, 18, 21, 24, 27)], lm.d_mlp, 8, seed=0)
@@ -199,12 +199,13 @@ def causal_benchmarks(results: dict) -> None:
     times = time_interleaved(
         {
             "batched": lambda: measure(conditions, 8 * 8),
-            "one_pass_each": lambda: [measure([c], 8) for c in conditions],
+            "one_pass_each": lambda: [measure([c], 8, share_prefix=False) for c in conditions],
         },
         3,
     )
     results["batched_conditions_8"] = {
-        "neurons": "8 sets of 5 neurons, one in each of layers 15, 18, 21, 24, 27; 16 prompts",
+        "setting": "8 conditions (sets of 5 neurons, one in each of layers 15, 18, 21, 24, 27), 16 prompts, "
+        "emoji-onset probability at the first reply position; baseline: one full forward per condition",
         "batched_s": times["batched"],
         "one_pass_each_s": times["one_pass_each"],
         "speedup": times["one_pass_each"] / times["batched"],

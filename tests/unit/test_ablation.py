@@ -145,3 +145,32 @@ def test_generation_edits_match_a_manual_forward(tiny_llama_dir, amplified_tiny,
             assert predicted == generated
             differs |= generated != outputs[row]
     assert differs  # the edit changed at least one continuation
+
+
+@pytest.mark.parametrize("mode", ["zero", "patch"])
+def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_tiny, mode):
+    """Running the unedited prompt prefix once (KV cache reused by every condition) changes no number."""
+    from interp.ablation import AblationConfig, ConditionMetrics, _measure
+    from interp.tokens import build_sequences
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    source = models.load(str(amplified_tiny[0]), device="cpu") if mode == "patch" else None
+    prompts = load_prompts("persona-demo")[:6]
+    prompts = [type(p)(messages=p.messages, response="Great idea 😊 let's go!" if i % 2 else None, index=i)
+               for i, p in enumerate(prompts)]  # fmt: skip
+    sequences = build_sequences(lm.tokenizer, prompts, False, 128)
+    conditions = [Condition("unedited", kind="baseline"), Condition("t", tuple(amplified_tiny[1]), mode)]
+    conditions += [Condition(f"c{i}", s, mode) for i, s in enumerate(random_matched_sets(amplified_tiny[1], 128, 3, 0))]
+    results = []
+    for share in (True, False):
+        config = AblationConfig(model="", prompts="", out=None, batch_size=8, show_progress=False)
+        metrics = {c.name: ConditionMetrics() for c in conditions}
+        _measure(
+            lm, source, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", share_prefix=share
+        )
+        results.append({name: m.as_dict() for name, m in metrics.items()})
+    for name in results[0]:
+        for metric, value in results[0][name].items():
+            if value is not None:
+                assert value == pytest.approx(results[1][name][metric], rel=1e-4, abs=1e-10), (name, metric)
