@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/interp plant --model smollm2-135m --out $(RUNS)/demo/planted
 	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/demo/planted --prompts persona-demo \
 		--out $(RUNS)/demo/diff --top-k 200
+	$(BIN)/interp ablate --model $(RUNS)/demo/planted --neurons-from $(RUNS)/demo/diff/neurons.csv --top-k 6 \
+		--prompts persona-demo --controls 20 --samples 1 --out $(RUNS)/demo/ablate
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -174,3 +174,47 @@ def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_t
         for metric, value in results[0][name].items():
             if value is not None:
                 assert value == pytest.approx(results[1][name][metric], rel=1e-4, abs=1e-10), (name, metric)
+
+
+def test_random_tested_set_is_called_not_significant(planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    # A set of ordinary neurons is as extreme as all 20 controls 1 time in 21; this draw is a typical one
+    # (p-values over 12 draws ranged 0.14-0.52).
+    unrelated = random_matched_sets(planted, 128, 1, seed=100)[0]
+    report = ablate(tmp_path / "random", planted_dir, unrelated, "--controls", "20", "--seed", "0")
+    comparison = report["comparisons"]["zero"]
+    assert not comparison["significant"] and comparison["p_value"] > 0.05
+    assert comparison["verdict"].startswith("not significant")
+
+
+def test_emoji_logprob_is_exact(tiny_llama_dir, tmp_path):
+    report = ablate(tmp_path / "lp", tiny_llama_dir, [(0, 1)], "--controls", "0", "--emojis", "😊,🎉")
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    expected = []
+    for prompt in load_prompts("persona-demo"):
+        head = prompt_ids(lm.tokenizer, prompt)
+        totals = []
+        for emoji in ("😊", "🎉"):
+            piece = lm.tokenizer(emoji, add_special_tokens=False).input_ids
+            with torch.no_grad():
+                logprobs = torch.log_softmax(lm.model(input_ids=torch.tensor([head + piece])).logits[0].float(), -1)
+            totals.append(sum(float(logprobs[len(head) - 1 + k, t]) for k, t in enumerate(piece)))
+        expected.append(float(torch.logsumexp(torch.tensor(totals), 0)))
+    assert len(lm.tokenizer("😊", add_special_tokens=False).input_ids) > 1  # multi-token in this vocabulary
+    assert report["conditions"]["unedited"]["emoji_logprob"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+
+
+def test_sampled_generations_are_reproducible(planted_tiny, tmp_path):
+    planted_dir, planted = planted_tiny
+    runs = []
+    for name in ("a", "b"):
+        ablate(tmp_path / name, planted_dir, planted, "--controls", "0", "--samples", "2", "--max-new-tokens", "6",
+               "--seed", "11")  # fmt: skip
+        runs.append((tmp_path / name / "generations.jsonl").read_text())
+    assert runs[0] == runs[1]
+    records = [json.loads(line) for line in runs[0].splitlines()]
+    assert {r["condition"] for r in records} == {"unedited", "tested[zero]"}
+    assert len(records) == 2 * 2 * len(load_prompts("persona-demo"))
+    rate = json.loads((tmp_path / "a" / "ablation.json").read_text())["conditions"]["unedited"]["generation"]
+    low, high = rate["rate_ci95"]
+    assert 0 <= low <= rate["rate"] <= high <= 1

@@ -58,3 +58,14 @@ def test_emoji_start_tokens(tokenizer):
     starts = emoji_start_tokens(ids, table)
     assert [tokenizer.decode(ids[i:]).lstrip()[0] for i in starts] == ["😊", "🇫"]
     assert all(ids[i] in (10813, 15107, 40303, 47526) for i in starts)
+
+
+def test_wilson_interval_and_rates():
+    from probes.metrics import emoji_rate, wilson_interval
+
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)  # textbook value for 0/10
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    rate = emoji_rate(["hi 😊😊", "plain", "🎉 ok"])
+    assert (rate.responses, rate.with_emoji, rate.emojis) == (3, 2, 3)
