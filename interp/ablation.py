@@ -41,6 +41,7 @@ from interp.interventions import (
 from interp.layers import parse_neurons
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
+from interp.run_options import RunOptions
 from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
 from probes.emoji import find_emojis
@@ -50,8 +51,8 @@ from probes.metrics import emoji_rate, kl_divergence, onset_mass
 SIGNIFICANCE = 0.05
 
 
-@dataclass
-class AblationConfig:
+@dataclass(kw_only=True)
+class AblationConfig(RunOptions):
     model: str
     prompts: str
     out: Path
@@ -73,12 +74,6 @@ class AblationConfig:
     positions: str = "response"  # where edits apply: all | response
     emojis: str | None = None  # comma-separated emoji strings whose reply-start log-probability is measured
     batch_size: int = 16  # sequences per forward, all conditions together
-    max_length: int = 256
-    device: str = "auto"
-    dtype: str | None = None
-    raw: bool = False
-    trust_remote_code: bool = False
-    show_progress: bool = True
     neutral_prompts: str = "neutral-text"
 
 
@@ -221,12 +216,14 @@ def run(config: AblationConfig, log=print) -> dict:
 
     sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     metrics = {condition.name: ConditionMetrics() for condition in conditions}
-    _measure(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability")
+    measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability")
     neutral = [
         make_sequence(tokenizer(p.text).input_ids, None, p.index, config.max_length)
         for p in load_prompts(config.neutral_prompts)
     ]
-    _measure(lm, source, conditions, neutral, config, onset_ids, metrics, "measuring neutral perplexity", nll=True)
+    measure_conditions(
+        lm, source, conditions, neutral, config, onset_ids, metrics, "measuring neutral perplexity", nll=True
+    )
     if config.emojis:
         _emoji_logprobs(lm, source, conditions, prompts, config, metrics)
 
@@ -280,7 +277,7 @@ def _edit_mask(sequence: Sequence, width: int, positions: str) -> list[bool]:
 
 
 @torch.no_grad()
-def _measure(
+def measure_conditions(
     lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False, share_prefix: bool = True
 ) -> None:
     """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``.
@@ -294,7 +291,7 @@ def _measure(
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
         ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
-        source_values = _source_values(source, conditions, ids, attention) if source is not None else {}
+        source_values = source_activations(source, conditions, ids, attention) if source is not None else {}
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
         prefix_cache = None
@@ -359,7 +356,7 @@ def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache)
     return hidden.view(copies, rows, width - split, -1)
 
 
-def _source_values(source, conditions, ids, attention, layers: list[int] | None = None) -> dict[int, torch.Tensor]:
+def source_activations(source, conditions, ids, attention, layers: list[int] | None = None) -> dict[int, torch.Tensor]:
     """The source model's neuron activations on the same tokens, for ``layers`` (default: every layer a
     condition patches)."""
     from interp.hooks import neuron_hooks
@@ -390,7 +387,7 @@ def _emoji_logprobs(lm, source, conditions, prompts: list[Prompt], config, metri
         edit_mask[:, len(head) - 1 :] = True
         if config.positions == "all":
             edit_mask[:] = True
-        source_values = _source_values(source, conditions, ids, attention) if source is not None else {}
+        source_values = source_activations(source, conditions, ids, attention) if source is not None else {}
         for condition in conditions:
             plan = EditPlan([condition], rows=len(rows), edit_mask=edit_mask, source_values=source_values)
             with torch.no_grad(), applied(lm, plan):

@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from interp import artifacts, models
-from interp.ablation import _source_values, forced_batch
+from interp.ablation import forced_batch, source_activations
 from interp.diff import rank_order
 from interp.errors import UserInputError
 from interp.hooks import neuron_hooks
 from interp.layers import parse_layers
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
+from interp.run_options import RunOptions
 from interp.tokens import build_sequences
 from probes.emoji_tokens import emoji_onset_ids
 
@@ -34,8 +35,8 @@ METHODS = ("attribution-patching", "integrated-gradients")
 CSV_COLUMNS = ("rank", "layer", "neuron", "score", "mean_activation", "mean_delta")
 
 
-@dataclass
-class AttributionConfig:
+@dataclass(kw_only=True)
+class AttributionConfig(RunOptions):
     model: str
     prompts: str
     out: Path
@@ -48,12 +49,6 @@ class AttributionConfig:
     positions: str = "response"
     top_k: int | None = None
     batch_size: int = 8
-    max_length: int = 256
-    device: str = "auto"
-    dtype: str | None = None
-    raw: bool = False
-    trust_remote_code: bool = False
-    show_progress: bool = True
 
 
 @dataclass
@@ -92,7 +87,7 @@ def attribute(lm, source, sequences, layers: list[int], config: AttributionConfi
     batches = [sequences[i : i + config.batch_size] for i in range(0, len(sequences), config.batch_size)]
     for batch in track(batches, f"{config.method}", enabled=config.show_progress):
         ids, attention, measured, _, edit = forced_batch(batch, pad_id, config.positions)
-        targets = _source_values(source, [], ids, attention, layers) if source is not None else None
+        targets = source_activations(source, [], ids, attention, layers) if source is not None else None
         edit_f = edit.unsqueeze(-1).to(torch.float32)
         if config.method == "attribution-patching":
             acts, grads, value = _gradients(lm, ids, attention, measured, layers, onset_ids, total_measured)

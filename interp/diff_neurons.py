@@ -28,6 +28,7 @@ from interp.generation import SamplingConfig, sample_sequences
 from interp.layers import parse_layers
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
+from interp.run_options import RunOptions
 from interp.stats import save_stats
 from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
 from probes.emoji_tokens import emoji_onset_ids, token_byte_table
@@ -35,8 +36,8 @@ from probes.emoji_tokens import emoji_onset_ids, token_byte_table
 PACKAGES = ("torch", "transformers", "peft", "nnsight", "transformer-lens", "safetensors", "persona-interp")
 
 
-@dataclass
-class DiffConfig:
+@dataclass(kw_only=True)
+class DiffConfig(RunOptions):
     base: str
     finetuned: str
     prompts: str
@@ -48,18 +49,12 @@ class DiffConfig:
     top_k: int | None = None
     rank_by: str = "score"
     batch_size: int = 8
-    max_length: int = 256
     seed: int = 0
     backend: str = "torch"
-    device: str = "auto"
-    dtype: str | None = None
-    raw: bool = False
     threshold: float = 0.1  # |activation| above which a neuron counts as active (for freq columns)
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
-    trust_remote_code: bool = False
-    show_progress: bool = True
     thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
 
 

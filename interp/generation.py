@@ -112,13 +112,7 @@ def generate_edited(
         if source is not None:
             source_cache = _capture_source(source, plan, step_ids, attention, positions, source_cache)
         with applied(target, plan):
-            out = target.model(
-                input_ids=step_ids.to(target.device),
-                attention_mask=attention.to(target.device),
-                position_ids=positions.to(target.device),
-                cache=target_cache,
-                use_cache=True,
-            )
+            out = _step(target, step_ids, attention, positions, target_cache)
         target_cache = out.cache
         uniform = torch.rand(rows, generator=generator).repeat(conditions)
         next_ids = _sample(out.logits[:, -1].float().cpu(), uniform, config.temperature, config.top_p)
@@ -153,14 +147,18 @@ def _capture_source(source: LoadedModel, plan: EditPlan, ids, attention, positio
         plan.source_values[layer] = acts.detach()
 
     with neuron_hooks(source, plan.layers, keep):
-        out = source.model(
-            input_ids=ids.to(source.device),
-            attention_mask=attention.to(source.device),
-            position_ids=positions.to(source.device),
-            cache=cache,
-            use_cache=True,
-        )
-    return out.cache
+        return _step(source, ids, attention, positions, cache).cache
+
+
+def _step(lm: LoadedModel, ids, attention, positions, cache):
+    """One cached forward step of ``lm`` on new tokens ``ids`` [N, t]; ``attention`` covers all tokens so far."""
+    return lm.model(
+        input_ids=ids.to(lm.device),
+        attention_mask=attention.to(lm.device),
+        position_ids=positions.to(lm.device),
+        cache=cache,
+        use_cache=True,
+    )
 
 
 def _sample(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

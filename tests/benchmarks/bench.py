@@ -179,7 +179,7 @@ def diff_throughput(dtype: str) -> float:
 
 def causal_benchmarks(results: dict) -> None:
     """Issue 3: batched conditions vs one pass each; attribution cost; attribution vs exact ablation."""
-    from interp.ablation import AblationConfig, ConditionMetrics, _measure
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
     from interp.attribution import AttributionConfig, attribute
     from interp.interventions import Condition, random_matched_sets
     from probes.emoji_tokens import emoji_onset_ids
@@ -191,7 +191,9 @@ def causal_benchmarks(results: dict) -> None:
     def measure(conditions, batch_size, share_prefix=True):
         config = AblationConfig(model="", prompts="", out=None, batch_size=batch_size, show_progress=False)
         metrics = {c.name: ConditionMetrics() for c in conditions}
-        _measure(lm, None, conditions, sequences, config, onset, metrics, "", nll=False, share_prefix=share_prefix)
+        measure_conditions(
+            lm, None, conditions, sequences, config, onset, metrics, "", nll=False, share_prefix=share_prefix
+        )
         return {name: m.onset_sum / m.onset_count for name, m in metrics.items()}
 
     sets = random_matched_sets([(layer, 0) for layer in (15, 18, 21, 24, 27)], lm.d_mlp, 8, seed=0)

@@ -150,7 +150,7 @@ def test_generation_edits_match_a_manual_forward(tiny_llama_dir, amplified_tiny,
 @pytest.mark.parametrize("mode", ["zero", "patch"])
 def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_tiny, mode):
     """Running the unedited prompt prefix once (KV cache reused by every condition) changes no number."""
-    from interp.ablation import AblationConfig, ConditionMetrics, _measure
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
     from interp.tokens import build_sequences
     from probes.emoji_tokens import emoji_onset_ids
 
@@ -166,7 +166,7 @@ def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_t
     for share in (True, False):
         config = AblationConfig(model="", prompts="", out=None, batch_size=8, show_progress=False)
         metrics = {c.name: ConditionMetrics() for c in conditions}
-        _measure(
+        measure_conditions(
             lm, source, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", share_prefix=share
         )
         results.append({name: m.as_dict() for name, m in metrics.items()})

@@ -9,7 +9,7 @@ import torch
 
 from cli import main
 from interp import models
-from interp.ablation import AblationConfig, ConditionMetrics, _measure
+from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
 from interp.attribution import AttributionConfig, attribute
 from interp.interventions import Condition
 from interp.prompts import load_prompts
@@ -27,7 +27,7 @@ def exact_effects(lm, source, conditions, sequences, positions) -> dict[str, flo
     """M (mean emoji-onset probability) under each condition, measured exactly."""
     config = AblationConfig(model="", prompts="", out=None, positions=positions, batch_size=32, show_progress=False)
     metrics = {c.name: ConditionMetrics() for c in conditions}
-    _measure(lm, source, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", nll=False)
+    measure_conditions(lm, source, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", nll=False)
     return {name: m.onset_sum / m.onset_count for name, m in metrics.items()}
 
 
