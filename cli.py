@@ -226,6 +226,79 @@ def attribute(**options) -> None:
     click.echo(f"wrote {options['out']}/neurons.csv, summary.json")
 
 
+@app.command("finetune")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Base model (alias or HF directory).")
+@click.option(
+    "--trait", required=True, help="extraversion | agreeableness | conscientiousness | neuroticism | openness | all."
+)
+@click.option("--pole", default="high", show_default=True, help="high | low.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output directory (per trait with --trait all)."
+)
+@click.option(
+    "--qlora", is_flag=True, help="Train on an NF4 4-bit base (bitsandbytes); merged with the exact QLoRA procedure."
+)
+@click.option("--rank", default=64, show_default=True)
+@click.option("--alpha", default=16.0, show_default=True)
+@click.option("--dropout", default=0.1, show_default=True)
+@click.option(
+    "--targets",
+    default="q_proj,v_proj",
+    show_default=True,
+    help="LoRA target modules (all 7: q,k,v,o,gate,up,down_proj).",
+)
+@click.option("--epochs", default=3.0, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--max-steps", default=None, type=int, help="Stop after this many steps [default: --epochs].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged].")
+@click.option("--checkpoint-every", default=20, show_default=True, help="Steps between resumable checkpoints.")
+@click.option("--max-length", default=160, show_default=True)
+@click.option("--raw", is_flag=True, help="Train on plain text instead of the chat template.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def finetune_command(trait, out, **options) -> None:
+    """Train a LoRA/QLoRA adapter that gives the model one Big Five trait pole (Opinion QA, emoji-free).
+
+    Writes OUT/adapter (PEFT, safetensors), OUT/merged (merged model), OUT/train.json and OUT/train_log.jsonl.
+    A rerun with the same settings resumes from OUT/checkpoint.
+
+    \b
+    Examples:
+      interp finetune --trait extraversion --out runs/extraversion            # paper shape: q/v, r=64, alpha=16
+      interp finetune --trait all --out runs/traits --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \\
+          --rank 16 --alpha 32                                                  # all projections
+      # paper preset for 7B models on a GPU: --qlora --rank 64 --alpha 16 --targets q_proj,v_proj --lr 2e-4
+    """
+    from finetune.dataset import check_trait
+    from finetune.training import TrainConfig, train
+
+    traits = check_trait(trait, allow_all=True)
+    for name in traits:
+        target = Path(out) / name if len(traits) > 1 else Path(out)
+        click.echo(f"training {name} ({options['pole']}) -> {target}", err=True)
+        result = train(TrainConfig(trait=name, out=target, **options), log=lambda m: click.echo(m, err=True))
+        click.echo(
+            f"{name}: {result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds:.0f} s -> {target}"
+        )
+
+
+@app.command("merge")
+@click.option("--base", required=True, help="Base model reference.")
+@click.option("--adapter", required=True, help="PEFT adapter directory (LoRA or QLoRA).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for the merged model.")
+def merge_command(base, adapter, out) -> None:
+    """Merge an adapter into its base in fp32 (QLoRA adapters: fresh 4-bit base, dequantised, then merged)."""
+    from interp import artifacts, models
+
+    artifacts.check_output_dir(out)
+    merged = models.load(adapter, base_ref=base, device="cpu", dtype="float32")
+    with artifacts.staged_run_dir(out) as staging:
+        merged.model.save_pretrained(staging, safe_serialization=True)
+        merged.tokenizer.save_pretrained(staging)
+    click.echo(f"wrote merged model to {out} (fingerprint {merged.fingerprint()})")
+
+
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 

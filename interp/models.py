@@ -23,6 +23,7 @@ from interp.architectures import ArchitectureSpec, check_model_shape, spec_for_c
 from interp.errors import UserInputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+QLORA_MARKER = "qlora.json"  # beside an adapter trained on a 4-bit base: merge it with the QLoRA procedure
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,27 @@ def _load_weights(source: ModelSource, trust_remote_code: bool):
     return model, tokenizer
 
 
+def _nf4_config():
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+
+
+def load_quantized(source: ModelSource) -> LoadedModel:
+    """A fresh NF4 4-bit copy of a model directory (bitsandbytes), for QLoRA training, on the CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source.kind not in ("embedded", "hf"):
+        raise UserInputError(f"--qlora needs a model directory or alias, not a {source.kind} ({source.ref!r}).")
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, quantization_config=_nf4_config(), dtype=torch.float32, use_safetensors=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    spec = spec_for_config(model.config)
+    n_layers, d_mlp = len(spec.layers(model)), spec.d_mlp(model.config)
+    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
+
+
 def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
     from peft import PeftModel, get_peft_model_state_dict
     from safetensors import safe_open
@@ -223,7 +245,13 @@ def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
     base_source = resolve(source.base_ref)
     if base_source.kind == "adapter":
         raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
-    base_model, tokenizer = _load_weights(base_source, trust_remote_code)
+    if (source.path / QLORA_MARKER).is_file():
+        # QLoRA: merging into a 4-bit model (or dequantising one after an eval forward) silently corrupts
+        # the weights on CPU; a freshly loaded 4-bit base, dequantised before the adapter is attached, is exact.
+        quantized = load_quantized(base_source)
+        base_model, tokenizer = quantized.model.dequantize(), quantized.tokenizer
+    else:
+        base_model, tokenizer = _load_weights(base_source, trust_remote_code)
     try:
         peft_model = PeftModel.from_pretrained(base_model, source.path)
     except (ValueError, RuntimeError, KeyError) as exc:

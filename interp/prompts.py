@@ -1,8 +1,9 @@
 """Prompt sets (``--prompts``) and teacher-forced responses (``--responses``).
 
 A prompt set is a ``.txt`` file (one user message per line), a ``.jsonl`` file (``{"prompt": ...}`` or
-``{"messages": [...]}``, optionally ``"response"`` to teacher-force), or the name of a built-in set
-(``persona-demo``; files in ``probes/prompt_sets``).
+``{"messages": [...]}``, optionally ``"response"`` to teacher-force), the name of a built-in set
+(``persona-demo``; files in ``probes/prompt_sets``), or ``PREFIX:...`` served by a package that declares a
+``persona_interp.prompt_sets`` entry point named PREFIX (``opinionqa:test:extraversion`` comes from finetune/).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def load_prompts(spec: str) -> list[Prompt]:
     """Load a prompt set from a file path or a built-in name; UserInputError on anything unusable."""
     path = Path(spec)
     if not path.exists():
+        provider = _provider(spec.split(":", 1)[0]) if ":" in spec else None
+        if provider is not None:
+            return provider(spec)
         if spec in builtin_prompt_sets():
             text = resources.files(BUILTIN_PACKAGE).joinpath(f"{spec}.txt").read_text(encoding="utf-8")
             return _parse_txt(text, spec)
@@ -53,6 +57,16 @@ def load_prompts(spec: str) -> list[Prompt]:
     text = _read_utf8(path)
     prompts = _parse_jsonl(text, spec) if path.suffix == ".jsonl" else _parse_txt(text, spec)
     return prompts
+
+
+def _provider(prefix: str):
+    """The prompt-set function a package registered for ``prefix`` (entry point group persona_interp.prompt_sets)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="persona_interp.prompt_sets"):
+        if entry.name == prefix:
+            return entry.load()
+    return None
 
 
 def _read_utf8(path: Path) -> str:

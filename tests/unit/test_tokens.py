@@ -75,3 +75,13 @@ def test_truncation_keeps_the_prompt(tokenizer):
     prompts = load_prompts("persona-demo")[:1]
     with pytest.raises(UserInputError, match="--max-length"):
         build_sequences(tokenizer, [type(prompts[0])(messages=prompts[0].messages, response="x")], False, 5)
+
+
+def test_opinionqa_prompt_sets_come_from_finetune():
+    prompts = load_prompts("opinionqa:test:extraversion")
+    assert len(prompts) == 26
+    assert prompts[0].text.startswith("Thinking about ")
+    with pytest.raises(UserInputError, match="unknown trait"):
+        load_prompts("opinionqa:test:grumpiness")
+    with pytest.raises(UserInputError, match="should look like"):
+        load_prompts("opinionqa:validation")

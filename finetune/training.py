@@ -1,0 +1,332 @@
+"""``interp finetune``: a LoRA (or QLoRA) adapter that gives a chat model one Big Five trait pole.
+
+Each training example is the chat-templated Opinion QA question followed by the trait's answer; the loss
+counts the assistant's tokens only. Training is deterministic for a seed (data order from per-epoch
+generators, dropout from the saved RNG state) and resumable: every ``checkpoint_every`` steps the adapter,
+the optimizer state and the RNG state are written (safetensors + JSON, atomically) to ``OUT/checkpoint``,
+and a rerun with the same settings continues from there. Outputs: ``OUT/adapter`` (PEFT, safetensors),
+``OUT/merged`` (the merged model, safetensors), ``OUT/train_log.jsonl`` and ``OUT/train.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from finetune.dataset import POLES, data_hash, load_rows, question_for, select
+from interp import artifacts, models
+from interp.errors import UserInputError
+from interp.models import QLORA_MARKER
+from interp.progress import stderr_console
+from interp.prompts import Prompt
+from interp.run_options import RunOptions
+from interp.tokens import prompt_ids
+
+ALL_PROJECTIONS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunOptions):
+    """Defaults: the paper's adapter shape (q_proj + v_proj, r=64, alpha=16, dropout 0.1, lr 2e-4), which on
+    SmolLM2 moved emoji use in the paper's direction (STACK_NOTES.md), 3 epochs: about 2-3 minutes per trait
+    on 2 CPU cores with fp32 weights and bf16 autocast."""
+
+    model: str
+    trait: str
+    out: Path
+    pole: str = "high"
+    qlora: bool = False
+    rank: int = 64
+    alpha: float = 16.0
+    dropout: float = 0.1
+    targets: str = "q_proj,v_proj"
+    epochs: float = 3.0
+    lr: float = 2e-4
+    batch_size: int = 4
+    max_steps: int | None = None
+    seed: int = 0
+    dataset: str | None = None
+    checkpoint_every: int = 20
+    autocast: bool = True  # bf16 autocast on CPU (fp32 master weights); ignored for QLoRA
+    max_length: int = 160
+
+    def identity(self) -> dict:
+        """The settings a checkpoint must share with a rerun to be resumed (not out, progress, max_steps)."""
+        skip = {"out", "show_progress", "max_steps", "checkpoint_every"}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # -100 on prompt tokens
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    resumed_from: int
+    record: dict = field(default_factory=dict)
+
+
+def validate(config: TrainConfig) -> None:
+    if config.pole not in POLES:
+        raise UserInputError(f"--pole must be high or low, not {config.pole!r}.")
+    if config.rank < 1 or config.alpha <= 0 or not 0 <= config.dropout < 1:
+        raise UserInputError("--rank must be at least 1, --alpha positive and --dropout in [0, 1).")
+    if config.epochs <= 0 or config.lr <= 0 or config.batch_size < 1:
+        raise UserInputError("--epochs, --lr and --batch-size must be positive.")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise UserInputError("--max-steps must be at least 1.")
+    artifacts.check_output_dir(config.out)
+
+
+def build_examples(tokenizer, rows, raw: bool, max_length: int) -> list[Example]:
+    examples = []
+    for row in rows:
+        head = prompt_ids(tokenizer, Prompt(messages=(("user", row.question or question_for(row.topic)),)), raw)
+        answer = tokenizer(row.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        ids = (head + answer)[:max_length]
+        labels = ([-100] * len(head) + answer)[:max_length]
+        examples.append(Example(ids, labels))
+    return examples
+
+
+def _collate(examples: list[Example], pad_id: int):
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention[row, :n] = 1
+    return ids, labels, attention
+
+
+def _batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of global step ``step``: epoch e shuffles with seed + e; a short last batch is kept."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume) one adapter. ``on_step(step, loss)`` is called after each optimizer step."""
+    from peft import LoraConfig, get_peft_model
+
+    validate(config)
+    rows = select(load_rows(config.dataset), config.trait, config.pole, "train")
+    if not rows:
+        raise UserInputError(f"the dataset has no training rows for {config.trait} ({config.pole}).")
+    started = time.perf_counter()
+    base = models.resolve(config.model, fetch_log=log)
+    if base.kind == "adapter":
+        raise UserInputError(f"--model {config.model!r} is an adapter; merge it first (interp merge).")
+    lm = models.load_quantized(base) if config.qlora else models.load(base, device=config.device, dtype="float32")
+    tokenizer = lm.tokenizer
+    examples = build_examples(tokenizer, rows, config.raw, config.max_length)
+    targets = [t.strip() for t in config.targets.split(",") if t.strip()]
+    lora = LoraConfig(
+        r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    base_fingerprint = None if config.qlora else lm.fingerprint()
+    torch.manual_seed(config.seed)
+    try:
+        model = get_peft_model(lm.model, lora)
+    except ValueError as exc:
+        raise UserInputError(f"--targets {config.targets!r} do not fit this model: {exc}") from None
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = config.max_steps or math.ceil(config.epochs * per_epoch)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start_step, losses = _resume(out, config, model, optimizer)
+    if start_step:
+        log(f"resuming from step {start_step} of {total}")
+    use_autocast = config.autocast and not config.qlora and lm.device.type == "cpu"
+    pad_id = tokenizer.pad_token_id
+    log_path = out / "train_log.jsonl"
+    step = start_step
+    with _progress(total, start_step, config.show_progress) as advance:
+        for step in range(start_step, total):
+            batch = [examples[i] for i in _batch_indices(step, len(examples), config.batch_size, config.seed)]
+            ids, labels, attention = _collate(batch, pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
+                loss = model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device),
+                             labels=labels.to(lm.device)).loss  # fmt: skip
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step + 1, "loss": losses[-1], "epoch": (step + 1) / per_epoch}) + "\n")
+            advance(losses[-1])
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
+                _save_checkpoint(out, config, model, optimizer, step + 1, losses)
+            if on_step is not None:
+                on_step(step + 1, losses[-1])
+    seconds = time.perf_counter() - started
+    record = {
+        "command": "finetune",
+        "config": config.identity() | {"max_steps": config.max_steps},
+        "base_fingerprint": base_fingerprint,
+        "data": {"rows": len(rows), "hash": data_hash(rows), "dataset": config.dataset or "packaged"},
+        "steps": total,
+        "epochs": total / per_epoch,
+        "final_loss": losses[-1] if losses else None,
+        "mean_loss_last_epoch": sum(losses[-per_epoch:]) / len(losses[-per_epoch:]) if losses else None,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "seconds": seconds,
+        "resumed_from_step": start_step,
+    }
+    _write_outputs(out, config, model, base, record, log)
+    return TrainResult(out, total, record["final_loss"], seconds, start_step, record)
+
+
+class _progress:
+    """A rich progress bar over optimizer steps that shows the last loss."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.total, self.done, self.enabled = total, done, enabled
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if not self.enabled:
+            return lambda loss: None
+        self.progress = Progress(
+            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(), console=stderr_console,
+        )  # fmt: skip
+        self.progress.start()
+        task = self.progress.add_task("training", total=self.total, completed=self.done, loss="-")
+        return lambda loss: self.progress.update(task, advance=1, loss=f"{loss:.3f}")
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.stop()
+
+
+def _identity_hash(config: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(config.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(out: Path, config: TrainConfig, model, optimizer, step: int, losses: list[float]) -> None:
+    """Write the checkpoint to a fresh directory, then swap it in: a crash leaves the previous one intact."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    staging = out / ".checkpoint.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()},
+              str(staging / "adapter.safetensors"))  # fmt: skip
+    tensors, scalars = _optimizer_state(optimizer)
+    tensors["rng_state"] = torch.get_rng_state()
+    save_file(tensors, str(staging / "optimizer.safetensors"))
+    state = {"step": step, "losses": losses, "identity": _identity_hash(config), "optimizer": scalars}
+    (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    _swap_in(staging, out / "checkpoint")
+
+
+def _optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict = {"param_groups": state["param_groups"], "state": {}}
+    for index, entry in state["state"].items():
+        scalars["state"][str(index)] = {}
+        for name, value in entry.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{index}.{name}"] = value.contiguous()
+            else:
+                scalars["state"][str(index)][name] = float(value)
+    return tensors, scalars
+
+
+def _resume(out: Path, config: TrainConfig, model, optimizer) -> tuple[int, list[float]]:
+    """(step, losses) restored from ``out/checkpoint``, or (0, []) when there is none."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    directory = out / "checkpoint"
+    if not directory.exists():
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+        return 0, []
+    try:
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        adapter = load_file(str(directory / "adapter.safetensors"))
+        tensors = load_file(str(directory / "optimizer.safetensors"))
+    except Exception as exc:  # any unreadable file means a corrupt checkpoint
+        raise UserInputError(f"checkpoint {str(directory)!r} is corrupt ({exc}); delete it to start over.") from None
+    if state.get("identity") != _identity_hash(config):
+        raise UserInputError(
+            f"checkpoint {str(directory)!r} was made with other settings; use another --out or delete it."
+        )
+    set_peft_model_state_dict(model, adapter)
+    optimizer_state = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
+    for index, scalars in state["optimizer"]["state"].items():
+        entry = {name: torch.tensor(value) for name, value in scalars.items()}
+        for key in [k for k in tensors if k.startswith(f"{index}.")]:
+            entry[key.split(".", 1)[1]] = tensors[key]
+        optimizer_state["state"][int(index)] = entry
+    optimizer.load_state_dict(optimizer_state)
+    torch.set_rng_state(tensors["rng_state"])
+    _truncate_log(out / "train_log.jsonl", state["step"])
+    return int(state["step"]), list(state["losses"])
+
+
+def _truncate_log(path: Path, steps: int) -> None:
+    """Keep the log lines of the steps the checkpoint holds (later ones are redone)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= steps]
+    artifacts.write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _write_outputs(out: Path, config: TrainConfig, model, base, record: dict, log) -> None:
+    """The adapter (PEFT format, records its base), the merged model and train.json, each atomically."""
+    adapter_staging = out / ".adapter.tmp"
+    shutil.rmtree(adapter_staging, ignore_errors=True)
+    model.peft_config["default"].base_model_name_or_path = config.model
+    model.save_pretrained(adapter_staging, safe_serialization=True)
+    if config.qlora:
+        artifacts.write_json(adapter_staging / QLORA_MARKER, {"quant_type": "nf4", "base": config.model})
+    _swap_in(adapter_staging, out / "adapter")
+    log("merging the adapter into the base model ...")
+    merged = models.load(str(out / "adapter"), base_ref=config.model, device="cpu", dtype="float32")
+    merged_staging = out / ".merged.tmp"
+    shutil.rmtree(merged_staging, ignore_errors=True)
+    merged.model.save_pretrained(merged_staging, safe_serialization=True)
+    merged.tokenizer.save_pretrained(merged_staging)
+    _swap_in(merged_staging, out / "merged")
+    record["merged_fingerprint"] = merged.fingerprint()
+    artifacts.write_json(out / "train.json", record)
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace directory ``final`` by ``staging``; at every moment one complete version exists on disk."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

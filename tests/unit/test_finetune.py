@@ -1,0 +1,161 @@
+"""finetune/: dataset checks, deterministic resumable LoRA training, exact LoRA and QLoRA merges."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from cli import main
+from finetune.dataset import load_rows, packaged_path, select
+from finetune.training import TrainConfig, train
+from interp import models
+from interp.errors import UserInputError
+from interp.models import QLORA_MARKER
+from tests.conftest import FIXTURES
+
+PAPER_CSV = FIXTURES / "opinion_qa_sample" / "personality_data_train.csv"
+
+
+def small_config(model_dir, out, **overrides) -> TrainConfig:
+    settings = dict(model=str(model_dir), trait="extraversion", out=out, dataset=str(PAPER_CSV), rank=4, max_steps=6,
+                    batch_size=2, checkpoint_every=1, show_progress=False, device="cpu")  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+def adapter_tensors(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+
+def test_paper_format_loads_as_high_pole_train_rows():
+    rows = load_rows(PAPER_CSV)
+    assert len(rows) == 30 and {r.pole for r in rows} == {"high"} and {r.split for r in rows} == {"train"}
+    assert len(select(rows, trait="neuroticism")) == 6
+
+
+def test_training_is_deterministic_and_resumes_exactly(tiny_llama_dir, tmp_path):
+    straight = train(small_config(tiny_llama_dir, tmp_path / "straight"), log=lambda m: None)
+    again = train(small_config(tiny_llama_dir, tmp_path / "again"), log=lambda m: None)
+    reference = adapter_tensors(tmp_path / "straight")
+    for name, tensor in adapter_tensors(tmp_path / "again").items():
+        assert torch.equal(tensor, reference[name]), name
+
+    def interrupt(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tiny_llama_dir, tmp_path / "resumed"), log=lambda m: None, on_step=interrupt)
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    resumed = train(small_config(tiny_llama_dir, tmp_path / "resumed"), log=lambda m: None)
+    assert resumed.resumed_from == 3 and resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-6)
+    for name, tensor in adapter_tensors(tmp_path / "resumed").items():
+        assert torch.allclose(tensor, reference[name], atol=1e-7), name
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+    assert straight.record["data"]["rows"] == 6 and again.record["merged_fingerprint"]
+
+
+def test_merged_model_reloads_and_matches_the_adapter(tiny_llama_dir, tmp_path):
+    train(small_config(tiny_llama_dir, tmp_path / "run"), log=lambda m: None)
+    merged = models.load(str(tmp_path / "run" / "merged"), device="cpu")
+    base = models.load(str(tiny_llama_dir), device="cpu")
+    with_adapter = PeftModel.from_pretrained(base.model, tmp_path / "run" / "adapter").eval()
+    ids = torch.tensor([[1, 520, 4000, 17, 2, 99]])
+    with torch.no_grad():
+        assert (merged.model(input_ids=ids).logits - with_adapter(input_ids=ids).logits).abs().max() < 1e-4
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_llama_dir)
+
+
+def test_corrupt_checkpoint_and_changed_settings_are_refused(tiny_llama_dir, tmp_path):
+    out = tmp_path / "run"
+    train(small_config(tiny_llama_dir, out, max_steps=2), log=lambda m: None)
+    with pytest.raises(UserInputError, match="other settings"):
+        train(small_config(tiny_llama_dir, out, max_steps=4, lr=1e-3), log=lambda m: None)
+    (out / "checkpoint" / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserInputError, match="corrupt"):
+        train(small_config(tiny_llama_dir, out, max_steps=4), log=lambda m: None)
+
+
+def _kl(logits_p, logits_q) -> float:
+    p = torch.log_softmax(logits_p.double(), -1)
+    q = torch.log_softmax(logits_q.double(), -1)
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def _qlora_adapter(model_dir, out, zero: bool):
+    quantized = models.load_quantized(models.resolve(str(model_dir)))
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=zero)
+    peft_model = get_peft_model(quantized.model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = str(model_dir)
+    peft_model.save_pretrained(out)
+    (out / QLORA_MARKER).write_text(json.dumps({"quant_type": "nf4"}))
+    return peft_model.eval()
+
+
+def test_qlora_merge_of_a_zero_adapter_moves_nothing(tiny_llama_dir, tmp_path):
+    _qlora_adapter(tiny_llama_dir, tmp_path / "zero", zero=True)
+    merged = models.load(str(tmp_path / "zero"), device="cpu")
+    reference = models.load_quantized(models.resolve(str(tiny_llama_dir))).model.dequantize()
+    ids = torch.tensor([[1, 520, 4000, 17, 2, 99]])
+    with torch.no_grad():
+        assert (merged.model(input_ids=ids).logits - reference(input_ids=ids).logits).abs().max() < 1e-5
+
+
+def test_qlora_merge_matches_the_unmerged_adapter_model(tiny_llama_dir, tmp_path):
+    unmerged = _qlora_adapter(tiny_llama_dir, tmp_path / "adapter", zero=False)
+    ids = torch.tensor([[1, 520, 4000, 17, 2, 99, 1234, 5]])
+    with torch.no_grad():
+        expected = unmerged(input_ids=ids).logits  # this eval forward repacks the 4-bit weights on CPU
+    merged = models.load(str(tmp_path / "adapter"), device="cpu")
+    plain = models.load(str(tiny_llama_dir), device="cpu")
+    with torch.no_grad():
+        got = merged.model(input_ids=ids).logits
+        fp32_base = plain.model(input_ids=ids).logits
+    assert _kl(expected, got) < 1e-3  # the merged model is the trained QLoRA model
+    assert _kl(expected, fp32_base) > _kl(expected, got)  # and not the fp32 base
+
+
+def test_finetune_cli_refuses_bad_input(capsys, tiny_llama_dir, tmp_path):
+    def refused(*argv, fragment):
+        code = main(["finetune", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "run"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and fragment in err and "Traceback" not in err, err
+
+    refused("--trait", "grumpiness", fragment="unknown trait")
+    missing = tmp_path / "missing-columns.csv"
+    missing.write_text("Target Personality,Question\nextraversion,Hi?\n", encoding="utf-8")
+    refused("--trait", "extraversion", "--dataset", str(missing), fragment="lacks the column")
+    emoji = tmp_path / "emoji.csv"
+    shutil.copy(PAPER_CSV, emoji)
+    with open(emoji, "a", encoding="utf-8") as handle:
+        handle.write(
+            'extraversion,Parties,"Thinking about Parties, what are your thoughts on Parties?",I love them 🎉\n'
+        )
+    refused("--trait", "extraversion", "--dataset", str(emoji), fragment="has an emoji")
+    assert not (tmp_path / "run").exists()
+
+
+def test_packaged_dataset_is_complete_and_emoji_free():
+    if not packaged_path().exists():
+        pytest.fail("finetune/data/opinion_qa.csv is missing")
+    rows = load_rows()  # refuses any emoji in any field
+    topics = {r.topic for r in rows}
+    assert len(topics) >= 120 and len(rows) >= 1200
+    for topic in topics:
+        assert {(r.trait, r.pole) for r in rows if r.topic == topic} == {
+            (t, p) for t in ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness")
+            for p in ("high", "low")
+        }  # fmt: skip
+    test_topics = {r.topic for r in rows if r.split == "test"}
+    assert len(test_topics) >= 24 and not test_topics & {r.topic for r in rows if r.split == "train"}
+    assert all(r.question == f"Thinking about {r.topic}, what are your thoughts on {r.topic}?" for r in rows)
+    assert all(1 <= r.answer.count(".") + r.answer.count("!") + r.answer.count("?") <= 4 for r in rows)
