@@ -299,6 +299,46 @@ def merge_command(base, adapter, out) -> None:
     click.echo(f"wrote merged model to {out} (fingerprint {merged.fingerprint()})")
 
 
+@app.command("generate")
+@click.option("--model", required=True, help="Model reference (alias, HF dir, .gguf, adapter dir).")
+@click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl, persona-demo, opinionqa:test ...")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .jsonl file.")
+@click.option("--samples", default=3, show_default=True, help="Responses per prompt.")
+@click.option("--temperature", default=1.0, show_default=True, help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--max-new-tokens", default=96, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option(
+    "--ike", default=0, show_default=True, help="In-context editing: K demonstrations of --trait in the prompt."
+)
+@click.option("--ike-variants", default=1, show_default=True, help="Prompt templates x demonstration orders to try.")
+@click.option("--trait", default=None, help="Trait the IKE demonstrations show.")
+@click.option("--pole", default="high", show_default=True)
+@click.option("--dataset", default=None, help="Opinion QA CSV for demonstrations [default: packaged].")
+@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
+@_model_options
+def generate_command(**options) -> None:
+    """Sample responses (batched, seeded) and record the emojis in each.
+
+    \b
+    Examples:
+      interp generate --model runs/traits/extraversion/merged --prompts opinionqa:test --samples 3 --out gen.jsonl
+      interp generate --model smollm2-135m --prompts opinionqa:test --ike 4 --ike-variants 6 \\
+          --trait extraversion --out ike.jsonl
+    """
+    from finetune.generate import GenerateConfig, generate
+
+    summary = generate(GenerateConfig(**options), log=lambda m: click.echo(m, err=True))
+    for variant, rate in summary["variants"].items():
+        low, high = rate["rate_ci95"]
+        click.echo(
+            f"{variant}: {rate['with_emoji']}/{rate['responses']} responses with an emoji "
+            f"({rate['rate']:.1%}, 95 % CI {low:.1%}-{high:.1%}), {rate['emojis_per_response']:.2f} emojis per response"
+        )
+    click.echo(f"wrote {options['out']}")
+
+
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 

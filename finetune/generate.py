@@ -1,0 +1,89 @@
+"""``interp generate``: sampled responses for a prompt set, batched and reproducible, with emojis recorded.
+
+With ``ike`` > 0 every prompt is wrapped in K demonstrations of the target trait (``finetune.ike``), once
+per variant; each record names its variant and template so prompt sensitivity can be measured.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune.dataset import check_trait, load_rows, select
+from finetune.ike import TEMPLATES, demonstrations, ike_prompt
+from interp import artifacts, models
+from interp.errors import UserInputError
+from interp.generation import SamplingConfig, sample_sequences
+from interp.prompts import load_prompts
+from interp.run_options import RunOptions
+from probes.emoji import find_emojis
+from probes.metrics import emoji_rate
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(RunOptions):
+    model: str
+    prompts: str
+    out: Path  # a .jsonl file
+    samples: int = 3
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    seed: int = 0
+    batch_size: int = 8
+    ike: int = 0
+    ike_variants: int = 1
+    trait: str | None = None  # the trait IKE demonstrates
+    pole: str = "high"
+    dataset: str | None = None
+
+
+def validate(config: GenerateConfig) -> None:
+    if config.samples < 1 or config.max_new_tokens < 1 or config.batch_size < 1:
+        raise UserInputError("--samples, --max-new-tokens and --batch-size must be at least 1.")
+    if config.temperature < 0 or not 0 < config.top_p <= 1:
+        raise UserInputError("--temperature must be >= 0 and --top-p in (0, 1].")
+    if config.ike < 0 or config.ike_variants < 1:
+        raise UserInputError("--ike must be 0 or more and --ike-variants at least 1.")
+    if config.ike and not config.trait:
+        raise UserInputError("--ike needs --trait (which trait the demonstrations show).")
+    if config.trait:
+        check_trait(config.trait)
+    out = Path(config.out)
+    if out.suffix != ".jsonl":
+        raise UserInputError(f"--out {str(out)!r} should be a .jsonl file.")
+    artifacts.check_output_dir(out.parent if str(out.parent) else Path("."))
+
+
+def generate(config: GenerateConfig, log=print, lm=None) -> dict:
+    """Write the generations to ``config.out`` and return a summary (emoji rate per variant)."""
+    validate(config)
+    prompts = load_prompts(config.prompts)
+    lm = lm or models.load(config.model, device=config.device, dtype=config.dtype,
+                           trust_remote_code=config.trust_remote_code)  # fmt: skip
+    demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
+    variants = range(config.ike_variants) if config.ike else [None]
+    sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed,
+                              config.batch_size)  # fmt: skip
+    records, summary = [], {"model": config.model, "prompts": config.prompts, "variants": {}}
+    for variant in variants:
+        shown = prompts
+        if variant is not None:
+            demos = demonstrations(demo_rows, config.ike, variant, config.seed)
+            shown = [ike_prompt(p, demos, variant) for p in prompts]
+        sequences = sample_sequences(lm, shown, sampling, config.raw, 10**9, config.show_progress)
+        texts = []
+        for number, seq in enumerate(sequences):
+            text = lm.tokenizer.decode(seq.ids[seq.response_start :], skip_special_tokens=True)
+            texts.append(text)
+            records.append({
+                "prompt_index": seq.prompt_index, "prompt": prompts[seq.prompt_index].text,
+                "sample": number % config.samples, "variant": variant,
+                "template": TEMPLATES[variant % len(TEMPLATES)] if variant is not None else None,
+                "response": text, "emojis": [m.text for m in find_emojis(text)],
+            })  # fmt: skip
+        summary["variants"][str(variant) if variant is not None else "plain"] = emoji_rate(texts).as_dict()
+    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(Path(config.out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return summary
