@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUNS ?= runs
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: venv demo test test-fast bench lint format clean
+.PHONY: venv demo test test-fast bench trait-study lint format clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench
+
+trait-study: $(STAMP)
+	$(BIN)/python -m finetune.trait_study --out $(RUNS)/trait-study
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

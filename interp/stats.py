@@ -61,19 +61,19 @@ class NeuronStats:
         n = x.shape[0]
         if n == 0:
             return
-        x = x.float()
+        self._follow(x.device)
         scratch, above = self._scratch(x)
         # Float32 sums (a float64 reduction would first copy the batch to float64): deviations from the
         # rounded batch mean r are small, so mean = r + sum(d)/n and M2 = sum(d^2) - sum(d)^2/n stay accurate.
-        rounded = x.sum(0) / n
+        rounded = x.sum(0, dtype=torch.float32) / n
         dev = torch.sub(x, rounded, out=scratch)
         dev_sum = dev.sum(0).double()
         batch_mean = rounded.double() + dev_sum / n
         batch_m2 = (dev.mul_(dev).sum(0).double() - dev_sum * dev_sum / n).clamp(min=0)
-        torch.gt(torch.abs(x, out=scratch), self.threshold, out=above)
+        torch.gt(x.abs(), self.threshold, out=above)
         batch_active = above.sum(0).double()
         batch_max = x.amax(0).double()
-        self._combine(slot, float(n), batch_mean.cpu(), batch_m2.cpu(), batch_active.cpu(), batch_max.cpu())
+        self._combine(slot, n, batch_mean, batch_m2, batch_active, batch_max)
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable work buffers shaped like ``x`` (fresh multi-MB allocations per batch and layer cost more,
@@ -81,12 +81,22 @@ class NeuronStats:
         cache = self.__dict__.setdefault("_buffers", {})
         key = (x.device, x.shape[1])
         if key not in cache or cache[key][0].shape[0] < x.shape[0]:
-            cache[key] = (torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool, device=x.device))
+            cache[key] = (
+                torch.empty(x.shape, dtype=torch.float32, device=x.device),
+                torch.empty(x.shape, dtype=torch.bool, device=x.device),
+            )
         values, flags = cache[key]
         return values[: x.shape[0]], flags[: x.shape[0]]
 
-    def _combine(self, slot, n_b: float, mean_b, m2_b, active_b, max_b) -> None:
-        n_a = float(self.count[slot])
+    def _follow(self, device: torch.device) -> None:
+        """Keep the accumulators where the activations are (no host transfer or sync per update on GPUs)."""
+        if self.mean.device != device:
+            for name in ("count", "mean", "m2", "active", "max"):
+                setattr(self, name, getattr(self, name).to(device))
+
+    def _combine(self, slot, n_b, mean_b, m2_b, active_b, max_b) -> None:
+        """Chan's parallel update of ``slot`` with a batch of ``n_b`` tokens (tensors on the stats' device)."""
+        n_a = self.count[slot]
         total = n_a + n_b
         delta = mean_b - self.mean[slot]
         self.mean[slot] += delta * (n_b / total)
@@ -100,11 +110,13 @@ class NeuronStats:
         if other.layers != self.layers or other.d_mlp != self.d_mlp or other.threshold != self.threshold:
             raise ValueError("cannot merge statistics of different layers, widths or thresholds")
         merged = self.copy()
+        other = other.copy()
+        other._follow(merged.mean.device)
         for slot in range(len(self.layers)):
             if other.count[slot] > 0:
                 merged._combine(
                     slot,
-                    float(other.count[slot]),
+                    other.count[slot],
                     other.mean[slot],
                     other.m2[slot],
                     other.active[slot],
@@ -130,14 +142,15 @@ class NeuronStats:
         return self.active / self.count.clamp(min=1).unsqueeze(1)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The statistics as named CPU tensors (for safetensors)."""
         return {
             f"{prefix}.layers": torch.tensor(self.layers, dtype=torch.int64),
             f"{prefix}.threshold": torch.tensor([self.threshold], dtype=torch.float64),
-            f"{prefix}.count": self.count,
-            f"{prefix}.mean": self.mean,
-            f"{prefix}.m2": self.m2,
-            f"{prefix}.active": self.active,
-            f"{prefix}.max": self.max,
+            f"{prefix}.count": self.count.cpu(),
+            f"{prefix}.mean": self.mean.cpu(),
+            f"{prefix}.m2": self.m2.cpu(),
+            f"{prefix}.active": self.active.cpu(),
+            f"{prefix}.max": self.max.cpu(),
         }
 
     @classmethod

@@ -159,3 +159,65 @@ def test_packaged_dataset_is_complete_and_emoji_free():
     assert len(test_topics) >= 24 and not test_topics & {r.topic for r in rows if r.split == "train"}
     assert all(r.question == f"Thinking about {r.topic}, what are your thoughts on {r.topic}?" for r in rows)
     assert all(1 <= r.answer.count(".") + r.answer.count("!") + r.answer.count("?") <= 4 for r in rows)
+
+
+def test_ike_variants_change_template_and_demonstrations():
+    from finetune.dataset import load_rows, select
+    from finetune.ike import TEMPLATES, demonstrations, ike_prompt
+    from interp.prompts import Prompt
+
+    rows = select(load_rows(), "extraversion", "high", "train")
+    question = Prompt(messages=(("user", "Thinking about Tea, what are your thoughts on Tea?"),), index=4)
+    prompts = [ike_prompt(question, demonstrations(rows, 3, v, seed=0), v) for v in range(3)]
+    assert demonstrations(rows, 3, 1, 0) == demonstrations(rows, 3, 1, 0)
+    assert demonstrations(rows, 3, 0, 0) != demonstrations(rows, 3, 1, 0)
+    assert len(prompts[0].messages) == 7 and prompts[0].messages[-1][1] == question.text  # 3 turn pairs + question
+    assert prompts[1].messages[0][1].count("Q: ") == 4  # 3 demonstrations + the question
+    assert prompts[2].messages[0][0] == "system" and prompts[2].messages[1][1] == question.text
+    assert all(p.index == 4 for p in prompts) and len(TEMPLATES) == 3
+
+
+def test_generate_is_reproducible_and_records_emojis(tiny_llama_dir, tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        argv = ["generate", "--model", str(tiny_llama_dir), "--prompts", "opinionqa:test", "--samples", "2",
+                "--max-new-tokens", "6", "--seed", "3", "--ike", "2", "--ike-variants", "2", "--trait", "openness",
+                "--out", str(tmp_path / f"{name}.jsonl")]  # fmt: skip
+        assert main(argv) == 0
+        outputs.append((tmp_path / f"{name}.jsonl").read_text())
+    assert outputs[0] == outputs[1]
+    records = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(records) == 26 * 2 * 2
+    assert {r["template"] for r in records} == {"chat-turns", "instruction"}
+    assert all(set(r) >= {"prompt", "response", "emojis", "variant", "sample"} for r in records)
+
+
+def test_generate_refuses_ike_without_trait(capsys, tiny_llama_dir, tmp_path):
+    code = main(["generate", "--model", str(tiny_llama_dir), "--prompts", "persona-demo", "--ike", "2",
+                 "--out", str(tmp_path / "g.jsonl")])  # fmt: skip
+    assert code == 2 and "--ike needs --trait" in capsys.readouterr().err
+
+
+def test_all_traits_in_one_command_and_merge_cli(tiny_llama_dir, tmp_path):
+    argv = ["finetune", "--model", str(tiny_llama_dir), "--trait", "all", "--out", str(tmp_path / "traits"),
+            "--dataset", str(PAPER_CSV), "--max-steps", "1", "--rank", "2", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    for trait in ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness"):
+        assert (tmp_path / "traits" / trait / "adapter" / "adapter_model.safetensors").is_file()
+    merge = ["merge", "--base", str(tiny_llama_dir), "--adapter", str(tmp_path / "traits" / "openness" / "adapter"),
+             "--out", str(tmp_path / "merged")]  # fmt: skip
+    assert main(merge) == 0
+    recorded = json.loads((tmp_path / "traits" / "openness" / "train.json").read_text())["merged_fingerprint"]
+    assert models.load(str(tmp_path / "merged"), device="cpu").fingerprint() == recorded
+
+
+def test_loss_counts_assistant_tokens_only(tiny_llama_dir):
+    from finetune.training import build_examples
+
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    (example,) = build_examples(lm.tokenizer, select(load_rows(PAPER_CSV), "openness")[:1], False, 512)
+    answer_start = example.labels.index(next(label for label in example.labels if label != -100))
+    assert all(label == -100 for label in example.labels[:answer_start])
+    assert lm.tokenizer.decode(example.input_ids[:answer_start]).endswith("<|im_start|>assistant\n")
+    assert example.labels[answer_start:] == example.input_ids[answer_start:]
+    assert example.labels[-1] == lm.tokenizer.eos_token_id
