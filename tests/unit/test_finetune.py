@@ -221,3 +221,12 @@ def test_loss_counts_assistant_tokens_only(tiny_llama_dir):
     assert lm.tokenizer.decode(example.input_ids[:answer_start]).endswith("<|im_start|>assistant\n")
     assert example.labels[answer_start:] == example.input_ids[answer_start:]
     assert example.labels[-1] == lm.tokenizer.eos_token_id
+
+
+def test_qlora_training_writes_a_marked_adapter_and_an_exact_merge(tiny_llama_dir, tmp_path):
+    result = train(small_config(tiny_llama_dir, tmp_path / "q", qlora=True, max_steps=2), log=lambda m: None)
+    assert (tmp_path / "q" / "adapter" / QLORA_MARKER).is_file()
+    assert result.record["config"]["qlora"] is True
+    merged = models.load(str(tmp_path / "q" / "merged"), device="cpu")
+    again = models.load(str(tmp_path / "q" / "adapter"), device="cpu")  # merged in memory the same way
+    assert merged.fingerprint() == again.fingerprint() == result.record["merged_fingerprint"]
