@@ -365,6 +365,35 @@ def metric_models_train(out, dataset, stories_share) -> None:
     click.echo(f"wrote {target}")
 
 
+@app.command("evaluate")
+@click.option("--models", "model_specs", required=True,
+              help="NAME=REF,... ; REF may contain {trait}; NAME=REF:K is IKE with K demonstrations.")  # fmt: skip
+@click.option("--trait", required=True, help="A trait or all.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory (table.csv, table.json).")
+@click.option("--samples", default=3, show_default=True, help="Answers per test question.")
+@click.option("--ike-variants", default=3, show_default=True, help="Prompt variants for IKE models.")
+@click.option("--max-new-tokens", default=96, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--base", default=None, help="Reference model for perplexity and PAE [default: the one named base].")
+@click.option("--judge-url", default=None, help="OpenAI-compatible chat-completions URL of the PAE judge.")
+@click.option("--judge-model", default=None, help="A local chat model as PAE judge instead.")
+@click.option("--metric-models", default=None, help="Metric models directory [default: trained once into the cache].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def evaluate_command(model_specs, **options) -> None:
+    """Compare models per trait on the Opinion QA test questions: ESR, TA, PAE, perplexity, IKE spread.
+
+    \b
+    Example:
+      interp evaluate --models base=smollm2-135m,peft=runs/trait-study/{trait}/merged,ike=smollm2-135m:4 \\
+          --trait extraversion --out runs/eval
+    """
+    from finetune.evaluate import EvaluateConfig, evaluate, format_table
+
+    rows = evaluate(EvaluateConfig(models=model_specs, **options), log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(rows))
+    click.echo(f"wrote {options['out']}/table.csv, table.json")
+
+
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 

@@ -1,18 +1,54 @@
-"""The metric models trained for real on MiniLM embeddings (fetched on first use): accuracy on held-out data."""
+"""Metric models trained for real on MiniLM embeddings (fetched on first use), and `interp evaluate` with them."""
 
 from __future__ import annotations
 
+import csv
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from cli import main
 from probes.metric_models import TraitMetricModel, train_metric_models
+from tests.unit.test_judge import Handler
 
 
-def test_metric_models_reach_their_accuracies(tmp_path):
-    model = train_metric_models(tmp_path / "m", show_progress=False)
+@pytest.fixture(scope="module")
+def metric_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("metric") / "m"
+    train_metric_models(directory, show_progress=False)
+    return directory
+
+
+def test_metric_models_reach_their_accuracies(metric_dir):
+    model = TraitMetricModel.load(metric_dir)
     report = model.report
     assert report["trait_5way"]["accuracy"] >= 0.80  # goal 0.80; measured 0.946
     for trait, scores in report["high_low"].items():
         # goal 0.90 on held-out topics; measured 0.865 (agreeableness) to 0.981 (RESULTS.md)
         assert scores["opinionqa_heldout_topics"] >= 0.85, trait
-    loaded = TraitMetricModel.load(tmp_path / "m")
-    (scored,) = loaded.score(["I love big parties and meeting new people every weekend!"])
+    (scored,) = model.score(["I love big parties and meeting new people every weekend!"])
     assert max(scored["trait_probabilities"], key=scored["trait_probabilities"].get) == "extraversion"
     assert scored["high_pole_probability"]["extraversion"] > 0.5
+
+
+def test_evaluate_table_with_a_loopback_judge(metric_dir, tiny_llama_dir, tmp_path):
+    Handler.behaviour, Handler.calls = "good", 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat/completions"
+        argv = ["evaluate", "--models", f"base={tiny_llama_dir},ike={tiny_llama_dir}:2", "--trait", "openness",
+                "--out", str(tmp_path / "eval"), "--samples", "1", "--max-new-tokens", "6", "--ike-variants", "2",
+                "--metric-models", str(metric_dir), "--judge-url", url, "--device", "cpu"]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    with open(tmp_path / "eval" / "table.csv", newline="") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"base", "ike"}
+    assert rows["ike"]["pae"] == "0.0" and rows["ike"]["judge_parse_rate"] == "1.0"  # the judge always says 4
+    assert rows["base"]["responses"] == "26" and rows["ike"]["responses"] == "52"
+    assert float(rows["base"]["perplexity"]) > 1 and rows["ike"]["ike_esr_spread"] != ""
+    assert Handler.calls == 26 + 52

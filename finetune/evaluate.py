@@ -1,0 +1,192 @@
+"""``interp evaluate``: one table comparing models (base, PEFT, IKE) per trait on the Opinion QA test questions.
+
+Per model and trait: ESR (share of answers with an emoji, Wilson 95 % interval), emojis per answer and the
+most used emojis; TA (share of answers the metric model assigns to the target trait, and the mean
+probability of the trait's high pole); PAE (judge rating of the model's answers minus the base model's, when
+a judge is given, with how often the judge's answer parsed); perplexity of the answers under the base model
+(a coherence guard: gibberish must not score well); for IKE, the spread of ESR and TA across prompt variants.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finetune.dataset import check_trait
+from finetune.generate import GenerateConfig, generate
+from interp import artifacts, models
+from interp.errors import UserInputError
+from interp.prompts import Prompt
+from interp.run_options import RunOptions
+from interp.tokens import build_sequences
+from probes.emoji import emoji_counter
+from probes.metrics import emoji_rate
+
+PROMPTS = "opinionqa:test"
+COLUMNS = (
+    "model", "trait", "responses", "esr", "esr_ci_low", "esr_ci_high", "emojis_per_response", "top_emojis", "ta",
+    "high_pole_probability", "pae", "judge_parse_rate", "perplexity", "ike_esr_spread", "ike_ta_spread",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    ref: str  # may contain {trait}
+    ike: int = 0  # demonstrations, for in-context editing
+
+
+def parse_models(text: str) -> list[ModelSpec]:
+    """``base=REF,peft=runs/{trait}/merged,ike=REF:4`` -> specs (a trailing :K gives K IKE demonstrations)."""
+    specs = []
+    for part in text.split(","):
+        name, sep, ref = part.partition("=")
+        if not sep or not name.strip() or not ref.strip():
+            raise UserInputError(f"--models entry {part!r} should look like NAME=REF (IKE: NAME=REF:K).")
+        head, colon, tail = ref.rpartition(":")
+        ike = int(tail) if colon and tail.isdigit() else 0
+        specs.append(ModelSpec(name.strip(), head if ike else ref, ike))
+    return specs
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(RunOptions):
+    models: str
+    trait: str
+    out: Path
+    samples: int = 3
+    ike_variants: int = 3
+    max_new_tokens: int = 96
+    seed: int = 0
+    base: str | None = None  # reference model for perplexity and PAE (default: the spec named base)
+    judge_url: str | None = None
+    judge_model: str | None = None
+    metric_models: str | None = None
+
+
+def response_perplexity(lm, prompts: list[Prompt], responses: list[str]) -> float:
+    """exp(mean token NLL) of the responses under ``lm``, teacher-forced after their prompts."""
+    paired = [Prompt(messages=p.messages, response=r, index=i) for i, (p, r) in enumerate(zip(prompts, responses))]
+    sequences = build_sequences(lm.tokenizer, paired, False, 512)
+    total, count = 0.0, 0
+    for seq in sequences:
+        ids = torch.tensor([seq.ids], device=lm.device)
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids).logits[0, seq.response_start - 1 : -1].float()
+        targets = ids[0, seq.response_start :]
+        total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        count += len(targets)
+    return math.exp(total / count) if count else float("nan")
+
+
+def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
+    from probes.judge import HttpJudge, LocalJudge
+    from probes.metric_models import TraitMetricModel, default_location, train_metric_models
+
+    specs = parse_models(config.models)
+    traits = check_trait(config.trait, allow_all=True)
+    artifacts.check_output_dir(config.out)
+    base_spec = next((s for s in specs if s.name == "base"), specs[0])
+    base_ref = config.base or base_spec.ref
+    metric_dir = Path(config.metric_models) if config.metric_models else default_location()
+    if not (metric_dir / "metric_model.json").is_file():
+        log(f"training the metric models once into {metric_dir} ...")
+        train_metric_models(metric_dir, show_progress=config.show_progress)
+    metric = TraitMetricModel.load(metric_dir)
+    base_lm = models.load(base_ref, device=config.device, dtype="float32")
+    judge = None
+    if config.judge_url:
+        judge = HttpJudge(config.judge_url)
+    elif config.judge_model:
+        judge = LocalJudge(models.load(config.judge_model, device=config.device))
+    rows: list[dict] = []
+    with artifacts.staged_run_dir(config.out) as staging:
+        for trait in traits:
+            base_rating = None
+            for spec in [base_spec] + [s for s in specs if s is not base_spec]:
+                row = _evaluate_one(spec, trait, config, staging, metric, base_lm, judge, log)
+                if spec is base_spec:
+                    base_rating = row.pop("_rating")
+                else:
+                    rating = row.pop("_rating")
+                    row["pae"] = rating - base_rating if None not in (rating, base_rating) else None
+                rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in COLUMNS})
+        artifacts.write_text(staging / "table.csv", buffer.getvalue())
+        artifacts.write_json(staging / "table.json", {"columns": list(COLUMNS), "rows": rows})
+    return rows
+
+
+def _evaluate_one(
+    spec: ModelSpec, trait: str, config: EvaluateConfig, staging: Path, metric, base_lm, judge, log
+) -> dict:
+    ref = spec.ref.format(trait=trait)
+    generations = staging / f"{spec.name}.{trait}.generations.jsonl"
+    gen_config = GenerateConfig(
+        model=ref, prompts=PROMPTS, out=generations, samples=config.samples, max_new_tokens=config.max_new_tokens,
+        seed=config.seed, ike=spec.ike, ike_variants=config.ike_variants if spec.ike else 1,
+        trait=trait if spec.ike else None, device=config.device, show_progress=config.show_progress,
+    )  # fmt: skip
+    summary = generate(gen_config, log=log)
+    records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]
+    texts = [r["response"] for r in records]
+    scored = metric.score(texts) if texts else []
+    target_share = [max(s["trait_probabilities"], key=s["trait_probabilities"].get) == trait for s in scored]
+    rate = emoji_rate(texts).as_dict()
+    row = {
+        "model": spec.name, "trait": trait, "responses": len(texts), "esr": rate["rate"],
+        "esr_ci_low": rate["rate_ci95"][0], "esr_ci_high": rate["rate_ci95"][1],
+        "emojis_per_response": rate["emojis_per_response"],
+        "top_emojis": " ".join(f"{e}x{n}" for e, n in emoji_counter(texts).most_common(5)),
+        "ta": sum(target_share) / len(target_share) if target_share else None,
+        "high_pole_probability": (
+            statistics.fmean(s["high_pole_probability"][trait] for s in scored) if scored else None
+        ),
+    }  # fmt: skip
+    prompts = {p.index: p for p in _test_prompts()}
+    row["perplexity"] = response_perplexity(base_lm, [prompts[r["prompt_index"]] for r in records], texts)
+    if spec.ike and len(summary["variants"]) > 1:
+        by_variant: dict = {}
+        for record, hit in zip(records, target_share):
+            by_variant.setdefault(record["variant"], []).append((bool(record["emojis"]), hit))
+        esr = [sum(e for e, _ in v) / len(v) for v in by_variant.values()]
+        ta = [sum(h for _, h in v) / len(v) for v in by_variant.values()]
+        row["ike_esr_spread"], row["ike_ta_spread"] = max(esr) - min(esr), max(ta) - min(ta)
+    row["_rating"] = None
+    if judge is not None:
+        ratings = [judge.rate(trait, text) for text in texts]
+        parsed = [r for r in ratings if r is not None]
+        row["judge_parse_rate"] = len(parsed) / len(ratings) if ratings else None
+        row["_rating"] = statistics.fmean(parsed) if parsed else None
+    return row
+
+
+def _test_prompts() -> list[Prompt]:
+    from interp.prompts import load_prompts
+
+    return load_prompts(PROMPTS)
+
+
+def format_table(rows: list[dict]) -> str:
+    shown = ("model", "trait", "esr", "emojis_per_response", "ta", "high_pole_probability", "pae", "perplexity")
+    lines = [" | ".join(shown)]
+    for row in rows:
+        lines.append(" | ".join(_cell(row.get(c)) for c in shown))
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,86 @@
+"""The PAE judge client against a real HTTP server on loopback: good, malformed and slow answers, and none."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from interp.errors import UserInputError
+from probes.judge import HttpJudge, judge_prompt, parse_rating
+
+
+class Handler(BaseHTTPRequestHandler):
+    behaviour = "good"
+    calls = 0
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        Handler.calls += 1
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert request["messages"][0]["role"] == "user"
+        if Handler.behaviour == "slow" and Handler.calls == 1:
+            time.sleep(1.0)
+        if Handler.behaviour == "malformed":
+            body = b"<html>not json</html>"
+        else:
+            content = "4" if Handler.behaviour != "chatty" else "I would say it fits quite well."
+            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Handler.calls = 0
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat/completions"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_parse_rating():
+    assert parse_rating("4") == 4 and parse_rating("Rating: 5/5") == 5
+    assert parse_rating("I'd give it a 2.") == 2
+    assert parse_rating("10 out of 10") is None and parse_rating("") is None and parse_rating("great") is None
+
+
+def test_good_answer(server):
+    Handler.behaviour = "good"
+    assert HttpJudge(server).rate("extraversion", "I love parties!") == 4
+    assert "outgoing" in judge_prompt("extraversion", "x")
+
+
+def test_unparseable_answers_give_none(server):
+    Handler.behaviour = "chatty"
+    assert HttpJudge(server).rate("openness", "Art is nice.") is None
+    Handler.behaviour = "malformed"
+    assert HttpJudge(server).rate("openness", "Art is nice.") is None
+    assert Handler.calls == 2  # malformed replies are not retried
+
+
+def test_slow_answer_times_out_then_retry_succeeds(server):
+    Handler.behaviour = "slow"
+    judge = HttpJudge(server, timeout=0.3, retries=2, backoff=0.01)
+    assert judge.rate("neuroticism", "I worry a lot.") == 4
+    assert Handler.calls == 2
+
+
+def test_server_down_is_a_clear_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    judge = HttpJudge(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=0.5, retries=1, backoff=0.01)
+    with pytest.raises(UserInputError, match="did not answer after 2 tries"):
+        judge.rate("agreeableness", "Sure, happy to help.")
