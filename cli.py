@@ -394,6 +394,49 @@ def evaluate_command(model_specs, **options) -> None:
     click.echo(f"wrote {options['out']}/table.csv, table.json")
 
 
+@app.command("explain")
+@click.option("--model", required=True, help="The fine-tuned model.")
+@click.option("--trait", required=True, help="The trait it was tuned towards.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--base", default="smollm2-135m", show_default=True, help="Base model for token elicitation.")
+@click.option(
+    "--generations",
+    default=None,
+    help="JSONL of the model's answers (interp generate); emoji-bearing ones are explained.",
+)
+@click.option("--samples", default=20, show_default=True, help="Token-elicitation samples per model.")
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--metric-models", default=None, help="Metric models directory [default: the cache's, if trained].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def explain_command(metric_models, **options) -> None:
+    """ICL explainability: why did the model use those emojis, and which tokens stand for the trait?
+
+    \b
+    Example:
+      interp explain --model runs/trait-study/extraversion/merged --trait extraversion \\
+          --generations runs/trait-study/extraversion.generations.jsonl --out runs/explain
+    """
+    from probes.explain import ExplainConfig, explain
+    from probes.metric_models import TraitMetricModel, default_location
+
+    directory = Path(metric_models) if metric_models else default_location()
+    metric = TraitMetricModel.load(directory) if (directory / "metric_model.json").is_file() else None
+    summary = explain(ExplainConfig(**options), log=lambda m: click.echo(m, err=True), metric_model=metric)
+    own = summary["self_explanation"]
+    read, emojied = summary["answers_read"], summary["answers_with_emoji"]
+    click.echo(f"{emojied} of {read} answers had emojis; {own['explanations']} explained")
+    if own["explanations"]:
+        trait_share, emotion_share = own["names_trait_keyword"], own["names_emotion"]
+        click.echo(f"explanations naming the trait (keywords): {trait_share:.0%}, an emotion: {emotion_share:.0%}")
+    for name, result in summary["token_elicitation"].items():
+        words = ", ".join(token for token, _ in result["top50"][:12])
+        click.echo(
+            f"{name}: emoji share of the top 50 elicited tokens {result['emoji_share_of_top50']:.0%}; top: {words}"
+        )
+    click.echo(f"wrote {options['out']}/explain.json")
+
+
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
     import csv
 

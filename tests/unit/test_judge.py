@@ -84,3 +84,21 @@ def test_server_down_is_a_clear_error():
     judge = HttpJudge(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=0.5, retries=1, backoff=0.01)
     with pytest.raises(UserInputError, match="did not answer after 2 tries"):
         judge.rate("agreeableness", "Sure, happy to help.")
+
+
+def test_explain_scores_explanations_and_elicits_tokens(tiny_llama_dir, tmp_path):
+    from cli import main
+    from probes.explain import elicited_tokens, keyword_hits
+
+    assert elicited_tokens(["Fun 🎉 party, fun!", "🎉"]) == {"🎉": 2, "fun": 2, "party": 1}
+    assert keyword_hits("I felt so EXCITED about it", ["excit"]) and not keyword_hits("calm", ["excit"])
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text('{"response": "Parties are the best 🎉"}\n{"response": "Plain."}\n', encoding="utf-8")
+    argv = ["explain", "--model", str(tiny_llama_dir), "--base", str(tiny_llama_dir), "--trait", "extraversion",
+            "--generations", str(answers), "--samples", "2", "--max-new-tokens", "5", "--out", str(tmp_path / "x"),
+            "--metric-models", str(tmp_path / "none"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "x" / "explain.json").read_text())
+    assert summary["answers_with_emoji"] == 1 and summary["self_explanation"]["explanations"] == 1
+    assert summary["token_elicitation"]["base"]["samples"] == 2
+    assert len((tmp_path / "x" / "explanations.jsonl").read_text().splitlines()) == 1
