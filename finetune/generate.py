@@ -53,7 +53,7 @@ def validate(config: GenerateConfig) -> None:
     out = Path(config.out)
     if out.suffix != ".jsonl":
         raise UserInputError(f"--out {str(out)!r} should be a .jsonl file.")
-    artifacts.check_output_dir(out.parent if str(out.parent) else Path("."))
+    artifacts.check_output_dir(out.parent)
 
 
 def generate(config: GenerateConfig, log=print, lm=None) -> dict:

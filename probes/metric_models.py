@@ -82,9 +82,13 @@ class TraitMetricModel:
     report: dict = field(default_factory=dict)
 
     def features(self, texts: list[str], encoder=None) -> torch.Tensor:
+        """[N, dim] embeddings of the masked texts; the encoder is loaded once per model object."""
         from probes.encoder import SentenceEncoder
 
-        encoder = encoder or SentenceEncoder(self.encoder)
+        if encoder is None:
+            if self.__dict__.get("_encoder") is None:
+                self.__dict__["_encoder"] = SentenceEncoder(self.encoder)
+            encoder = self.__dict__["_encoder"]
         return encoder.encode([mask_trait_words(t) for t in texts])
 
     def score(self, texts: list[str], encoder=None) -> list[dict]:
