@@ -115,12 +115,17 @@ def _model_options(function):
 @click.option("--max-new-tokens", default=64, show_default=True, help="Length of --generate responses.")
 @click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature for --generate.")
 @click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling for --generate.")
+@click.option(
+    "--profile-top", default=50, show_default=True,
+    help="Profile the first N ranked neurons for the report (contexts, distributions; 0: skip).",
+)  # fmt: skip
 @_model_options
 def diff_neurons(**options) -> None:
     """Rank the MLP neurons whose activations changed between a base model and its fine-tune.
 
     Writes neurons.csv (ranked; by default by the change in each neuron's direct push on emoji-onset
-    logits, so the causes of an emoji rise or fall come first), stats.safetensors and summary.json.
+    logits, so the causes of an emoji rise or fall come first), stats.safetensors, summary.json,
+    landscape.safetensors and profiles.json; `interp report` turns the directory into an HTML report.
     """
     from interp.diff_neurons import DiffConfig, run
 
@@ -137,7 +142,7 @@ def diff_neurons(**options) -> None:
         click.echo(
             f"{floor['neurons_above_max_score']} neurons exceed the noise floor (max |score| between prompt halves)."
         )
-    click.echo(f"wrote {result.out}/neurons.csv, stats.safetensors, summary.json")
+    click.echo(f"wrote {result.out} (open it with: interp report {result.out})")
 
 
 EPILOG_ABLATE = """\b
@@ -351,13 +356,16 @@ def metric_models() -> None:
 @metric_models.command("train")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Directory [default: the cache's].")
 @click.option("--dataset", default=None, help="Opinion QA CSV [default: packaged].")
-@click.option("--stories-share", default=0.1, show_default=True, help="Loss weight share of PersonaLLM stories.")
+@click.option(
+    "--stories-share", default=None, type=float, help="Loss weight share of PersonaLLM stories [default: 0.02]."
+)
 def metric_models_train(out, dataset, stories_share) -> None:
     """Rebuild the metric models and print their held-out and cross-domain accuracies."""
     from probes.metric_models import default_location, train_metric_models
 
     target = out or default_location()
-    model = train_metric_models(target, dataset=dataset, stories_share=stories_share)
+    shares = {} if stories_share is None else {"stories_share": stories_share}
+    model = train_metric_models(target, dataset=dataset, **shares)
     report = model.report
     click.echo(f"5-way trait accuracy on held-out topics: {report['trait_5way']['accuracy']:.3f}")
     for trait, scores in report["high_low"].items():
@@ -378,6 +386,7 @@ def metric_models_train(out, dataset, stories_share) -> None:
 @click.option("--judge-url", default=None, help="OpenAI-compatible chat-completions URL of the PAE judge.")
 @click.option("--judge-model", default=None, help="A local chat model as PAE judge instead.")
 @click.option("--metric-models", default=None, help="Metric models directory [default: trained once into the cache].")
+@click.option("--questions", default=None, type=int, help="Only the first N test questions [default: all 26].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def evaluate_command(model_specs, **options) -> None:
     """Compare models per trait on the Opinion QA test questions: ESR, TA, PAE, perplexity, IKE spread.
@@ -498,6 +507,55 @@ def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, keep_c
         prompts=prompts, log=lambda message: click.echo(message, err=True),
     )  # fmt: skip
     click.echo(f"wrote planted model to {out} (neurons {', '.join(record['neurons'])})")
+
+
+@app.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="HTML file [default: RUN_DIR/report.html].")
+def report_command(run_dir: Path, out: Path | None) -> None:
+    """Turn a run directory (pipeline, diff-neurons, ablate or evaluate output) into one offline HTML report.
+
+    \b
+    Example:
+      interp report runs/demo            # writes runs/demo/report.html; open it in any browser
+    """
+    from viz.report import write_report
+
+    target = out or run_dir / "report.html"
+    click.echo(write_report(run_dir, target))
+    click.echo(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("pipeline")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Base model reference.")
+@click.option("--trait", default="extraversion", show_default=True, help="Big Five trait to fine-tune on.")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Run directory [default: runs/TRAIT].")
+@click.option("--quick", is_flag=True, help="A smoke run: few steps, questions and controls (about 3 minutes).")
+@click.option("--config", "config_file", default=None, type=click.Path(path_type=Path),
+              help="TOML file with one table of options per stage (see docs/pipeline.md).")  # fmt: skip
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def pipeline_command(model, trait, out, quick, config_file, device) -> None:
+    """The main job: fine-tune -> evaluate -> diff-neurons -> ablate / patch / scale with controls -> report.
+
+    Every stage is skipped on rerun once complete, so an interrupted run resumes where it stopped.
+
+    \b
+    Examples:
+      interp pipeline                                   # extraversion on smollm2-135m, about 15 minutes on 2 cores
+      interp pipeline --trait neuroticism --out runs/neuro --config pipeline.toml
+      interp pipeline --quick --out runs/smoke          # about 3 minutes
+    """
+    from finetune.pipeline import Pipeline, PipelineConfig, load_config_file
+
+    stages = load_config_file(config_file) if config_file else {}
+    default_out = Path("runs") / (f"{trait}-quick" if quick else trait)
+    config = PipelineConfig(model=model, trait=trait, out=out or default_out, quick=quick, device=device,
+                            stages=stages)  # fmt: skip
+    record = Pipeline(config, log=lambda message: click.echo(message, err=True)).run()
+    for stage, entry in record["stages"].items():
+        click.echo(f"{stage:<12} {entry['state']:<8} {entry['seconds']:>7.1f} s")
+    click.echo(record["headline"])
+    click.echo(f"report: {record['report']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ class EvaluateConfig(RunOptions):
     judge_url: str | None = None
     judge_model: str | None = None
     metric_models: str | None = None
+    questions: int | None = None  # only the first N test questions
 
 
 def response_perplexity(lm, prompts: list[Prompt], responses: list[str]) -> float:
@@ -137,6 +138,7 @@ def _evaluate_one(
         model=ref, prompts=PROMPTS, out=generations, samples=config.samples, max_new_tokens=config.max_new_tokens,
         seed=config.seed, ike=spec.ike, ike_variants=config.ike_variants if spec.ike else 1,
         trait=trait if spec.ike else None, device=config.device, show_progress=config.show_progress,
+        limit=config.questions,
     )  # fmt: skip
     summary = generate(gen_config, log=log)
     records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]

@@ -37,6 +37,7 @@ class GenerateConfig(RunOptions):
     trait: str | None = None  # the trait IKE demonstrates
     pole: str = "high"
     dataset: str | None = None
+    limit: int | None = None  # only the first N prompts
 
 
 def validate(config: GenerateConfig) -> None:
@@ -44,6 +45,8 @@ def validate(config: GenerateConfig) -> None:
         raise UserInputError("--samples, --max-new-tokens and --batch-size must be at least 1.")
     if config.temperature < 0 or not 0 < config.top_p <= 1:
         raise UserInputError("--temperature must be >= 0 and --top-p in (0, 1].")
+    if config.limit is not None and config.limit < 1:
+        raise UserInputError("--limit must be at least 1.")
     if config.ike < 0 or config.ike_variants < 1:
         raise UserInputError("--ike must be 0 or more and --ike-variants at least 1.")
     if config.ike and not config.trait:
@@ -59,7 +62,7 @@ def validate(config: GenerateConfig) -> None:
 def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     """Write the generations to ``config.out`` and return a summary (emoji rate per variant)."""
     validate(config)
-    prompts = load_prompts(config.prompts)
+    prompts = load_prompts(config.prompts)[: config.limit]
     lm = lm or models.load(config.model, device=config.device, dtype=config.dtype,
                            trust_remote_code=config.trust_remote_code)  # fmt: skip
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []

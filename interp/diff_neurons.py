@@ -3,7 +3,10 @@
 Both models see exactly the same token streams (tokenised once with the base tokenizer). The base model's
 statistics are gathered in two disjoint halves of the prompts (even / odd prompt index), merged for the
 diff and compared with each other for the noise floor, at no extra forward passes.
-Artifacts (written atomically into ``out``): ``neurons.csv``, ``stats.safetensors``, ``summary.json``.
+Artifacts (written atomically into ``out``): ``neurons.csv``, ``stats.safetensors``, ``summary.json``,
+``landscape.safetensors`` (every neuron's score and category, [layers, d_mlp], for the report's overview) and,
+unless ``profile_top`` is 0, ``profiles.json`` (``interp.profiles`` for the top-ranked neurons in both models:
+activation samples, top activating contexts, promoted tokens; the fine-tuned model is loaded a second time).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from interp.dla import emoji_dla
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, sample_sequences
 from interp.layers import parse_layers
+from interp.profiles import profile_neurons
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.run_options import RunOptions
@@ -55,6 +59,7 @@ class DiffConfig(RunOptions):
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
+    profile_top: int = 50  # top-ranked neurons profiled for the report (0: none)
     thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
 
 
@@ -75,6 +80,8 @@ def validate(config: DiffConfig) -> None:
     for flag, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length)):
         if value < 1:
             raise UserInputError(f"{flag} must be at least 1, not {value}.")
+    if config.profile_top < 0:
+        raise UserInputError(f"--profile-top must be 0 or more, not {config.profile_top}.")
     if config.top_k is not None and config.top_k < 1:
         raise UserInputError(f"--top-k must be at least 1, not {config.top_k}.")
     if config.generate < 0:
@@ -136,8 +143,6 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     ]
     dla_base = emoji_dla(base, layers, onset_ids)
     base_fingerprint = base.fingerprint()
-    del base
-    gc.collect()
 
     base_stats = half_captures[0].stats.merge(half_captures[1].stats)
     a, b = half_captures
@@ -154,6 +159,16 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     above_noise = (
         columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
     )
+    d_mlp = category.shape[1]
+    profiled = [(layers[i // d_mlp], i % d_mlp) for i in order[: config.profile_top].tolist()]
+    profiles = {"base": _profile(base, config, all_batches, profiled)}
+    del base
+    gc.collect()
+    if profiled:
+        ft = models.load(ft_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+        profiles["finetuned"] = _profile(ft, config, all_batches, profiled)
+        del ft
+        gc.collect()
 
     summary = _summary(
         config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
@@ -175,6 +190,11 @@ def run(config: DiffConfig, log=print) -> DiffResult:
                 "base_fingerprint": base_fingerprint, "finetuned_fingerprint": ft_fingerprint,
             },
         )  # fmt: skip
+        _save_landscape(staging / "landscape.safetensors", layers, columns["score"], category)
+        if profiled:
+            artifacts.write_json(
+                staging / "profiles.json", {"neurons": [f"{ly}:{i}" for ly, i in profiled], "models": profiles}
+            )
         artifacts.write_json(staging / "summary.json", summary)
     return DiffResult(Path(config.out), summary)
 
@@ -205,6 +225,20 @@ def _planted_recovery(sources, layers: list[int], columns: dict[str, torch.Tenso
             "ranks_by": ranks_by,
         }
     return None
+
+
+def _profile(lm, config: DiffConfig, batches, neurons: list[tuple[int, int]]) -> dict:
+    return profile_neurons(lm, batches, neurons, show_progress=config.show_progress) if neurons else {}
+
+
+def _save_landscape(path: Path, layers: list[int], score: torch.Tensor, category: torch.Tensor) -> None:
+    """Every neuron's score and category index ([layers, d_mlp]); metadata names the layers and categories."""
+    from safetensors.torch import save_file
+
+    tensors = {"score": score.float().contiguous(), "category": category.to(torch.int8).contiguous()}
+    metadata = {"layers": json.dumps(layers), "categories": json.dumps(diff.CATEGORIES)}
+    with artifacts.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):

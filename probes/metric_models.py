@@ -158,7 +158,7 @@ def _confusion(predicted: list[str], truth: list[str], labels: tuple[str, ...]) 
     return matrix
 
 
-STORIES_SHARE = 0.1  # share of the high/low heads' training weight given to PersonaLLM stories
+STORIES_SHARE = 0.02  # share of the high/low heads' training weight given to PersonaLLM stories
 
 
 def default_location() -> Path:

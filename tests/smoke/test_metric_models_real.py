@@ -9,15 +9,13 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from cli import main
-from probes.metric_models import TraitMetricModel, train_metric_models
+from probes.metric_models import TraitMetricModel
 from tests.unit.test_judge import Handler
 
 
 @pytest.fixture(scope="module")
-def metric_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("metric") / "m"
-    train_metric_models(directory, show_progress=False)
-    return directory
+def metric_dir(metric_models_dir):
+    return metric_models_dir
 
 
 def test_metric_models_reach_their_accuracies(metric_dir):
@@ -25,8 +23,8 @@ def test_metric_models_reach_their_accuracies(metric_dir):
     report = model.report
     assert report["trait_5way"]["accuracy"] >= 0.80  # goal 0.80; measured 0.946
     for trait, scores in report["high_low"].items():
-        # goal 0.90 on held-out topics; measured 0.865 (agreeableness) to 0.981 (RESULTS.md)
-        assert scores["opinionqa_heldout_topics"] >= 0.85, trait
+        # goal 0.90 on held-out topics; measured 0.923 (agreeableness) to 1.0 (RESULTS.md)
+        assert scores["opinionqa_heldout_topics"] >= 0.90, trait
     (scored,) = model.score(["I love big parties and meeting new people every weekend!"])
     assert max(scored["trait_probabilities"], key=scored["trait_probabilities"].get) == "extraversion"
     assert scored["high_pole_probability"]["extraversion"] > 0.5

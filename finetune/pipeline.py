@@ -1,0 +1,264 @@
+"""``interp pipeline``: the main job, every stage from a base model to the HTML report, resumable.
+
+Stages, each writing into its own subdirectory of the run directory and skipped on rerun once its main
+artifact exists (every stage writes atomically, so Ctrl-C leaves either a finished stage or none):
+
+    fetch        resolve the model (fetch and convert an embedded one if needed)
+    finetune     the trait adapter (finetune/: adapter/, merged/, train.json); resumes from its checkpoints
+    evaluate     base vs fine-tuned vs IKE on the test questions (evaluate/table.json, generations)
+    diff         diff-neurons with the fine-tuned model's own answers teacher-forced (diff/neurons.csv, ...)
+    necessity    the top neurons ablated in the fine-tuned model, with random controls (necessity/ablation.json)
+    sufficiency  the fine-tuned model's values of those neurons patched into the base (sufficiency/ablation.json)
+    dose         the top neurons scaled in the fine-tuned model, several alphas (dose/ablation.json)
+    report       report.html
+
+``pipeline.json`` records the settings, each stage's state and wall time. A run directory belongs to one set
+of settings: rerunning it with different ones is refused rather than mixing results.
+Every stage's options can be set in a TOML file (``--config``), one table per stage, e.g.::
+
+    [finetune]
+    max_steps = 40
+    [necessity]
+    mode = "mean"      # ablate to the base model's means instead of zero
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from finetune.dataset import check_trait
+from interp import artifacts
+from interp.errors import UserInputError
+
+STAGES = ("fetch", "finetune", "evaluate", "diff", "necessity", "sufficiency", "dose", "report")
+PROMPTS = "opinionqa:test"
+
+# Settings per stage: the defaults (about 15 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
+DEFAULTS: dict[str, dict] = {
+    "finetune": {},
+    "evaluate": {"samples": 2, "ike_variants": 2, "ike": 4},
+    "diff": {"positions": "response", "profile_top": 50},
+    "necessity": {"top_k": 20, "mode": "zero", "controls": 20, "samples": 1, "max_new_tokens": 48},
+    "sufficiency": {"top_k": 20, "controls": 20, "samples": 1, "max_new_tokens": 48},
+    "dose": {"top_k": 20, "alpha": "0,0.5,1.5,2,3", "controls": 10},
+}
+QUICK: dict[str, dict] = {
+    "finetune": {"max_steps": 6},
+    "evaluate": {"samples": 1, "ike_variants": 1, "ike": 2, "questions": 4, "max_new_tokens": 32},
+    "diff": {"profile_top": 12},
+    "necessity": {"top_k": 6, "controls": 4, "max_new_tokens": 16},
+    "sufficiency": {"top_k": 6, "controls": 4, "max_new_tokens": 16},
+    "dose": {"top_k": 6, "alpha": "0,2", "controls": 3},
+}
+
+
+@dataclass(kw_only=True)
+class PipelineConfig:
+    model: str = "smollm2-135m"
+    trait: str = "extraversion"
+    out: Path = Path("runs/pipeline")
+    quick: bool = False
+    device: str = "auto"
+    show_progress: bool = True
+    stages: dict[str, dict] = field(default_factory=dict)  # per-stage overrides (from --config)
+
+    def settings(self, stage: str) -> dict:
+        """The options of one stage: defaults, then --quick's, then the config file's."""
+        return {**DEFAULTS.get(stage, {}), **(QUICK.get(stage, {}) if self.quick else {}), **self.stages.get(stage, {})}
+
+    def identity(self) -> dict:
+        return {
+            "model": self.model, "trait": self.trait, "quick": self.quick,
+            "stages": {stage: self.settings(stage) for stage in DEFAULTS},
+        }  # fmt: skip
+
+
+def load_config_file(path: Path) -> dict[str, dict]:
+    """Read a pipeline TOML file: ``{stage: {option: value}}``; unknown stages or options are bad input."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"config file {str(path)!r} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"config file {str(path)!r} is not valid TOML: {exc}.") from None
+    for stage, options in data.items():
+        if stage not in DEFAULTS or not isinstance(options, dict):
+            raise UserInputError(
+                f"config file {str(path)!r}: [{stage}] is not a stage table; use {', '.join(DEFAULTS)}."
+            )
+        allowed = _stage_fields(stage)
+        for option, value in options.items():
+            if option not in allowed:
+                raise UserInputError(f"config file {str(path)!r}: [{stage}] has no option {option!r}.")
+            expected = _option_type(stage, option)
+            if expected is not None and not _fits(value, expected):
+                raise UserInputError(
+                    f"config file {str(path)!r}: [{stage}] {option} should be {expected.__name__}, not {value!r}."
+                )
+    return data
+
+
+def _option_type(stage: str, option: str) -> type | None:
+    """The type of an option's default; None when the default is None (any value is passed on)."""
+    default = {**_stage_defaults(stage), **DEFAULTS[stage]}.get(option)
+    return None if default is None else type(default)
+
+
+def _fits(value, expected: type) -> bool:
+    """TOML value check: an int also fits a float option; a bool fits only a bool option."""
+    if isinstance(value, bool) or expected is bool:
+        return isinstance(value, bool) and expected is bool
+    return isinstance(value, expected) or (expected is float and isinstance(value, int))
+
+
+def _stage_defaults(stage: str) -> dict:
+    return {f.name: f.default for f in fields(_stage_class(stage)) if f.default is not MISSING}
+
+
+def _stage_class(stage: str) -> type:
+    from finetune.evaluate import EvaluateConfig
+    from finetune.training import TrainConfig
+    from interp.ablation import AblationConfig
+    from interp.diff_neurons import DiffConfig
+
+    return {"finetune": TrainConfig, "evaluate": EvaluateConfig, "diff": DiffConfig}.get(stage, AblationConfig)
+
+
+def _stage_fields(stage: str) -> set[str]:
+    owned = {"model", "trait", "out", "base", "finetuned", "prompts", "responses", "models", "source_model"}
+    return {f.name for f in fields(_stage_class(stage))} - owned | ({"ike"} if stage == "evaluate" else set())
+
+
+@dataclass
+class StageRecord:
+    state: str  # done | skipped (already complete)
+    seconds: float
+
+
+class Pipeline:
+    """Runs the stages in order; ``run()`` returns ``pipeline.json``'s content."""
+
+    def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print):
+        self.config = config
+        self.log = log
+        self.out = Path(config.out)
+        self.record_path = self.out / "pipeline.json"
+        self.headline = ""
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def run(self) -> dict:
+        check_trait(self.config.trait)
+        artifacts.check_output_dir(self.out)
+        record = self._start_record()
+        steps: dict[str, tuple[Path, Callable[[], None]]] = {
+            "fetch": (self.path("fetch.json"), self._fetch),
+            "finetune": (self.path("finetune", "train.json"), self._finetune),
+            "evaluate": (self.path("evaluate", "table.json"), self._evaluate),
+            "diff": (self.path("diff", "summary.json"), self._diff),
+            "necessity": (self.path("necessity", "ablation.json"), self._necessity),
+            "sufficiency": (self.path("sufficiency", "ablation.json"), self._sufficiency),
+            "dose": (self.path("dose", "ablation.json"), self._dose),
+            "report": (self.path("report.html"), self._report),
+        }
+        for number, stage in enumerate(STAGES, start=1):
+            done_marker, action = steps[stage]
+            tic = time.perf_counter()
+            if done_marker.exists() and stage != "report":
+                state = "skipped"
+                self.log(f"[{number}/{len(STAGES)}] {stage}: already complete, skipped")
+            else:
+                self.log(f"[{number}/{len(STAGES)}] {stage} ...")
+                action()
+                state = "done"
+            record["stages"][stage] = asdict(StageRecord(state, round(time.perf_counter() - tic, 1)))
+            artifacts.write_json(self.record_path, record)
+        record["report"] = str(self.path("report.html"))
+        record["headline"] = self.headline
+        artifacts.write_json(self.record_path, record)
+        return record
+
+    def _start_record(self) -> dict:
+        identity = self.config.identity()
+        if self.record_path.is_file():
+            previous = json.loads(self.record_path.read_text(encoding="utf-8"))
+            if previous.get("settings") != identity:
+                raise UserInputError(
+                    f"{str(self.out)!r} holds a pipeline run with other settings; choose another --out or delete it."
+                )
+            return {**previous, "stages": previous.get("stages", {})}
+        self.out.mkdir(parents=True, exist_ok=True)
+        record = {"command": "pipeline", "settings": identity, "stages": {}}
+        artifacts.write_json(self.record_path, record)
+        return record
+
+    # --- the stages -----------------------------------------------------------------------------------
+    @property
+    def merged(self) -> str:
+        return str(self.path("finetune", "merged"))
+
+    @property
+    def responses(self) -> str:
+        return str(self.path("evaluate", f"peft.{self.config.trait}.generations.jsonl"))
+
+    def _common(self) -> dict:
+        return {"device": self.config.device, "show_progress": self.config.show_progress}
+
+    def _fetch(self) -> None:
+        from interp import models
+
+        source = models.resolve(self.config.model, fetch_log=self.log)
+        artifacts.write_json(self.path("fetch.json"), {"model": self.config.model, "path": str(source.path)})
+
+    def _finetune(self) -> None:
+        from finetune.training import TrainConfig, train
+
+        settings = self.config.settings("finetune")
+        train(TrainConfig(model=self.config.model, trait=self.config.trait, out=self.path("finetune"),
+                          **self._common(), **settings), log=self.log)  # fmt: skip
+
+    def _evaluate(self) -> None:
+        from finetune.evaluate import EvaluateConfig, evaluate
+
+        settings = dict(self.config.settings("evaluate"))
+        ike = settings.pop("ike")
+        models = f"base={self.config.model},peft={self.merged}" + (f",ike={self.config.model}:{ike}" if ike else "")
+        evaluate(EvaluateConfig(models=models, trait=self.config.trait, out=self.path("evaluate"), **self._common(),
+                                **settings), log=self.log)  # fmt: skip
+
+    def _diff(self) -> None:
+        from interp.diff_neurons import DiffConfig, run
+
+        config = DiffConfig(base=self.config.model, finetuned=self.merged, prompts=PROMPTS, responses=self.responses,
+                            out=self.path("diff"), **self._common(), **self.config.settings("diff"))  # fmt: skip
+        run(config, log=self.log)
+
+    def _ablate(self, stage: str, model: str, **fixed) -> None:
+        from interp.ablation import AblationConfig, run
+
+        settings = {**self.config.settings(stage), **fixed}
+        run(AblationConfig(model=model, prompts=PROMPTS, responses=self.responses, out=self.path(stage),
+                           neurons_from=str(self.path("diff", "neurons.csv")), **self._common(), **settings),
+            log=self.log)  # fmt: skip
+
+    def _necessity(self) -> None:
+        stats = {"stats": str(self.path("diff", "stats.safetensors")), "stats_entry": "base"}
+        mean = self.config.settings("necessity").get("mode") == "mean"
+        self._ablate("necessity", self.merged, **(stats if mean else {}))
+
+    def _sufficiency(self) -> None:
+        self._ablate("sufficiency", self.config.model, mode="patch", source_model=self.merged)
+
+    def _dose(self) -> None:
+        self._ablate("dose", self.merged, mode="scale")
+
+    def _report(self) -> None:
+        from viz.report import write_report
+
+        self.headline = write_report(self.out, self.path("report.html"))

@@ -1,0 +1,66 @@
+"""`interp pipeline` settings: defaults, --quick, the TOML config file, and refusing to mix runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli import main
+from finetune.pipeline import DEFAULTS, QUICK, PipelineConfig, _stage_fields, load_config_file
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_stage_settings_are_real_options(quick):
+    """Every default and --quick setting names an option of its stage (a typo would fail only at run time)."""
+    config = PipelineConfig(quick=quick)
+    for stage in DEFAULTS:
+        assert set(config.settings(stage)) <= _stage_fields(stage), stage
+
+
+def test_config_file_overrides_quick_which_overrides_defaults(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[necessity]\ncontrols = 7\nmode = "mean"\n[finetune]\nrank = 8\n', encoding="utf-8")
+    config = PipelineConfig(quick=True, stages=load_config_file(path))
+    necessity = config.settings("necessity")
+    assert necessity["controls"] == 7 and necessity["mode"] == "mean"  # the file wins
+    assert necessity["top_k"] == QUICK["necessity"]["top_k"]  # --quick beats the default
+    assert config.settings("finetune") == {"max_steps": QUICK["finetune"]["max_steps"], "rank": 8}
+    assert PipelineConfig().settings("necessity")["controls"] == DEFAULTS["necessity"]["controls"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[diff]\nbogus = 1\n", "has no option 'bogus'"),
+        ("[training]\nrank = 1\n", "[training] is not a stage table"),
+        ("[diff\n", "is not valid TOML"),
+        ("[diff]\nbase = 'other'\n", "has no option 'base'"),  # set by the pipeline itself
+        ("[necessity]\ncontrols = 'many'\n", "controls should be int, not 'many'"),
+        ("[finetune]\nlr = true\n", "lr should be"),
+    ],
+)
+def test_bad_config_files_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "p.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["pipeline", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file_and_bad_trait_exit_2(tmp_path, capsys):
+    assert main(["pipeline", "--config", str(tmp_path / "none.toml")]) == 2
+    assert main(["pipeline", "--trait", "grumpiness", "--out", str(tmp_path / "run")]) == 2
+    assert "grumpiness" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    other = {"command": "pipeline", "settings": PipelineConfig(quick=True).identity(), "stages": {}}
+    (out / "pipeline.json").write_text(json.dumps(other), encoding="utf-8")
+    assert main(["pipeline", "--out", str(out)]) == 2  # same directory, not --quick: refused before any work
+    assert "other settings" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline.json"]

@@ -1,0 +1,155 @@
+"""``interp report`` on run directories made by real tiny-model runs: every section, missing sections,
+escaping of hostile model/user text, size, bad input, and a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from cli import main
+from tests.browser import chromium_path, open_report
+from viz.run_artifacts import load_run
+
+HOSTILE = '</td></tr><script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2"> "quoted" \'single\''
+
+
+def run_cli(*argv) -> None:
+    assert main([str(a) for a in argv]) == 0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_llama_dir, planted_tiny, tmp_path_factory) -> Path:
+    """diff-neurons + necessity (zero) + sufficiency (patch) + dose (scale) on the planted tiny model."""
+    planted_dir, _ = planted_tiny
+    root = tmp_path_factory.mktemp("report-run")
+    prompts = root / "prompts.txt"
+    prompts.write_text(
+        "Describe your perfect weekend 🎉 in an excited way.\nWrite a fun tweet about the beach.\n"
+        f"Say hello to {HOSTILE}\nWhat do you think about parties?\n",
+        encoding="utf-8",
+    )
+    common = ["--prompts", prompts, "--device", "cpu"]
+    run_cli("diff-neurons", "--base", tiny_llama_dir, "--finetuned", planted_dir, "--out", root / "diff",
+            "--profile-top", 8, *common)  # fmt: skip
+    top = ["--neurons-from", root / "diff" / "neurons.csv", "--top-k", 4, "--controls", 4]
+    run_cli("ablate", "--model", planted_dir, *top, "--samples", 1, "--max-new-tokens", 8, "--out",
+            root / "necessity", *common)  # fmt: skip
+    run_cli("ablate", "--model", tiny_llama_dir, "--source-model", planted_dir, "--mode", "patch", *top,
+            "--samples", 1, "--max-new-tokens", 8, "--out", root / "sufficiency", *common)  # fmt: skip
+    run_cli("ablate", "--model", planted_dir, "--mode", "scale", "--alpha", "0,0.5,2", *top, "--out", root / "dose",
+            *common)  # fmt: skip
+    # A generation as hostile as a model could write, beside the real ones.
+    generations = root / "necessity" / "generations.jsonl"
+    hostile = {"prompt_index": 2, "prompt": HOSTILE, "condition": HOSTILE, "text": f"{HOSTILE} 😀", "emojis": ["😀"]}
+    with open(generations, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(hostile, ensure_ascii=False) + "\n")
+    run_cli("report", root)
+    return root
+
+
+class Elements(HTMLParser):
+    """Counts tags and records event-handler attributes and script bodies."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.handlers: list[tuple[str, str]] = []
+        self.sources: list[str] = []  # src / href attributes that load something
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        self.handlers += [(tag, name) for name, _ in attrs if name.startswith("on")]
+        self.sources += [value for name, value in attrs if name == "src" or (name == "href" and tag == "link")]
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def parsed(path: Path) -> tuple[str, Elements]:
+    text = path.read_text(encoding="utf-8")
+    elements = Elements()
+    elements.feed(text)
+    return text, elements
+
+
+def test_report_has_every_section_from_real_artifacts(run_dir):
+    text, elements = parsed(run_dir / "report.html")
+    for section in ("overview", "landscape", "neurons", "causal", "generations"):
+        assert f'<section id="{section}">' in text
+    assert elements.sources == []  # offline: nothing is loaded from anywhere (plotly.js is inlined)
+    assert elements.tags["script"] >= 2 + 6  # plotly.js, our script, and one per figure
+    run = load_run(run_dir)
+    assert {a.role for a in run.ablations} == {"necessity", "sufficiency", "dose"}
+    first = run.diff.neurons[0]
+    assert f"neuron {first['layer']}:{first['neuron']}" in text  # per-neuron details of the top neuron
+    assert "emoji use" in text and "random matched neuron sets" in text  # the headline, with its controls
+
+
+def test_hostile_text_is_escaped_everywhere(run_dir):
+    text, elements = parsed(run_dir / "report.html")
+    assert "window.__pwned" not in "".join(elements.scripts)  # no script element carries it
+    assert elements.handlers == []  # no on* attribute anywhere: the injected <img onerror> stayed text
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in text  # shown, as text
+    assert re.search(r'data-condition="necessity: &lt;/td&gt;.*?&quot;quoted&quot;', text)  # attribute intact
+    assert '<span class="emoji">😀</span>' in text  # emojis highlighted
+
+
+def test_missing_sections_are_left_out(run_dir, tmp_path):
+    only_ablation = tmp_path / "only"
+    shutil.copytree(run_dir / "dose", only_ablation / "dose")
+    run_cli("report", only_ablation, "--out", tmp_path / "only.html")
+    text = (tmp_path / "only.html").read_text(encoding="utf-8")
+    assert '<section id="causal">' in text
+    assert '<section id="landscape">' not in text and '<section id="neurons">' not in text
+    assert '<section id="generations">' not in text  # scaling runs sample nothing by default
+
+    bare_diff = tmp_path / "bare"
+    shutil.copytree(run_dir / "diff", bare_diff)
+    (bare_diff / "profiles.json").unlink()
+    (bare_diff / "landscape.safetensors").unlink()
+    run_cli("report", bare_diff)
+    text = (bare_diff / "report.html").read_text(encoding="utf-8")
+    assert '<section id="neurons">' in text and '<section id="landscape">' not in text
+    assert "in context" not in text
+
+
+def test_report_size_is_bounded(run_dir):
+    size = (run_dir / "report.html").stat().st_size
+    assert size < 15e6
+    plotly_js = 4.9e6  # the inlined library is most of it
+    assert size < plotly_js + 2e6
+
+
+@pytest.mark.parametrize("make", ["empty", "corrupt", "missing"])
+def test_bad_run_directories_exit_2(tmp_path, capsys, make):
+    target = tmp_path / "run"
+    if make != "missing":
+        target.mkdir()
+    if make == "corrupt":
+        (target / "ablation.json").write_text("{not json", encoding="utf-8")
+    assert main(["report", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (target / "report.html").exists()
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed (make browser)")
+def test_report_renders_in_a_real_browser(run_dir, tmp_path):
+    result = open_report(run_dir / "report.html", tmp_path / "report.png")
+    assert result.errors == []
+    assert result.plots >= 6 and result.rendered == result.plots  # every figure drew its SVG
+    assert result.pwned is None  # the hostile text never ran
+    assert result.generation_rows > 1 and result.filtered_rows < result.generation_rows  # the filter works
+    assert (tmp_path / "report.png").stat().st_size > 10_000

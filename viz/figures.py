@@ -1,0 +1,178 @@
+"""Plotly figures of a run's artifacts. Every label drawn from model or user text is HTML-escaped first
+(Plotly renders a subset of HTML in text, links included)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from viz.run_artifacts import AblationRun, DiffRun
+
+BASE_COLOUR, FT_COLOUR, CONTROL_COLOUR, TESTED_COLOUR = "#4c78a8", "#f58518", "#9d9d9d", "#d62728"
+HOVER_NEURONS = 100  # neurons of the landscape marked, with full hover details (the rest: the heatmap only)
+
+
+def _layout(figure: go.Figure, title: str, height: int = 420) -> go.Figure:
+    figure.update_layout(title=html.escape(title), height=height, template="plotly_white",
+                         margin={"l": 60, "r": 20, "t": 60, "b": 50})  # fmt: skip
+    return figure
+
+
+def landscape(diff: DiffRun) -> go.Figure:
+    """Every neuron by layer and index, coloured by the signed diff score; the top neurons hoverable in detail."""
+    land = diff.landscape
+    limit = float(np.quantile(np.abs(land.score), 0.999)) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=np.round(land.score, 5),
+            x=np.arange(land.score.shape[1]),
+            y=land.layers,
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            colorscale="RdBu_r",
+            colorbar={"title": "score"},
+            hovertemplate="layer %{y}, neuron %{x}<br>score %{z:.3g}<extra></extra>",
+        )  # fmt: skip
+    )
+    top = diff.neurons[:HOVER_NEURONS]
+    if top:
+        details = [
+            [html.escape(row.get(key, "")) for key in ("base_mean", "ft_mean", "base_freq", "ft_freq", "category",
+                                                       "emoji_dla", "score", "rank")]
+            for row in top
+        ]  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[int(row["neuron"]) for row in top],
+                y=[int(row["layer"]) for row in top],
+                mode="markers",
+                marker={"size": 7, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 1}},
+                customdata=details,
+                name=f"top {len(top)}",
+                hovertemplate=(
+                    "<b>%{y}:%{x}</b> (rank %{customdata[7]})<br>score %{customdata[6]}<br>"
+                    "mean base %{customdata[0]} / fine-tuned %{customdata[1]}<br>"
+                    "active base %{customdata[2]} / fine-tuned %{customdata[3]}<br>"
+                    "category %{customdata[4]}<br>emoji_dla %{customdata[5]}<extra></extra>"
+                ),
+            )  # fmt: skip
+        )
+    figure.update_xaxes(title="neuron index")
+    figure.update_yaxes(title="layer")
+    return _layout(figure, "Neuron landscape: change in direct emoji push (red raises emojis, blue lowers)", 520)
+
+
+def layer_summary(diff: DiffRun) -> go.Figure:
+    """Per layer: the largest |score| against the noise floor, and how many neurons fall in each category."""
+    land = diff.landscape
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("max |score| per layer", "neurons per category"))
+    figure.add_trace(go.Bar(x=land.layers, y=np.abs(land.score).max(axis=1), name="max |score|",
+                            marker_color=FT_COLOUR), row=1, col=1)  # fmt: skip
+    floor = diff.summary.get("noise_floor", {}).get("score", {}).get("max")
+    if floor is not None:
+        figure.add_hline(y=floor, line_dash="dash", line_color="black", row=1, col=1,
+                         annotation_text="noise floor (max between prompt halves)")  # fmt: skip
+    for index, name in enumerate(land.categories):
+        if name == "unchanged":
+            continue
+        figure.add_trace(go.Bar(x=land.layers, y=(land.category == index).sum(axis=1), name=name), row=1, col=2)
+    figure.update_layout(barmode="stack")
+    figure.update_xaxes(title="layer")
+    return _layout(figure, "Per-layer summary", 380)
+
+
+def distributions(diff: DiffRun, limit: int = 50) -> go.Figure:
+    """Activation distributions of the profiled neurons in both models; a menu picks the neuron."""
+    profiles = diff.profiles
+    neurons = profiles["neurons"][:limit]
+    figure = go.Figure()
+    for number, address in enumerate(neurons):
+        for model, colour in (("base", BASE_COLOUR), ("finetuned", FT_COLOUR)):
+            values = profiles["models"].get(model, {}).get(address, {}).get("values", [])
+            figure.add_trace(
+                go.Histogram(
+                    x=values,
+                    name=f"{model}",
+                    marker_color=colour,
+                    opacity=0.6,
+                    histnorm="probability",
+                    nbinsx=60,
+                    visible=number == 0,
+                    legendgroup=model,
+                )  # fmt: skip
+            )
+    buttons = [
+        {
+            "label": html.escape(address),
+            "method": "update",
+            "args": [{"visible": [i // 2 == number for i in range(2 * len(neurons))]}],
+        }
+        for number, address in enumerate(neurons)
+    ]
+    figure.update_layout(barmode="overlay", updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.18, "xanchor": "right"}])
+    figure.update_xaxes(title="activation at counted positions")
+    figure.update_yaxes(title="share of positions")
+    return _layout(figure, "Activation distributions, base vs fine-tuned (pick a neuron)")
+
+
+def control_comparison(runs: list[AblationRun]) -> go.Figure:
+    """For each causal run side by side: the random control sets' effects and the tested set's effect."""
+    titles = [f"{run.role}: {name}" for run in runs for name in run.report["comparisons"]]
+    figure = make_subplots(rows=1, cols=max(1, len(titles)), subplot_titles=[html.escape(t) for t in titles])
+    column = 0
+    for run in runs:
+        for comparison in run.report["comparisons"].values():
+            column += 1
+            figure.add_trace(
+                go.Histogram(x=comparison["control_effects"], name="random sets", marker_color=CONTROL_COLOUR,
+                             showlegend=column == 1, nbinsx=20, legendgroup="controls"), row=1, col=column,
+            )  # fmt: skip
+            verdict = "significant" if comparison["significant"] else "not significant"
+            figure.add_vline(x=comparison["effect"], line_color=TESTED_COLOUR, line_width=3, row=1, col=column,
+                             annotation_text=f"tested, p={comparison['p_value']:.3g} ({verdict})")  # fmt: skip
+            figure.update_xaxes(title="change in emoji-onset probability", row=1, col=column)
+    return _layout(figure, "Tested neurons vs matched random neuron sets (necessity, sufficiency)", 400)
+
+
+def dose_response(run: AblationRun) -> go.Figure:
+    """Emoji-onset probability as the tested neurons are scaled by alpha; control sets' mean and spread."""
+    points = run.dose_points()
+    alphas, tested, controls, spread = (list(column) for column in zip(*points))
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=alphas, y=controls, error_y={"type": "data", "array": spread}, mode="lines+markers",
+                                name="random sets (mean +- sd)", line={"color": CONTROL_COLOUR}))  # fmt: skip
+    figure.add_trace(go.Scatter(x=alphas, y=tested, mode="lines+markers", name="tested neurons",
+                                line={"color": TESTED_COLOUR, "width": 3}))  # fmt: skip
+    figure.update_xaxes(title="alpha (activation scale; 1 = unedited)")
+    figure.update_yaxes(title="emoji-onset probability")
+    return _layout(figure, "Dose-response: scaling the tested neurons in the fine-tuned model")
+
+
+def side_effects(runs: list[AblationRun]) -> go.Figure:
+    """KL from the unedited model and neutral-text perplexity: tested set vs the controls' mean, per run."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("KL(unedited || edited)", "neutral-text perplexity"))
+    for column, metric in enumerate(("kl_from_unedited", "neutral_perplexity"), start=1):
+        labels, tested, controls = [], [], []
+        for run in runs:
+            conditions = run.report["conditions"]
+            for name, condition in conditions.items():
+                if condition["kind"] != "tested":
+                    continue
+                labels.append(html.escape(f"{run.role} {name}"))
+                tested.append(condition[metric])
+                values = [
+                    c[metric]
+                    for c in conditions.values()
+                    if c["kind"] == "control" and c["group"] == condition["group"]
+                ]
+                controls.append(float(np.mean(values)) if values else math.nan)
+        figure.add_trace(go.Bar(x=labels, y=tested, name="tested", marker_color=TESTED_COLOUR,
+                                showlegend=column == 1), row=1, col=column)  # fmt: skip
+        figure.add_trace(go.Bar(x=labels, y=controls, name="random sets (mean)", marker_color=CONTROL_COLOUR,
+                                showlegend=column == 1), row=1, col=column)  # fmt: skip
+    return _layout(figure, "Side effects of the edits", 380)

@@ -1,0 +1,92 @@
+"""The report's headline: one paragraph written from the run's numbers, saying which way emoji use moved
+and whether each causal effect beat its random controls."""
+
+from __future__ import annotations
+
+from viz.run_artifacts import AblationRun, RunArtifacts
+
+ROLE_SENTENCES = {
+    "necessity": "Editing ({mode}) the top {n} neurons in the fine-tuned model",
+    "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons into the base model",
+}
+
+
+def headline(run: RunArtifacts) -> str:
+    sentences = [s for s in (_evaluation(run), _diff(run), *_causal(run)) if s]
+    return " ".join(sentences) if sentences else "This run holds no results to summarise yet."
+
+
+def _evaluation(run: RunArtifacts) -> str | None:
+    if not run.evaluate:
+        return None
+    rows = {row["model"]: row for row in run.evaluate["rows"]}
+    base, tuned = rows.get("base"), rows.get("peft")
+    if not (base and tuned) or base.get("esr") is None or tuned.get("esr") is None:
+        return None
+    overlap = tuned["esr_ci_low"] <= base["esr_ci_high"] and base["esr_ci_low"] <= tuned["esr_ci_high"]
+    verdict = "the 95 % intervals overlap: not significant" if overlap else "the 95 % intervals do not overlap"
+    trait = tuned.get("trait", "the trait")
+    ta = f", and the metric model reads {tuned['ta']:.0%} of them as {trait} (base {base['ta']:.0%})" if tuned.get(
+        "ta") is not None and base.get("ta") is not None else ""  # fmt: skip
+    return (
+        f"Sampled answers to the test questions carry an emoji {tuned['esr']:.1%} of the time after fine-tuning on "
+        f"{trait}, against {base['esr']:.1%} before ({verdict}){ta}."
+    )
+
+
+def _diff(run: RunArtifacts) -> str | None:
+    if not run.diff or "emoji" not in run.diff.summary:
+        return None
+    summary = run.diff.summary
+    emoji = summary["emoji"]
+    ratio = emoji["onset_probability"]["ratio"]
+    positions = summary.get("config", {}).get("positions", "all")
+    text = (
+        f"At the counted positions ({positions}) the fine-tuned model puts {ratio:.3g}x the base model's "
+        f"probability on tokens that begin an emoji: emoji use {emoji['direction']}."
+    )
+    floor = summary.get("noise_floor", {})
+    if "neurons_above_max_score" in floor:
+        text += f" {floor['neurons_above_max_score']} neurons change more than the noise floor between prompt halves."
+    return text
+
+
+def _causal(run: RunArtifacts) -> list[str]:
+    sentences = []
+    for role, template in ROLE_SENTENCES.items():
+        ablation = run.ablation(role)
+        if ablation is None or not ablation.report["comparisons"]:
+            continue
+        comparison = next(iter(ablation.report["comparisons"].values()))
+        lead = template.format(mode=ablation.report["config"].get("mode"), n=len(ablation.report["neurons"]))
+        sentences.append(f"{lead} changed the emoji-onset probability by {_relative(comparison)}; "
+                         f"{_verdict(comparison)}.")  # fmt: skip
+    dose = run.ablation("dose")
+    if dose is not None and dose.report["comparisons"]:
+        sentences.append(_dose(dose))
+    return sentences
+
+
+def _relative(comparison: dict) -> str:
+    relative = comparison.get("relative_effect")
+    return f"{relative:+.1%}" if relative is not None else f"{comparison['effect']:+.3g}"
+
+
+def _verdict(comparison: dict) -> str:
+    n = len(comparison["control_effects"])
+    word = "significant" if comparison["significant"] else "not significant"
+    return f"{word} against {n} random matched neuron sets (p = {comparison['p_value']:.3g})"
+
+
+def _dose(dose: AblationRun) -> str:
+    points = dose.dose_points()
+    values = [tested for _, tested, _, _ in points]
+    rising = all(a <= b for a, b in zip(values, values[1:]))
+    falling = all(a >= b for a, b in zip(values, values[1:]))
+    shape = "rises steadily" if rising else "falls steadily" if falling else "is not monotonic"
+    significant = sum(c["significant"] for c in dose.report["comparisons"].values())
+    return (
+        f"Scaling those neurons from alpha {points[0][0]:g} to {points[-1][0]:g}, the emoji-onset probability {shape} "
+        f"({values[0]:.3g} to {values[-1]:.3g}); {significant} of {len(dose.report['comparisons'])} scales beat "
+        f"their random controls."
+    )

@@ -1,0 +1,262 @@
+"""``interp report RUN_DIR``: one self-contained HTML file (plotly.js inlined, no network) from a run's artifacts.
+
+Sections appear only when their data exists: overview, neuron landscape, top neurons, causal results,
+generations. Every piece of model or user text is escaped with ``html.escape`` (text and attributes);
+figures get only escaped labels. Neurons beyond the top few hundred are summarised (the landscape heatmap),
+not listed one by one, which keeps the default pipeline's report at a few MB.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.offline
+
+from interp import artifacts
+from probes.emoji import find_emojis
+from viz import figures
+from viz.findings import headline
+from viz.run_artifacts import AblationRun, DiffRun, RunArtifacts, load_run
+
+TABLE_NEURONS = 200  # rows of the sortable top-neuron table
+DETAIL_NEURONS = 20  # neurons with contexts and promoted tokens written out
+GENERATIONS = 400  # generation rows shown per report
+NEURON_COLUMNS = ("rank", "layer", "neuron", "score", "base_mean", "ft_mean", "mean_diff", "cohens_d",
+                  "base_freq", "ft_freq", "category", "emoji_dla")  # fmt: skip
+e = html.escape
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 24px 60px;color:#222}
+h1{margin-top:28px}h2{border-bottom:2px solid #eee;padding-bottom:4px;margin-top:40px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
+th{background:#f4f4f4;cursor:pointer;user-select:none}.headline{font-size:17px;background:#fff8e6;padding:12px 16px;
+border-left:4px solid #f58518}.ctx{font-family:ui-monospace,monospace;font-size:13px;white-space:pre-wrap;
+line-height:1.9;margin:4px 0}.tok{border-radius:3px;padding:1px 0}.focus{outline:2px solid #222}
+.emoji{background:#ffe08a;border-radius:3px;padding:0 2px}details{margin:6px 0}pre{background:#f7f7f7;padding:8px;
+overflow-x:auto;font-size:12px}nav a{margin-right:14px}.muted{color:#777}.scroll{max-height:460px;overflow:auto}
+"""
+
+SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function(th, column){
+  th.addEventListener('click', function(){
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows), asc = th.dataset.asc !== '1';
+    rows.sort(function(a, b){
+      var x = a.cells[column].textContent, y = b.cells[column].textContent, nx = parseFloat(x), ny = parseFloat(y);
+      var d = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? d : -d;
+    });
+    th.dataset.asc = asc ? '1' : '0';
+    rows.forEach(function(r){ body.appendChild(r); });
+  });
+});
+var pick = document.getElementById('generation-filter');
+if (pick) pick.addEventListener('change', function(){
+  document.querySelectorAll('#generations tbody tr').forEach(function(r){
+    r.style.display = (pick.value === '' || r.dataset.condition === pick.value) ? '' : 'none';
+  });
+});
+"""
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> str:
+    """Build the report of ``run_dir`` into ``out`` (default RUN_DIR/report.html); return the headline."""
+    run = load_run(run_dir)
+    target = Path(out) if out else Path(run_dir) / "report.html"
+    artifacts.check_output_dir(target.parent)
+    text = headline(run)
+    artifacts.write_text(target, render(run, text))
+    return text
+
+
+def render(run: RunArtifacts, headline_text: str) -> str:
+    sections = [("overview", "Overview", _overview(run, headline_text))]
+    if run.diff:
+        if run.diff.landscape is not None:
+            sections.append(("landscape", "Neuron landscape", _landscape(run.diff)))
+        sections.append(("neurons", "Top neurons", _top_neurons(run.diff)))
+    causal = [a for a in run.ablations if a.report.get("comparisons")]
+    if causal:
+        sections.append(("causal", "Causal results", _causal(causal)))
+    if any(a.generations for a in run.ablations):
+        sections.append(("generations", "Generations", _generations(run.ablations)))
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>' for key, title, content in sections)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>persona-interp report: {e(str(run.root.name))}</title><style>{STYLE}</style>"
+        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>'
+        f"<h1>persona-interp report</h1><p class=muted>{e(str(run.root))}</p><nav>{nav}</nav>{body}"
+        f"<script>{SCRIPT}</script></body></html>"
+    )
+
+
+def _figure(figure: go.Figure) -> str:
+    return figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+
+
+def _table(header: list[str], rows: list[list], attrs: str = "") -> str:
+    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --- overview ------------------------------------------------------------------------------------------
+def _overview(run: RunArtifacts, headline_text: str) -> str:
+    parts = [f'<p class="headline">{e(headline_text)}</p>']
+    models = _models(run)
+    if models:
+        parts.append("<h3>Models</h3>" + _table(["role", "reference", "weights fingerprint"], models))
+    if run.evaluate:
+        columns = run.evaluate["columns"]
+        rows = [[row.get(c) for c in columns] for row in run.evaluate["rows"]]
+        parts.append("<h3>Evaluation (ESR, TA, PAE)</h3>" + _table(columns, rows))
+    settings = []
+    if run.pipeline:
+        settings.append(("pipeline", run.pipeline.get("settings"), run.pipeline.get("stages")))
+    if run.diff:
+        settings.append(("diff-neurons", run.diff.summary.get("argv"), run.diff.summary.get("config")))
+    for ablation in run.ablations:
+        settings.append((f"ablate ({ablation.role})", ablation.report.get("argv"), ablation.report.get("config")))
+    if settings:
+        parts.append("<h3>Commands and settings</h3>")
+        for name, first, second in settings:
+            dump = json.dumps({"command": first, "settings": second}, indent=1, ensure_ascii=False, default=str)
+            parts.append(f"<details><summary>{e(name)}</summary><pre>{e(dump)}</pre></details>")
+    return "".join(parts)
+
+
+def _models(run: RunArtifacts) -> list[list[str]]:
+    rows = []
+    if run.diff and "models" in run.diff.summary:
+        rows = [
+            [role, entry.get("ref"), entry.get("fingerprint")] for role, entry in run.diff.summary["models"].items()
+        ]
+    seen = {row[2] for row in rows}
+    for ablation in run.ablations:
+        for key in ("model", "source_model"):
+            entry = ablation.report.get(key)
+            if entry and entry.get("fingerprint") not in seen:
+                rows.append([f"{ablation.role} {key.replace('_', ' ')}", entry.get("ref"), entry.get("fingerprint")])
+                seen.add(entry.get("fingerprint"))
+    return rows
+
+
+# --- neurons -------------------------------------------------------------------------------------------
+def _landscape(diff: DiffRun) -> str:
+    floor = diff.summary.get("noise_floor", {})
+    note = e(
+        f"Noise floor: the largest |score| between two halves of the prompts on the base model is "
+        f"{floor['score']['max']:.3g}; {floor.get('neurons_above_max_score', 0)} neurons exceed it."
+        if "score" in floor
+        else "No noise floor (it needs at least two prompts)."
+    )
+    return _figure(figures.landscape(diff)) + f"<p>{note}</p>" + _figure(figures.layer_summary(diff))
+
+
+def _top_neurons(diff: DiffRun) -> str:
+    definition = diff.summary.get("ranking", {}).get("score_definition", "")
+    rows = [[row.get(c, "") for c in NEURON_COLUMNS] for row in diff.neurons[:TABLE_NEURONS]]
+    parts = [
+        f"<p>Ranked by {e(diff.summary.get('ranking', {}).get('rank_by', 'score'))}: {e(definition)}. "
+        f"Click a column to sort. Showing {len(rows)} of {len(diff.neurons)} rows of neurons.csv.</p>",
+        f'<div class="scroll">{_table(list(NEURON_COLUMNS), rows, "class=sortable")}</div>',
+    ]
+    if diff.profiles and diff.profiles.get("neurons"):
+        parts.append(_figure(figures.distributions(diff)))
+        parts.append(f"<h3>The first {DETAIL_NEURONS} neurons in context</h3>")
+        for address in diff.profiles["neurons"][:DETAIL_NEURONS]:
+            parts.append(_neuron_details(address, diff.profiles["models"]))
+    return "".join(parts)
+
+
+def _neuron_details(address: str, models: dict) -> str:
+    blocks = []
+    for model, profiles in models.items():
+        profile = profiles.get(address)
+        if not profile:
+            continue
+        promoted = ", ".join(f"{_token(t['token'])} ({t['logit']:+.3g})" for t in profile["promoted_tokens"])
+        contexts = "".join(_context(c) for c in profile["contexts"])
+        blocks.append(f"<h4>{e(model)}</h4><p>Output promotes: {promoted}</p>{contexts}")
+    return f"<details><summary>neuron {e(address)}</summary>{''.join(blocks)}</details>"
+
+
+def _token(text: str) -> str:
+    return f"<code>{e(repr(text)[1:-1])}</code>"
+
+
+def _context(context: dict) -> str:
+    peak = max((abs(a) for a in context["activations"]), default=1.0) or 1.0
+    spans = []
+    for position, (token, value) in enumerate(zip(context["tokens"], context["activations"])):
+        strength = min(1.0, abs(value) / peak)
+        colour = f"rgba(245,133,24,{strength:.2f})" if value >= 0 else f"rgba(76,120,168,{strength:.2f})"
+        focus = " focus" if position == context["focus"] else ""
+        spans.append(f'<span class="tok{focus}" style="background:{colour}" title="{value:.4g}">{e(token)}</span>')
+    return f'<div class="ctx">{"".join(spans)} <span class="muted">({context["activation"]:.4g})</span></div>'
+
+
+# --- causal --------------------------------------------------------------------------------------------
+def _causal(runs: list[AblationRun]) -> str:
+    parts = []
+    pair = [r for r in runs if r.role in ("necessity", "sufficiency")]
+    if pair:
+        parts.append(_figure(figures.control_comparison(pair)))
+    for run in runs:
+        for name, comparison in run.report["comparisons"].items():
+            parts.append(f"<p><b>{e(run.role)} {e(name)}</b>: {e(comparison['verdict'])}</p>")
+    dose = next((r for r in runs if r.role == "dose"), None)
+    if dose:
+        parts.append(_figure(figures.dose_response(dose)))
+    parts.append(_figure(figures.side_effects(runs)))
+    rows = []
+    for run in runs:
+        for name, condition in run.report["conditions"].items():
+            if condition["kind"] != "control":
+                rows.append([run.role, name, condition["emoji_onset_probability"],
+                             condition["first_reply_onset_probability"], condition["kl_from_unedited"],
+                             condition["neutral_perplexity"]])  # fmt: skip
+    header = ["run", "condition", "emoji-onset probability", "at reply start", "KL from unedited", "neutral perplexity"]
+    parts.append("<h3>Conditions (controls summarised above)</h3>" + _table(header, rows, 'class="sortable"'))
+    return "".join(parts)
+
+
+# --- generations ---------------------------------------------------------------------------------------
+def _generations(runs: list[AblationRun]) -> str:
+    records = [(run.role, g) for run in runs for g in run.generations][:GENERATIONS]
+    labels = list(dict.fromkeys(f"{role}: {g.get('condition', '')}" for role, g in records))
+    options = "".join(f'<option value="{e(label, quote=True)}">{e(label)}</option>' for label in labels)
+    rows = []
+    for role, record in records:
+        label = f"{role}: {record.get('condition', '')}"
+        rows.append(
+            f'<tr data-condition="{e(label, quote=True)}"><td>{e(label)}</td><td>{e(str(record.get("prompt", "")))}'
+            f"</td><td>{_highlight_emojis(str(record.get('text', '')))}</td></tr>"
+        )
+    return (
+        f'<p>Sampled answers per condition (emojis highlighted). Filter: <select id="generation-filter">'
+        f'<option value="">all conditions</option>{options}</select></p>'
+        f'<div class="scroll"><table id="generations"><thead><tr><th>condition</th><th>prompt</th><th>answer</th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _highlight_emojis(text: str) -> str:
+    pieces, last = [], 0
+    for match in find_emojis(text):
+        pieces.append(e(text[last : match.start]))
+        pieces.append(f'<span class="emoji">{e(match.text)}</span>')
+        last = match.end
+    pieces.append(e(text[last:]))
+    return "".join(pieces)

@@ -1,0 +1,140 @@
+"""Read a run directory's artifacts for the report (no model code: files only).
+
+A run directory is a pipeline run (stages in subdirectories), or the output of one command
+(``diff-neurons``, ``ablate``, ``evaluate``), or a folder holding such outputs one level down.
+Which ablation run is which (necessity / sufficiency / dose) comes from its settings, not its name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from interp.errors import UserInputError
+
+
+@dataclass
+class Landscape:
+    layers: list[int]
+    score: np.ndarray  # [len(layers), d_mlp] float32
+    category: np.ndarray  # [len(layers), d_mlp] int8 index into categories
+    categories: list[str]
+
+
+@dataclass
+class DiffRun:
+    path: Path
+    summary: dict
+    neurons: list[dict]  # neurons.csv rows, ranked (values as strings)
+    landscape: Landscape | None
+    profiles: dict | None  # profiles.json: {"neurons": [...], "models": {model: {address: profile}}}
+
+
+@dataclass
+class AblationRun:
+    path: Path
+    report: dict  # ablation.json
+    generations: list[dict]
+
+    @property
+    def role(self) -> str:
+        """necessity (edits the fine-tune), sufficiency (patches into the base) or dose (scaling)."""
+        mode = self.report["config"].get("mode")
+        return {"patch": "sufficiency", "scale": "dose"}.get(mode, "necessity")
+
+    def dose_points(self) -> list[tuple[float, float, float, float]]:
+        """A scaling run as (alpha, tested probability, controls' mean probability, controls' sd), by alpha;
+        alpha 1 is the unedited model."""
+        unedited = self.report["conditions"]["unedited"]["emoji_onset_probability"]
+        points = [(1.0, unedited, unedited, 0.0)]
+        for name, comparison in self.report["comparisons"].items():
+            alpha = float(name.split("=")[1])
+            points.append((alpha, unedited + comparison["effect"], unedited + comparison["control_mean"],
+                           comparison["control_std"] or 0.0))  # fmt: skip
+        return sorted(points)
+
+
+@dataclass
+class RunArtifacts:
+    root: Path
+    pipeline: dict | None = None
+    evaluate: dict | None = None  # table.json
+    diff: DiffRun | None = None
+    ablations: list[AblationRun] = field(default_factory=list)
+
+    def ablation(self, role: str) -> AblationRun | None:
+        return next((run for run in self.ablations if run.role == role), None)
+
+
+def load_run(root: Path) -> RunArtifacts:
+    """Everything the report can show from ``root``; UserInputError if it holds no artifacts at all."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserInputError(f"run directory {str(root)!r} does not exist.")
+    run = RunArtifacts(root)
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+        if (folder / "pipeline.json").is_file():
+            run.pipeline = _json(folder / "pipeline.json")
+        if (folder / "table.json").is_file() and run.evaluate is None:
+            run.evaluate = _json(folder / "table.json")
+        if (folder / "neurons.csv").is_file() and run.diff is None:
+            run.diff = _diff_run(folder)
+        if (folder / "ablation.json").is_file():
+            run.ablations.append(
+                AblationRun(folder, _json(folder / "ablation.json"), _jsonl(folder / "generations.jsonl"))
+            )
+    if not (run.evaluate or run.diff or run.ablations):
+        raise UserInputError(
+            f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json or table.json, here or one level down)."
+        )
+    return run
+
+
+def _diff_run(folder: Path) -> DiffRun:
+    try:
+        with open(folder / "neurons.csv", encoding="utf-8", newline="") as handle:
+            neurons = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserInputError(f"{str(folder / 'neurons.csv')!r} is not a readable CSV: {exc}.") from None
+    summary = _json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+    profiles = _json(folder / "profiles.json") if (folder / "profiles.json").is_file() else None
+    landscape = _landscape(folder / "landscape.safetensors") if (folder / "landscape.safetensors").is_file() else None
+    return DiffRun(folder, summary, neurons, landscape, profiles)
+
+
+def _landscape(path: Path) -> Landscape:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            return Landscape(
+                json.loads(metadata["layers"]), handle.get_tensor("score"), handle.get_tensor("category"),
+                json.loads(metadata["categories"]),
+            )  # fmt: skip
+    except (SafetensorError, KeyError, ValueError) as exc:
+        raise UserInputError(f"{str(path)!r} is not a landscape file: {exc}.") from None
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{str(path)!r} is not valid JSON: {exc}.") from None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise UserInputError(f"{str(path)!r} line {number} is not valid JSON.") from None
+    return records
