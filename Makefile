@@ -1,4 +1,4 @@
-# persona-interp: `make demo` runs the main job on the embedded default model, `make test` the tests.
+# persona-interp: `make demo` runs the main job (`interp pipeline`) on the embedded default model, `make test` the tests.
 # Both bootstrap .venv idempotently (torch 2.13.0 CPU build first, then the package with pinned deps).
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUNS ?= runs
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: venv demo test test-fast bench trait-study lint format clean
+.PHONY: venv demo planted-demo screenshot test test-fast bench trait-study lint format clean
 
 venv: $(STAMP)
 
@@ -20,13 +20,23 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -c "import torch, transformers, interp, cli"
 	touch $(STAMP)
 
+# The main job: fine-tune -> evaluate -> diff-neurons -> ablate / patch / scale -> report (resumable).
 demo: $(STAMP)
+	$(BIN)/interp pipeline --trait extraversion --out $(RUNS)/demo
+
+# Ground truth: known emoji neurons planted into a copy of the model, found and ablated again.
+planted-demo: $(STAMP)
 	$(BIN)/interp models fetch smollm2-135m
-	$(BIN)/interp plant --model smollm2-135m --out $(RUNS)/demo/planted
-	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/demo/planted --prompts persona-demo \
-		--out $(RUNS)/demo/diff --top-k 200
-	$(BIN)/interp ablate --model $(RUNS)/demo/planted --neurons-from $(RUNS)/demo/diff/neurons.csv --top-k 6 \
-		--prompts persona-demo --controls 20 --samples 1 --out $(RUNS)/demo/ablate
+	$(BIN)/interp plant --model smollm2-135m --out $(RUNS)/planted-demo/planted
+	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/planted-demo/planted --prompts persona-demo \
+		--out $(RUNS)/planted-demo/diff --top-k 200
+	$(BIN)/interp ablate --model $(RUNS)/planted-demo/planted --neurons-from $(RUNS)/planted-demo/diff/neurons.csv \
+		--top-k 6 --prompts persona-demo --controls 20 --samples 1 --out $(RUNS)/planted-demo/ablate
+	$(BIN)/interp report $(RUNS)/planted-demo
+
+# The README's screenshot of the demo report, taken the way the browser test takes it (needs chromium).
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.browser $(RUNS)/demo/report.html docs/report.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -41,11 +41,11 @@ PROMPTS = "opinionqa:test"
 # Settings per stage: the defaults (about 15 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
 DEFAULTS: dict[str, dict] = {
     "finetune": {},
-    "evaluate": {"samples": 2, "ike_variants": 2, "ike": 4},
+    "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
     "diff": {"positions": "response", "profile_top": 50},
     "necessity": {"top_k": 20, "mode": "zero", "controls": 20, "samples": 1, "max_new_tokens": 48},
     "sufficiency": {"top_k": 20, "controls": 20, "samples": 1, "max_new_tokens": 48},
-    "dose": {"top_k": 20, "alpha": "0,0.5,1.5,2,3", "controls": 10},
+    "dose": {"top_k": 20, "alpha": "0,0.5,2", "controls": 5},
 }
 QUICK: dict[str, dict] = {
     "finetune": {"max_steps": 6},

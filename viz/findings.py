@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from viz.run_artifacts import AblationRun, RunArtifacts
 
+SIGNIFICANCE = 0.05  # the threshold interp.ablation applies
+
 ROLE_SENTENCES = {
     "necessity": "Editing ({mode}) the top {n} neurons in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons into the base model",
@@ -61,10 +63,40 @@ def _causal(run: RunArtifacts) -> list[str]:
         lead = template.format(mode=ablation.report["config"].get("mode"), n=len(ablation.report["neurons"]))
         sentences.append(f"{lead} changed the emoji-onset probability by {_relative(comparison)}; "
                          f"{_verdict(comparison)}.")  # fmt: skip
+    gap = _gap_closed(run)
+    if gap:
+        sentences.append(gap)
     dose = run.ablation("dose")
     if dose is not None and dose.report["comparisons"]:
         sentences.append(_dose(dose))
     return sentences
+
+
+def _gap_closed(run: RunArtifacts) -> str | None:
+    """How much of the fine-tune's own change the patch reproduces: the patched base's shift as a share of
+    (fine-tuned - base), both unedited models measured on the same sequences and positions."""
+    necessity, sufficiency = run.ablation("necessity"), run.ablation("sufficiency")
+    if not (necessity and sufficiency and sufficiency.report["comparisons"]):
+        return None
+    same = ("prompts", "responses", "positions", "max_length", "raw")
+    if any(necessity.report["config"].get(k) != sufficiency.report["config"].get(k) for k in same):
+        return None
+    tuned = necessity.report["conditions"]["unedited"]["emoji_onset_probability"]
+    base = sufficiency.report["conditions"]["unedited"]["emoji_onset_probability"]
+    effect = next(iter(sufficiency.report["comparisons"].values()))["effect"]
+    if tuned == base:
+        return None
+    share = effect / (tuned - base)
+    direction = "falls" if tuned < base else "rises"
+    if share < 0:
+        return (
+            f"On these sequences emoji-onset probability {direction} with the fine-tune ({base:.3g} -> {tuned:.3g}), "
+            f"but the patch moves the base the other way: these neurons do not carry the fine-tune's change."
+        )
+    return (
+        f"On these sequences emoji-onset probability {direction} with the fine-tune ({base:.3g} -> {tuned:.3g}); "
+        f"the patch reproduces {share:.0%} of that change."
+    )
 
 
 def _relative(comparison: dict) -> str:
@@ -84,9 +116,14 @@ def _dose(dose: AblationRun) -> str:
     rising = all(a <= b for a, b in zip(values, values[1:]))
     falling = all(a >= b for a, b in zip(values, values[1:]))
     shape = "rises steadily" if rising else "falls steadily" if falling else "is not monotonic"
-    significant = sum(c["significant"] for c in dose.report["comparisons"].values())
+    comparisons = list(dose.report["comparisons"].values())
+    controls = len(comparisons[0]["control_effects"])
+    if 1 / (1 + controls) < SIGNIFICANCE:
+        significant = sum(c["significant"] for c in comparisons)
+        controlled = f"{significant} of {len(comparisons)} scales beat their random controls"
+    else:
+        controlled = f"with {controls} random sets per scale the curve is descriptive (p cannot fall below 0.05)"
     return (
         f"Scaling those neurons from alpha {points[0][0]:g} to {points[-1][0]:g}, the emoji-onset probability {shape} "
-        f"({values[0]:.3g} to {values[-1]:.3g}); {significant} of {len(dose.report['comparisons'])} scales beat "
-        f"their random controls."
+        f"({values[0]:.3g} to {values[-1]:.3g}); {controlled}."
     )

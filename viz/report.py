@@ -114,6 +114,9 @@ def _cell(value) -> str:
 # --- overview ------------------------------------------------------------------------------------------
 def _overview(run: RunArtifacts, headline_text: str) -> str:
     parts = [f'<p class="headline">{e(headline_text)}</p>']
+    trait = _trait(run)
+    if trait:
+        parts.append(f"<p>Trait: <b>{e(trait)}</b></p>")
     models = _models(run)
     if models:
         parts.append("<h3>Models</h3>" + _table(["role", "reference", "weights fingerprint"], models))
@@ -134,6 +137,14 @@ def _overview(run: RunArtifacts, headline_text: str) -> str:
             dump = json.dumps({"command": first, "settings": second}, indent=1, ensure_ascii=False, default=str)
             parts.append(f"<details><summary>{e(name)}</summary><pre>{e(dump)}</pre></details>")
     return "".join(parts)
+
+
+def _trait(run: RunArtifacts) -> str | None:
+    if run.pipeline:
+        return run.pipeline.get("settings", {}).get("trait")
+    if run.evaluate and run.evaluate.get("rows"):
+        return ", ".join(dict.fromkeys(str(row.get("trait")) for row in run.evaluate["rows"]))
+    return None
 
 
 def _models(run: RunArtifacts) -> list[list[str]]:
@@ -203,7 +214,8 @@ def _context(context: dict) -> str:
         strength = min(1.0, abs(value) / peak)
         colour = f"rgba(245,133,24,{strength:.2f})" if value >= 0 else f"rgba(76,120,168,{strength:.2f})"
         focus = " focus" if position == context["focus"] else ""
-        spans.append(f'<span class="tok{focus}" style="background:{colour}" title="{value:.4g}">{e(token)}</span>')
+        shown = e(token).replace("\n", "↵")
+        spans.append(f'<span class="tok{focus}" style="background:{colour}" title="{value:.4g}">{shown}</span>')
     return f'<div class="ctx">{"".join(spans)} <span class="muted">({context["activation"]:.4g})</span></div>'
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from interp.errors import UserInputError
 
+ROLES = ("necessity", "sufficiency", "dose")
+
 
 @dataclass
 class Landscape:
@@ -87,6 +89,7 @@ def load_run(root: Path) -> RunArtifacts:
             run.ablations.append(
                 AblationRun(folder, _json(folder / "ablation.json"), _jsonl(folder / "generations.jsonl"))
             )
+    run.ablations.sort(key=lambda a: ROLES.index(a.role))
     if not (run.evaluate or run.diff or run.ablations):
         raise UserInputError(
             f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json or table.json, here or one level down)."

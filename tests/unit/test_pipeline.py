@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,12 @@ def test_a_run_directory_with_other_settings_is_refused(tmp_path, capsys):
     assert main(["pipeline", "--out", str(out)]) == 2  # same directory, not --quick: refused before any work
     assert "other settings" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["pipeline.json"]
+
+
+def test_the_documented_config_example_is_valid(tmp_path):
+    docs = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", docs, re.S).group(1)
+    path = tmp_path / "example.toml"
+    path.write_text(example, encoding="utf-8")
+    stages = load_config_file(path)
+    assert stages["necessity"]["mode"] == "mean" and PipelineConfig(stages=stages).settings("dose")["alpha"]

@@ -1,0 +1,68 @@
+"""Neuron profiles and the landscape file: the numbers the report shows equal the model's own activations."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from cli import main
+from interp import models
+from interp.hooks import neuron_hooks
+from interp.profiles import profile_neurons
+from interp.prompts import load_prompts
+from interp.tokens import build_sequences, make_batches, position_mask
+from probes.emoji_tokens import token_byte_table
+
+
+def test_profiles_match_hooked_activations(tiny_llama_dir):
+    lm = models.load(str(tiny_llama_dir), device="cpu", dtype="float32")
+    sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:5], False, 64)
+    table = token_byte_table(lm.tokenizer)
+    masks = [position_mask(s, "all", table) for s in sequences]
+    batches = make_batches(sequences, masks, 2, lm.tokenizer.eos_token_id)
+    neurons = [(0, 3), (2, 17), (2, 100)]
+    profiles = profile_neurons(lm, batches, neurons, top_contexts=3, max_values=10**6)
+
+    expected = {n: [] for n in neurons}
+    captured: dict[int, torch.Tensor] = {}
+    for batch in batches:
+        with neuron_hooks(lm, [0, 2], lambda layer, acts: captured.__setitem__(layer, acts.clone())):
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        for layer, index in neurons:
+            expected[(layer, index)] += captured[layer][..., index][batch.positions].tolist()
+    for (layer, index), values in expected.items():
+        profile = profiles[f"{layer}:{index}"]
+        assert profile["values"] == pytest.approx(values, rel=1e-3, abs=1e-4)  # 4 significant digits kept
+        top = profile["contexts"][0]
+        assert top["activation"] == pytest.approx(max(values), rel=1e-3)
+        assert top["activations"][top["focus"]] == top["activation"]
+        assert [c["activation"] for c in profile["contexts"]] == sorted(
+            (c["activation"] for c in profile["contexts"]), reverse=True
+        )
+        assert len(profile["promoted_tokens"]) == 8
+
+
+def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_tiny, tmp_path):
+    planted_dir, _ = planted_tiny
+    out = tmp_path / "diff"
+    argv = ["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(planted_dir), "--prompts",
+            "persona-demo", "--out", str(out), "--device", "cpu", "--profile-top", "5", "--top-k", "20"]  # fmt: skip
+    assert main(argv) == 0
+    with open(out / "neurons.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with safe_open(str(out / "landscape.safetensors"), framework="pt") as handle:
+        score, layers = handle.get_tensor("score"), json.loads(handle.metadata()["layers"])
+    assert score.shape == (3, 128) and layers == [0, 1, 2]
+    for row in rows:  # a --top-k file, but the landscape has every neuron
+        assert float(row["score"]) == pytest.approx(float(score[layers.index(int(row["layer"])), int(row["neuron"])]),
+                                                    rel=1e-5)  # fmt: skip
+    assert int((score.abs() >= abs(float(rows[-1]["score"])) * (1 - 1e-6)).sum()) == len(rows)
+    profiles = json.loads((out / "profiles.json").read_text())
+    assert profiles["neurons"] == [f"{r['layer']}:{r['neuron']}" for r in rows[:5]]
+    assert set(profiles["models"]) == {"base", "finetuned"}
+    assert main([*argv[:-4], "--profile-top", "0", "--out", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none" / "profiles.json").exists()
