@@ -16,6 +16,7 @@ Examples:
   interp diff-neurons --base smollm2-135m --finetuned runs/extraversion/adapter \\
       --prompts persona-demo --generate 2 --positions response --top-k 200 --out runs/diff-ft
   interp diff-neurons ... --rank-by cohens_d      # generic change ranking instead of emoji causes
+  torchrun --nproc-per-node 2 --no-python interp diff-neurons ...   # data-parallel, merged exactly
 """
 
 
@@ -130,6 +131,8 @@ def diff_neurons(**options) -> None:
     from interp.diff_neurons import DiffConfig, run
 
     result = run(DiffConfig(**options), log=lambda message: click.echo(message, err=True))
+    if result is None:  # a torchrun worker other than rank 0: rank 0 reports and writes
+        return
     emoji = result.summary["emoji"]
     floor = result.summary["noise_floor"]
     click.echo(emoji["explanation"])
@@ -193,6 +196,8 @@ def ablate(**options) -> None:
     from interp.ablation import AblationConfig, run
 
     report = run(AblationConfig(**options), log=lambda message: click.echo(message, err=True))
+    if report is None:  # a torchrun worker other than rank 0: rank 0 reports and writes
+        return
     unedited = report["conditions"]["unedited"]
     click.echo(f"unedited: emoji-onset probability {unedited['emoji_onset_probability']:.4g}")
     for group, comparison in report["comparisons"].items():
@@ -507,6 +512,27 @@ def plant_command(model_ref, out, neurons, layers, per_layer, gain, push, keep_c
         prompts=prompts, log=lambda message: click.echo(message, err=True),
     )  # fmt: skip
     click.echo(f"wrote planted model to {out} (neurons {', '.join(record['neurons'])})")
+
+
+@app.command("merge-stats")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--top-k", default=None, type=int, help="Write only the first K ranked neurons [default: all].")
+def merge_stats_command(runs: tuple[Path, ...], out: Path, top_k: int | None) -> None:
+    """Merge diff-neurons runs made on separate prompt shards (jobs, machines) into one ranked run.
+
+    \b
+    Example:
+      interp diff-neurons ... --prompts shard1.jsonl --out runs/d1     # on one machine
+      interp diff-neurons ... --prompts shard2.jsonl --out runs/d2     # on another
+      interp merge-stats runs/d1 runs/d2 --out runs/diff
+    """
+    from interp.merge_stats import merge_runs
+
+    summary = merge_runs(list(runs), out, top_k)
+    click.echo(summary["emoji"]["explanation"])
+    _print_top_neurons(out / "neurons.csv", 10)
+    click.echo(f"wrote {out} (merged {len(runs)} runs, {summary['tokens_counted']['finetuned']} tokens)")
 
 
 @app.command("report")

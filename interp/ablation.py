@@ -21,12 +21,13 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from interp import artifacts, models
+from interp.distributed import Shards
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, generate_edited, left_pad
 from interp.interventions import (
@@ -96,6 +97,12 @@ class ConditionMetrics:
             "neutral_perplexity": math.exp(self.nll_sum / self.nll_count) if self.nll_count else None,
             "emoji_logprob": statistics.fmean(self.emoji_logprob) if self.emoji_logprob else None,
         }
+
+    def add(self, other: ConditionMetrics) -> None:
+        """Fold in another shard's sums (lists are concatenated)."""
+        for name in ("onset_sum", "onset_count", "first_sum", "first_count", "kl_sum", "nll_sum", "nll_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.emoji_logprob += other.emoji_logprob
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -193,8 +200,13 @@ def _mean_values(config: AblationConfig, lm: models.LoadedModel, layers: set[int
     }
 
 
-def run(config: AblationConfig, log=print) -> dict:
+def run(config: AblationConfig, log=print) -> dict | None:
+    """Run the conditions; under torchrun the sequences and sampled prompts are split over the ranks and rank 0
+    alone (which returns the report; the others return None) writes the artifacts."""
     alphas = validate(config)
+    shards = Shards.from_env(models.pick_device(config.device))
+    if not shards.is_main:
+        config = replace(config, show_progress=False)
     started = time.perf_counter()
     prompts = load_prompts(config.prompts)
     if config.responses:
@@ -216,21 +228,26 @@ def run(config: AblationConfig, log=print) -> dict:
 
     sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     metrics = {condition.name: ConditionMetrics() for condition in conditions}
-    measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability")
+    measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability",
+                       shards=shards)  # fmt: skip
     neutral = [
         make_sequence(tokenizer(p.text).input_ids, None, p.index, config.max_length)
         for p in load_prompts(config.neutral_prompts)
     ]
     measure_conditions(
-        lm, source, conditions, neutral, config, onset_ids, metrics, "measuring neutral perplexity", nll=True
-    )
+        lm, source, conditions, neutral, config, onset_ids, metrics, "measuring neutral perplexity", nll=True,
+        shards=shards,
+    )  # fmt: skip
     if config.emojis:
-        _emoji_logprobs(lm, source, conditions, prompts, config, metrics)
+        _emoji_logprobs(lm, source, conditions, shards.take(prompts), config, metrics)
+    metrics = _merge_metrics(shards.gather_objects([metrics]), conditions)
 
     generations = []
     rates = {}
     if config.samples:
-        generations, rates = _generate(lm, source, conditions, prompts, config)
+        generations, rates = _generate(lm, source, conditions, prompts, config, shards)
+    if not shards.is_main:
+        return None
 
     report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started)
     with artifacts.staged_run_dir(config.out) as staging:
@@ -239,6 +256,15 @@ def run(config: AblationConfig, log=print) -> dict:
             staging / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
         )
     return report
+
+
+def _merge_metrics(per_rank: list[dict[str, ConditionMetrics]], conditions) -> dict[str, ConditionMetrics]:
+    """Every rank's sums folded together, in rank order."""
+    merged = {condition.name: ConditionMetrics() for condition in conditions}
+    for metrics in per_rank:
+        for name, values in metrics.items():
+            merged[name].add(values)
+    return merged
 
 
 def forced_batch(batch: list[Sequence], pad_id: int, positions: str, nll: bool = False):
@@ -278,16 +304,18 @@ def _edit_mask(sequence: Sequence, width: int, positions: str) -> list[bool]:
 
 @torch.no_grad()
 def measure_conditions(
-    lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False, share_prefix: bool = True
-) -> None:
+    lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False, share_prefix: bool = True,
+    shards: Shards | None = None,
+) -> None:  # fmt: skip
     """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``.
 
     With ``share_prefix`` the positions before the first edited one run once and their KV cache is reused
-    by every condition (for first-reply measurements, only the last prompt token runs per condition)."""
+    by every condition (for first-reply measurements, only the last prompt token runs per condition).
+    With ``shards`` this rank measures only its share of the batches (its own sums, merged by the caller)."""
     rows = max(1, config.batch_size // len(conditions))  # sequences per forward
     chunk = max(1, config.batch_size // rows)  # conditions per forward
     pad_id = lm.tokenizer.pad_token_id
-    batches = [sequences[i : i + rows] for i in range(0, len(sequences), rows)]
+    batches = (shards or Shards()).take([sequences[i : i + rows] for i in range(0, len(sequences), rows)])
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
         ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
@@ -399,16 +427,16 @@ def _emoji_logprobs(lm, source, conditions, prompts: list[Prompt], config, metri
             metrics[condition.name].emoji_logprob.append(float(torch.logsumexp(torch.tensor(totals), 0)))
 
 
-def _generate(lm, source, conditions, prompts, config):
-    """Sampled responses under the unedited and tested conditions; (records, emoji rates per condition)."""
+def _generate(lm, source, conditions, prompts, config, shards: Shards):
+    """Sampled responses under the unedited and tested conditions; (records, emoji rates per condition).
+    Each sampling batch has its own seed, so splitting the batches over ranks changes no answer."""
     chosen = [c for c in conditions if c.kind in ("baseline", "tested")]
     heads = [prompt_ids(lm.tokenizer, p, config.raw) for p in prompts for _ in range(config.samples)]
     owners = [p for p in prompts for _ in range(config.samples)]
     sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed)
     rows_per_call = max(1, config.batch_size // len(chosen))
-    texts: dict[str, list[str]] = {c.name: [] for c in chosen}
-    records = []
-    starts = list(range(0, len(heads), rows_per_call))
+    blocks = []
+    starts = shards.take(range(0, len(heads), rows_per_call))
     for begin in track(starts, "sampling responses", enabled=config.show_progress):
         batch = heads[begin : begin + rows_per_call]
         ids, attention = left_pad(batch, lm.tokenizer.pad_token_id)
@@ -416,15 +444,20 @@ def _generate(lm, source, conditions, prompts, config):
         plan = EditPlan(chosen, rows=len(batch), edit_mask=edit_mask)
         step_config = SamplingConfig(**{**asdict(sampling), "seed": config.seed + begin})
         outputs = generate_edited(lm, batch, plan, step_config, source=source)
+        block = []
         for c, condition in enumerate(chosen):
             for row in range(len(batch)):
                 text = lm.tokenizer.decode(outputs[c * len(batch) + row], skip_special_tokens=True)
-                texts[condition.name].append(text)
                 prompt = owners[begin + row]
-                records.append({
+                block.append({
                     "prompt_index": prompt.index, "prompt": prompt.text, "condition": condition.name,
                     "text": text, "emojis": [m.text for m in find_emojis(text)],
                 })  # fmt: skip
+        blocks.append((begin, block))
+    records = [record for _, block in sorted(shards.gather_objects(blocks), key=lambda b: b[0]) for record in block]
+    texts: dict[str, list[str]] = {c.name: [] for c in chosen}
+    for record in records:
+        texts[record["condition"]].append(record["text"])
     return records, {name: emoji_rate(values) for name, values in texts.items()}
 
 

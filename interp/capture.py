@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.backends import CaptureBackend
+from interp.distributed import Shards
 from interp.stats import NeuronStats
 from interp.tokens import TokenBatch
 
@@ -34,33 +35,47 @@ def capture_stats(
     threshold: float,
     onset_ids: list[int] | None = None,
     progress=None,
+    shards: Shards | None = None,
 ) -> CaptureResult:
     """Statistics of the neuron activations at every batch's counted positions.
 
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
     ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``).
+    With ``shards`` of several ranks, each rank runs batches ``rank, rank + world, ...``; after every round
+    of ``world`` batches all ranks exchange the batches' moments and fold them in batch order, so every rank
+    ends with statistics bitwise equal to one process's.
     """
+    shards = shards or Shards()
     stats = NeuronStats.empty(layers, d_mlp, threshold)
     slots = {layer: slot for slot, layer in enumerate(layers)}
     onset_sum = 0.0
     rows_buffer: dict[tuple, torch.Tensor] = {}  # reused across layers and batches (allocation is costly)
     start = time.perf_counter()
-    for batch in progress(batches) if progress else batches:
-        flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
+    rounds = range(0, len(batches), shards.world)
+    for first in progress(rounds) if progress else rounds:
+        batch = batches[first + shards.rank] if first + shards.rank < len(batches) else None
+        moments: dict[int, tuple] = {}
+        if batch is not None:
+            flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
 
-        def on_activation(layer: int, acts: torch.Tensor, flat_index=flat_index) -> None:
-            flat = acts.reshape(-1, acts.shape[-1])
-            key = (flat.device, flat.dtype, flat.shape[1])
-            if key not in rows_buffer or rows_buffer[key].shape[0] < len(flat_index):
-                rows_buffer[key] = flat.new_empty((len(flat_index), flat.shape[1]))
-            rows = rows_buffer[key][: len(flat_index)]
-            torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
-            stats.update(slots[layer], rows)
+            def on_activation(layer: int, acts: torch.Tensor, flat_index=flat_index, moments=moments) -> None:
+                flat = acts.reshape(-1, acts.shape[-1])
+                key = (flat.device, flat.dtype, flat.shape[1])
+                if key not in rows_buffer or rows_buffer[key].shape[0] < len(flat_index):
+                    rows_buffer[key] = flat.new_empty((len(flat_index), flat.shape[1]))
+                rows = rows_buffer[key][: len(flat_index)]
+                torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
+                if len(rows):
+                    moments[layer] = stats.moments(rows)
 
-        logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
-        if logits is not None and len(flat_index):
-            probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
-            onset_sum += float(probs.double().sum())
+            logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
+            if logits is not None and len(flat_index):
+                probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
+                onset_sum += float(probs.double().sum())
+        for slot_moments in shards.exchange_moments(moments, layers, d_mlp, stats.mean.device):
+            for layer, values in slot_moments.items():
+                stats.add_moments(slots[layer], *values)
     processed = sum(int(batch.attention_mask.sum()) for batch in batches)
+    onset_sum = shards.sum([onset_sum], stats.mean.device)[0]
     counted = int(stats.count[0]) if layers else 0
     return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start)

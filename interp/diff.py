@@ -38,17 +38,6 @@ class CategoryThresholds:
     min_cohens_d: float = 0.2
 
 
-@dataclass
-class NeuronTable:
-    """Per-neuron columns, each a [L, D] float64 tensor, for the layers in ``layers``."""
-
-    layers: list[int]
-    columns: dict[str, torch.Tensor]
-
-    def flat(self, name: str) -> torch.Tensor:
-        return self.columns[name].reshape(-1)
-
-
 def compare(
     base: NeuronStats, finetuned: NeuronStats, dla_base: torch.Tensor, dla_ft: torch.Tensor
 ) -> dict[str, torch.Tensor]:
@@ -107,6 +96,33 @@ def noise_floor(half_a: NeuronStats, half_b: NeuronStats, dla_base: torch.Tensor
             "max": float(values.max()),
         }
     return floor
+
+
+@dataclass
+class Ranking:
+    """What diff-neurons derives from the statistics of both models."""
+
+    columns: dict[str, torch.Tensor]  # compare()'s columns, [L, D] each
+    category: torch.Tensor  # [L, D] int64 index into CATEGORIES
+    order: torch.Tensor  # flat indices by |rank column|, descending
+    floor: dict | None  # noise_floor(), None without two non-empty halves
+    above_noise: torch.Tensor  # [L, D] bool: |score| above the floor's max
+
+
+def rank_neurons(
+    half_a: NeuronStats, half_b: NeuronStats, finetuned: NeuronStats, dla_base: torch.Tensor, dla_ft: torch.Tensor,
+    thresholds: CategoryThresholds, rank_by: str,
+) -> Ranking:  # fmt: skip
+    """Columns, categories, ranking and noise floor from the base model's two prompt halves and the fine-tune."""
+    columns = compare(half_a.merge(half_b), finetuned, dla_base, dla_ft)
+    category = categorize(columns, thresholds)
+    floor = None
+    if half_a.count.numel() and half_a.count[0] > 0 and half_b.count[0] > 0:
+        floor = noise_floor(half_a, half_b, dla_base)
+    above_noise = (
+        columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
+    )
+    return Ranking(columns, category, rank_order(columns[rank_by]), floor, above_noise)
 
 
 def _format(value) -> str:

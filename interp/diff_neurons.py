@@ -16,7 +16,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import torch
 from interp import artifacts, diff, models
 from interp.backends import BACKENDS, make_backend
 from interp.capture import CaptureResult, capture_stats
+from interp.distributed import Shards
 from interp.dla import emoji_dla
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, sample_sequences
@@ -33,7 +34,7 @@ from interp.profiles import profile_neurons
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.run_options import RunOptions
-from interp.stats import save_stats
+from interp.stats import NeuronStats, save_stats
 from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
 from probes.emoji_tokens import emoji_onset_ids, token_byte_table
 
@@ -91,8 +92,13 @@ def validate(config: DiffConfig) -> None:
     artifacts.check_output_dir(config.out)
 
 
-def run(config: DiffConfig, log=print) -> DiffResult:
+def run(config: DiffConfig, log=print) -> DiffResult | None:
+    """Run the diff; under torchrun every rank captures its shard and rank 0 alone (which returns the result;
+    the others return None) profiles and writes the artifacts."""
     validate(config)
+    shards = Shards.from_env(models.pick_device(config.device))
+    if not shards.is_main:
+        log, config = (lambda message: None), replace(config, show_progress=False)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     prompts = load_prompts(config.prompts)
@@ -112,7 +118,8 @@ def run(config: DiffConfig, log=print) -> DiffResult:
             samples=config.generate, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
             top_p=config.top_p, seed=config.seed, batch_size=config.batch_size,
         )  # fmt: skip
-        sequences = sample_sequences(ft, prompts, sampling, config.raw, config.max_length, config.show_progress)
+        own = sample_sequences(ft, shards.take(prompts), sampling, config.raw, config.max_length, config.show_progress)
+        sequences = sorted(shards.gather_objects(own), key=lambda seq: seq.prompt_index)  # stable: samples in order
     else:
         sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     timings["prepare_s"] = time.perf_counter() - tic
@@ -130,7 +137,7 @@ def run(config: DiffConfig, log=print) -> DiffResult:
     all_batches = make_batches(sequences, masks, config.batch_size, pad_id)
     half_batches = [make_batches(seqs, half_masks, config.batch_size, pad_id) for seqs, half_masks in halves]
 
-    ft_capture = _capture(ft, config, all_batches, layers, onset_ids, "fine-tuned model")
+    ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model")
     dla_ft = emoji_dla(ft, layers, onset_ids)
     ft_fingerprint = ft.fingerprint()
     del ft
@@ -138,29 +145,22 @@ def run(config: DiffConfig, log=print) -> DiffResult:
 
     base = models.load(base_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     half_captures = [
-        _capture(base, config, batches, layers, onset_ids, f"base model, half {name}")
+        _capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}")
         for name, batches in zip("AB", half_batches)
     ]
     dla_base = emoji_dla(base, layers, onset_ids)
     base_fingerprint = base.fingerprint()
 
-    base_stats = half_captures[0].stats.merge(half_captures[1].stats)
     a, b = half_captures
     base_capture = CaptureResult(
-        base_stats, a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
+        a.stats.merge(b.stats), a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
         a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
     )  # fmt: skip
-    columns = diff.compare(base_stats, ft_capture.stats, dla_base, dla_ft)
-    category = diff.categorize(columns, config.thresholds)
-    order = diff.rank_order(columns[config.rank_by])
-    floor = None
-    if half_captures[0].tokens and half_captures[1].tokens:
-        floor = diff.noise_floor(half_captures[0].stats, half_captures[1].stats, dla_base)
-    above_noise = (
-        columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
-    )
-    d_mlp = category.shape[1]
-    profiled = [(layers[i // d_mlp], i % d_mlp) for i in order[: config.profile_top].tolist()]
+    ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
+    if not shards.is_main:
+        return None
+    d_mlp = ranking.category.shape[1]
+    profiled = [(layers[i // d_mlp], i % d_mlp) for i in ranking.order[: config.profile_top].tolist()]
     profiles = {"base": _profile(base, config, all_batches, profiled)}
     del base
     gc.collect()
@@ -170,33 +170,40 @@ def run(config: DiffConfig, log=print) -> DiffResult:
         del ft
         gc.collect()
 
-    summary = _summary(
-        config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
-        above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
-    )  # fmt: skip
-    planted = _planted_recovery([base_src, ft_src], layers, columns, config.rank_by)
+    onset_tokens = tokenizer.convert_ids_to_tokens(onset_ids)
+    results = results_summary(layers, ranking, base_capture, ft_capture, onset_ids, onset_tokens, config.rank_by,
+                              config.top_k, config.thresholds, config.threshold)  # fmt: skip
+    summary = _summary(config, prompts, sequences, base_capture, ft_capture, timings, started, results,
+                       base_fingerprint, ft_fingerprint)  # fmt: skip
+    planted = _planted_recovery([base_src, ft_src], layers, ranking.columns, config.rank_by)
     if planted:
         summary["planted_recovery"] = planted
-    with artifacts.staged_run_dir(config.out) as staging:
-        artifacts.write_text(
-            staging / "neurons.csv", diff.neurons_csv(layers, columns, category, order, above_noise, config.top_k)
-        )
-        save_stats(
-            staging / "stats.safetensors",
-            {"base": base_stats, "finetuned": ft_capture.stats, "base_half_a": half_captures[0].stats,
-             "base_half_b": half_captures[1].stats},
-            metadata={
-                "base": config.base, "finetuned": config.finetuned, "positions": config.positions,
-                "base_fingerprint": base_fingerprint, "finetuned_fingerprint": ft_fingerprint,
-            },
-        )  # fmt: skip
-        _save_landscape(staging / "landscape.safetensors", layers, columns["score"], category)
-        if profiled:
-            artifacts.write_json(
-                staging / "profiles.json", {"neurons": [f"{ly}:{i}" for ly, i in profiled], "models": profiles}
-            )
-        artifacts.write_json(staging / "summary.json", summary)
+    stats = {"base": base_capture.stats, "finetuned": ft_capture.stats, "base_half_a": a.stats, "base_half_b": b.stats}
+    metadata = {
+        "base": config.base, "finetuned": config.finetuned, "positions": config.positions,
+        "base_fingerprint": base_fingerprint, "finetuned_fingerprint": ft_fingerprint,
+    }  # fmt: skip
+    extra = {"profiles.json": {"neurons": [f"{ly}:{i}" for ly, i in profiled], "models": profiles}} if profiled else {}
+    write_run(Path(config.out), layers, stats, metadata, ranking, dla_base, dla_ft, summary, config.top_k, extra)
     return DiffResult(Path(config.out), summary)
+
+
+def write_run(
+    out: Path, layers: list[int], stats: dict[str, NeuronStats], metadata: dict[str, str], ranking: diff.Ranking,
+    dla_base: torch.Tensor, dla_ft: torch.Tensor, summary: dict, top_k: int | None, extra_json: dict[str, dict],
+) -> None:  # fmt: skip
+    """Write a diff run directory atomically: neurons.csv, stats.safetensors, landscape.safetensors (score,
+    category and both models' emoji_dla for every neuron), summary.json and any ``extra_json`` files."""
+    with artifacts.staged_run_dir(out) as staging:
+        csv_text = diff.neurons_csv(
+            layers, ranking.columns, ranking.category, ranking.order, ranking.above_noise, top_k
+        )
+        artifacts.write_text(staging / "neurons.csv", csv_text)
+        save_stats(staging / "stats.safetensors", stats, metadata=metadata)
+        _save_landscape(staging / "landscape.safetensors", layers, ranking, dla_base, dla_ft)
+        for name, content in extra_json.items():
+            artifacts.write_json(staging / name, content)
+        artifacts.write_json(staging / "summary.json", summary)
 
 
 def _planted_recovery(sources, layers: list[int], columns: dict[str, torch.Tensor], rank_by: str) -> dict | None:
@@ -231,14 +238,18 @@ def _profile(lm, config: DiffConfig, batches, neurons: list[tuple[int, int]]) ->
     return profile_neurons(lm, batches, neurons, show_progress=config.show_progress) if neurons else {}
 
 
-def _save_landscape(path: Path, layers: list[int], score: torch.Tensor, category: torch.Tensor) -> None:
-    """Every neuron's score and category index ([layers, d_mlp]); metadata names the layers and categories."""
+def _save_landscape(path: Path, layers: list[int], ranking: diff.Ranking, dla_base, dla_ft) -> None:
+    """Every neuron's score, category index and emoji_dla in both models ([layers, d_mlp]); metadata names
+    the layers and categories."""
     from safetensors.torch import save_file
 
-    tensors = {"score": score.float().contiguous(), "category": category.to(torch.int8).contiguous()}
+    tensors = {
+        "score": ranking.columns["score"].float(), "category": ranking.category.to(torch.int8),
+        "emoji_dla_base": dla_base.double(), "emoji_dla_finetuned": dla_ft.double(),
+    }  # fmt: skip
     metadata = {"layers": json.dumps(layers), "categories": json.dumps(diff.CATEGORIES)}
     with artifacts.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
@@ -251,13 +262,15 @@ def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
     return halves
 
 
-def _capture(lm, config: DiffConfig, batches, layers, onset_ids, label: str) -> CaptureResult:
+def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str) -> CaptureResult:
+    """Statistics of ``batches``, split over the ranks (the same result on every rank)."""
     backend = make_backend(config.backend, lm)
-    progress = (lambda items: track(items, label, total=len(batches))) if config.show_progress else None
-    return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress)
+    rounds = -(-len(batches) // shards.world)
+    progress = (lambda items: track(items, label, total=rounds)) if config.show_progress else None
+    return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards)
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -268,16 +281,8 @@ def _package_versions() -> dict[str, str]:
 
 
 def _summary(
-    config, layers, prompts, sequences, base_capture, ft_capture, columns, category, order, floor,
-    above_noise, onset_ids, tokenizer, base_fingerprint, ft_fingerprint, timings, started,
+    config, prompts, sequences, base_capture, ft_capture, timings, started, results, base_fingerprint, ft_fingerprint
 ) -> dict:  # fmt: skip
-    score = columns["score"]
-    top = order[: config.top_k or 50]
-    top_scores = score.reshape(-1)[top]
-    base_p, ft_p = base_capture.onset_prob, ft_capture.onset_prob
-    ratio = ft_p / base_p if base_p > 0 else float("nan")
-    direction = "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged"
-    counts = {name: int((category == i).sum()) for i, name in enumerate(diff.CATEGORIES)}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "thresholds"}
     return {
         "command": "diff-neurons",
@@ -287,40 +292,9 @@ def _summary(
             "base": {"ref": config.base, "fingerprint": base_fingerprint},
             "finetuned": {"ref": config.finetuned, "fingerprint": ft_fingerprint},
         },
-        "layers": layers,
         "prompts": len(prompts),
         "sequences": len(sequences),
-        "tokens_counted": {"base": base_capture.tokens, "finetuned": ft_capture.tokens},
-        "emoji": {
-            "onset_token_ids": onset_ids,
-            "onset_tokens": [tokenizer.convert_ids_to_tokens(i) for i in onset_ids],
-            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio},
-            "direction": direction,
-            "explanation": (
-                f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on "
-                f"tokens that begin an emoji: emoji use {direction}."
-            ),
-        },
-        "ranking": {
-            "rank_by": config.rank_by,
-            "score_definition": "ft_mean * emoji_dla_ft - base_mean * emoji_dla_base (change in mean direct "
-            "emoji-onset logit contribution; positive pushes emojis up)",
-            "sum_of_scores": float(score.sum()),
-            f"top_{len(top)}_raising": int((top_scores > 0).sum()),
-            f"top_{len(top)}_lowering": int((top_scores < 0).sum()),
-        },
-        "categories": counts,
-        "category_thresholds": {**asdict(config.thresholds), "active_threshold": config.threshold},
-        "noise_floor": (
-            {
-                "method": "same statistics between two disjoint halves of the prompts (even/odd) on the base model",
-                **floor,
-                "neurons_above_max_score": int(above_noise.sum()),
-                "neurons_above_p99_score": int((score.abs() > floor["score"]["p99"]).sum()),
-            }
-            if floor
-            else {"method": "unavailable: needs at least two prompts with counted positions"}
-        ),
+        **results,
         "timings": {
             **timings,
             "capture_base_s": base_capture.seconds,
@@ -329,5 +303,53 @@ def _summary(
             / max(base_capture.seconds + ft_capture.seconds, 1e-9),
             "total_s": time.perf_counter() - started,
         },
-        "versions": _package_versions(),
+        "versions": package_versions(),
+    }
+
+
+def results_summary(
+    layers: list[int], ranking: diff.Ranking, base_capture: CaptureResult, ft_capture: CaptureResult,
+    onset_ids: list[int], onset_tokens: list[str], rank_by: str, top_k: int | None,
+    thresholds: diff.CategoryThresholds, active_threshold: float,
+) -> dict:  # fmt: skip
+    """The summary's findings (token counts, emoji direction, ranking, categories, noise floor)."""
+    score, floor = ranking.columns["score"], ranking.floor
+    top = ranking.order[: top_k or 50]
+    top_scores = score.reshape(-1)[top]
+    base_p, ft_p = base_capture.onset_prob, ft_capture.onset_prob
+    ratio = ft_p / base_p if base_p > 0 else float("nan")
+    direction = "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged"
+    return {
+        "layers": layers,
+        "tokens_counted": {"base": base_capture.tokens, "finetuned": ft_capture.tokens},
+        "emoji": {
+            "onset_token_ids": onset_ids,
+            "onset_tokens": onset_tokens,
+            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio},
+            "direction": direction,
+            "explanation": (
+                f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on "
+                f"tokens that begin an emoji: emoji use {direction}."
+            ),
+        },
+        "ranking": {
+            "rank_by": rank_by,
+            "score_definition": "ft_mean * emoji_dla_ft - base_mean * emoji_dla_base (change in mean direct "
+            "emoji-onset logit contribution; positive pushes emojis up)",
+            "sum_of_scores": float(score.sum()),
+            f"top_{len(top)}_raising": int((top_scores > 0).sum()),
+            f"top_{len(top)}_lowering": int((top_scores < 0).sum()),
+        },
+        "categories": {name: int((ranking.category == i).sum()) for i, name in enumerate(diff.CATEGORIES)},
+        "category_thresholds": {**asdict(thresholds), "active_threshold": active_threshold},
+        "noise_floor": (
+            {
+                "method": "same statistics between two disjoint halves of the prompts (even/odd) on the base model",
+                **floor,
+                "neurons_above_max_score": int(ranking.above_noise.sum()),
+                "neurons_above_p99_score": int((score.abs() > floor["score"]["p99"]).sum()),
+            }
+            if floor
+            else {"method": "unavailable: needs at least two prompts with counted positions"}
+        ),
     }

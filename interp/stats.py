@@ -58,9 +58,13 @@ class NeuronStats:
     @torch.no_grad()
     def update(self, slot: int, x: torch.Tensor) -> None:
         """Add a batch of activations ``x`` [N tokens, D neurons] (any float dtype, any device) to ``slot``."""
+        if x.shape[0]:
+            self.add_moments(slot, *self.moments(x))
+
+    @torch.no_grad()
+    def moments(self, x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch's (n, mean, M2, active count, max), [D] float64 each, for ``add_moments``."""
         n = x.shape[0]
-        if n == 0:
-            return
         self._follow(x.device)
         scratch, above = self._scratch(x)
         # Float32 sums (a float64 reduction would first copy the batch to float64): deviations from the
@@ -71,9 +75,7 @@ class NeuronStats:
         batch_mean = rounded.double() + dev_sum / n
         batch_m2 = (dev.mul_(dev).sum(0).double() - dev_sum * dev_sum / n).clamp(min=0)
         torch.gt(x.abs(), self.threshold, out=above)
-        batch_active = above.sum(0).double()
-        batch_max = x.amax(0).double()
-        self._combine(slot, n, batch_mean, batch_m2, batch_active, batch_max)
+        return n, batch_mean, batch_m2, above.sum(0).double(), x.amax(0).double()
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable work buffers shaped like ``x`` (fresh multi-MB allocations per batch and layer cost more,
@@ -94,7 +96,7 @@ class NeuronStats:
             for name in ("count", "mean", "m2", "active", "max"):
                 setattr(self, name, getattr(self, name).to(device))
 
-    def _combine(self, slot, n_b, mean_b, m2_b, active_b, max_b) -> None:
+    def add_moments(self, slot, n_b, mean_b, m2_b, active_b, max_b) -> None:
         """Chan's parallel update of ``slot`` with a batch of ``n_b`` tokens (tensors on the stats' device)."""
         n_a = self.count[slot]
         total = n_a + n_b
@@ -114,7 +116,7 @@ class NeuronStats:
         other._follow(merged.mean.device)
         for slot in range(len(self.layers)):
             if other.count[slot] > 0:
-                merged._combine(
+                merged.add_moments(
                     slot,
                     other.count[slot],
                     other.mean[slot],
