@@ -63,8 +63,7 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     """Write the generations to ``config.out`` and return a summary (emoji rate per variant)."""
     validate(config)
     prompts = load_prompts(config.prompts)[: config.limit]
-    lm = lm or models.load(config.model, device=config.device, dtype=config.dtype,
-                           trust_remote_code=config.trust_remote_code)  # fmt: skip
+    lm = lm or models.load(config.model, **config.load_options())
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
     variants = range(config.ike_variants) if config.ike else [None]
     sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed,

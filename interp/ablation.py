@@ -212,12 +212,11 @@ def run(config: AblationConfig, log=print) -> dict | None:
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
     neuron_text = config.neurons if config.neurons is not None else neurons_from_csv(config.neurons_from, config.top_k)
-    lm = models.load(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    lm = models.load(config.model, **config.load_options())
     neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)
     source = None
     if config.mode == "patch":
-        source = models.load(config.source_model, base_ref=config.model, device=config.device, dtype=config.dtype,
-                             trust_remote_code=config.trust_remote_code)  # fmt: skip
+        source = models.load(config.source_model, base_ref=config.model, **config.load_options())
         models.check_compatible(lm, source)
     mean_values = None
     if config.mode == "mean":

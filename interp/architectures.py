@@ -115,7 +115,10 @@ def check_model_shape(model: nn.Module, spec: ArchitectureSpec) -> tuple[int, in
     n_layers = spec.n_layers(model)
     for layer in range(n_layers):
         site = spec.site_module(model, layer)
-        width = site.weight.shape[0] if spec.site_weight_is_transposed else site.weight.shape[1]
+        if hasattr(site, "in_features"):  # nn.Linear and its 4-bit twin (whose packed weight has another shape)
+            width = site.in_features
+        else:
+            width = site.weight.shape[0] if spec.site_weight_is_transposed else site.weight.shape[1]
         if width != d_mlp:
             raise UserInputError(
                 f"layer {layer}'s {spec.neuron_site} takes {width} inputs but the config says the MLP "

@@ -199,11 +199,10 @@ def run(config: AttributionConfig, log=print) -> dict:
     prompts = load_prompts(config.prompts)
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
-    lm = models.load(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    lm = models.load(config.model, **config.load_options())
     source = None
     if config.mode == "patch":
-        source = models.load(config.source_model, base_ref=config.model, device=config.device, dtype=config.dtype,
-                             trust_remote_code=config.trust_remote_code)  # fmt: skip
+        source = models.load(config.source_model, base_ref=config.model, **config.load_options())
         models.check_compatible(lm, source)
     if config.method == "integrated-gradients" and config.layers is None:
         raise UserInputError("--method integrated-gradients needs --layers (it costs --steps passes per layer).")

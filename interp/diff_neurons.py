@@ -111,7 +111,7 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
 
     tic = time.perf_counter()
-    ft = models.load(ft_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    ft = models.load(ft_src, **config.load_options())
     layers = parse_layers(config.layers, ft.n_layers)
     if config.generate:
         sampling = SamplingConfig(
@@ -143,7 +143,7 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     del ft
     gc.collect()
 
-    base = models.load(base_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    base = models.load(base_src, **config.load_options())
     half_captures = [
         _capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}")
         for name, batches in zip("AB", half_batches)
@@ -165,7 +165,7 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     del base
     gc.collect()
     if profiled:
-        ft = models.load(ft_src, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+        ft = models.load(ft_src, **config.load_options())
         profiles["finetuned"] = _profile(ft, config, all_batches, profiled)
         del ft
         gc.collect()

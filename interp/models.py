@@ -45,10 +45,20 @@ class LoadedModel:
     n_layers: int
     d_mlp: int
     _fingerprint: str | None = field(default=None, repr=False)
+    # 4-bit models: output projections dequantised at load time, before any forward (on CPU a forward
+    # repacks 4-bit weights and dequantising afterwards silently corrupts them; STACK_NOTES.md).
+    dequantized_output: dict[int, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (the first of several under a device map)."""
+        return self.model.get_input_embeddings().weight.device
+
+    def output_weight(self, layer: int) -> torch.Tensor:
+        """[d_model, d_mlp] MLP output projection of ``layer``, dequantised for a 4-bit model."""
+        if self.dequantized_output is not None:
+            return self.dequantized_output[layer]
+        return self.spec.output_weight(self.model, layer)
 
     @property
     def vocab_size(self) -> int:
@@ -157,14 +167,20 @@ def load(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    device_map: str | None = None,
+    load_in_4bit: bool = False,
 ) -> LoadedModel:
     """Load a model reference for analysis (eval mode, no grad needed).
 
     ``attn_implementation`` ("eager" | "sdpa") overrides transformers' default; TransformerLens always
-    runs eager attention, so comparisons with it to 1e-4 need "eager" here too."""
+    runs eager attention, so comparisons with it to 1e-4 need "eager" here too. ``device_map`` (accelerate:
+    auto | balanced | sequential) spreads the layers over the GPUs (and the CPU); ``load_in_4bit`` loads NF4
+    weights (bitsandbytes); both load straight from the model directory in the target dtype."""
     source = ref if isinstance(ref, ModelSource) else resolve(ref, base_ref)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
+    if device_map or load_in_4bit:
+        return _load_placed(source, torch_device, torch_dtype, trust_remote_code, device_map, load_in_4bit)
     model, tokenizer = _load_weights(source, trust_remote_code)
     if attn_implementation:
         model.set_attn_implementation(attn_implementation)
@@ -174,6 +190,71 @@ def load(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _load_placed(source: ModelSource, device, dtype, trust_remote_code: bool, device_map, load_in_4bit) -> LoadedModel:
+    """A model loaded by transformers/accelerate onto its devices: a device map, NF4 weights, or both.
+
+    An adapter is attached to a base loaded the same way; on a 4-bit base it stays unmerged (PEFT adds its
+    low-rank update in the forward), because merging into 4-bit weights is lossy and, on CPU, corrupts them."""
+    from transformers import AutoModelForCausalLM
+
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UserInputError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, not {device_map!r}.")
+    target = source if source.kind != "adapter" else resolve(source.base_ref)
+    if target.kind == "adapter":
+        raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
+    if source.kind == "adapter" and (source.path / QLORA_MARKER).is_file() and not load_in_4bit:
+        raise UserInputError(f"{source.ref!r} is a QLoRA adapter: merge it first (interp merge) to use --device-map.")
+    if target.kind == "gguf" and load_in_4bit:
+        raise UserInputError(f"--load-in-4bit needs a model directory, not a .gguf ({target.ref!r}).")
+    kwargs: dict = {"dtype": dtype, "device_map": device_map or {"": device}}
+    if load_in_4bit:
+        kwargs["quantization_config"] = _nf4_config(dtype)
+    if target.kind == "gguf":
+        kwargs["gguf_file"] = target.path.name
+    else:
+        kwargs.update(use_safetensors=True, trust_remote_code=trust_remote_code)
+    directory = target.path.parent if target.kind == "gguf" else target.path
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
+        raise UserInputError(f"cannot load model {target.ref!r}: {_first_line(exc)}") from None
+    tokenizer = load_tokenizer(source)
+    spec = spec_for_config(model.config)
+    n_layers, d_mlp = check_model_shape(model, spec)
+    if source.kind == "adapter":
+        from peft import PeftModel
+
+        attached = PeftModel.from_pretrained(model, source.path)
+        # Unmerged on 4-bit: the LoRA layers sit in the model's own module tree, so hooks and paths still fit.
+        model = attached.base_model.model if load_in_4bit else attached.merge_and_unload()
+    dequantized = _dequantized_outputs(model, spec, n_layers) if load_in_4bit else None
+    model.eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp, dequantized_output=dequantized)
+
+
+def _dequantized_outputs(model, spec, n_layers: int) -> dict[int, torch.Tensor]:
+    """Every layer's output projection dequantised from NF4 (plus an unmerged LoRA update on it, if any):
+    [d_model, d_mlp], on the CPU. Called before any forward pass."""
+    import bitsandbytes.functional as bnb
+
+    outputs = {}
+    for layer in range(n_layers):
+        module = spec.site_module(model, layer)
+        weight = module.weight
+        full = bnb.dequantize_4bit(weight.data, weight.quant_state) if hasattr(weight, "quant_state") else weight
+        full = full.float()
+        for adapter in getattr(module, "active_adapters", []):
+            if adapter in getattr(module, "lora_A", {}):
+                full = full + module.get_delta_weight(adapter).float()
+        outputs[layer] = (full.T if spec.site_weight_is_transposed else full).detach().cpu().clone()
+    return outputs
 
 
 def load_tokenizer(source: ModelSource):
@@ -216,10 +297,10 @@ def _load_weights(source: ModelSource, trust_remote_code: bool):
     return model, tokenizer
 
 
-def _nf4_config():
+def _nf4_config(compute_dtype: torch.dtype = torch.float32):
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
 
 def load_quantized(source: ModelSource) -> LoadedModel:

@@ -177,6 +177,35 @@ def diff_throughput(dtype: str) -> float:
     return result.processed_tokens / result.seconds
 
 
+def distributed_benchmark(results: dict) -> None:
+    """Issue 7: diff-neurons in 1 process (all threads) vs 2 torchrun processes (1 thread each), same prompts."""
+    import tempfile
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    args = ["diff-neurons", "--base", MODEL, "--finetuned", MODEL, "--prompts", "opinionqa:train", "--device", "cpu",
+            "--profile-top", "0", "--max-length", "128"]  # fmt: skip
+    measured = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, prefix, threads in (
+            ("one_process", [str(bin_dir / "interp")], str(os.cpu_count())),
+            ("two_processes", [str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node=2", "--no-python",
+                               str(bin_dir / "interp")], "1"),
+        ):  # fmt: skip
+            out = Path(tmp) / name
+            started = time.perf_counter()
+            subprocess.run([*prefix, *args, "--out", str(out)], check=True, capture_output=True,
+                           env={**os.environ, "OMP_NUM_THREADS": threads})  # fmt: skip
+            summary = json.loads((out / "summary.json").read_text())
+            measured[name] = {"wall_s": time.perf_counter() - started,
+                              "capture_tokens_per_s": summary["timings"]["capture_tokens_per_s"]}  # fmt: skip
+    measured["throughput_ratio_2_vs_1"] = (
+        measured["two_processes"]["capture_tokens_per_s"] / measured["one_process"]["capture_tokens_per_s"]
+    )
+    results["diff_neurons_1_vs_2_processes"] = measured
+    print(json.dumps(results, indent=1), flush=True)
+
+
 def causal_benchmarks(results: dict) -> None:
     """Issue 3: batched conditions vs one pass each; attribution cost; attribution vs exact ablation."""
     from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
@@ -254,7 +283,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=("capture", "causal"), default=None, help="run one group of benchmarks")
+    parser.add_argument("--only", choices=("capture", "causal", "distributed"), default=None,
+                        help="run one group of benchmarks")  # fmt: skip
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
@@ -264,6 +294,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only in (None, "distributed"):
+        distributed_benchmark(results)
+        if args.only == "distributed":
+            return
     if args.only != "capture":
         causal_benchmarks(results)
         if args.only == "causal":
