@@ -172,6 +172,10 @@ Examples:
 @click.option("--neurons", default=None, help="Neurons to edit: LAYER:INDEX,...")
 @click.option("--neurons-from", default=None, help="A neurons.csv; takes its first --top-k rows.")
 @click.option("--top-k", default=None, type=int, help="Rows of --neurons-from to use [default: all].")
+@click.option(
+    "--sign", default="any", show_default=True,
+    help="With --neurons-from: only neurons whose score raises (raising) or lowers (lowering) emoji logits.",
+)  # fmt: skip
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
 @click.option("--mode", default="zero", show_default=True, help="zero | scale | mean | patch.")

@@ -10,6 +10,10 @@ artifact exists (every stage writes atomically, so Ctrl-C leaves either a finish
     necessity    the top neurons ablated in the fine-tuned model, with random controls (necessity/ablation.json)
     sufficiency  the fine-tuned model's values of those neurons patched into the base (sufficiency/ablation.json)
     dose         the top neurons scaled in the fine-tuned model, several alphas (dose/ablation.json)
+
+The causal stages test the top-ranked neurons whose score has the sign of the fine-tune's emoji change
+(``sign = "follow"``: if emoji use falls, the neurons that push emoji logits down), so they test whether those
+neurons carry the change; ``sign = "any"`` takes the top rows whatever their sign.
     report       report.html
 
 ``pipeline.json`` records the settings, each stage's state and wall time. A run directory belongs to one set
@@ -43,9 +47,9 @@ DEFAULTS: dict[str, dict] = {
     "finetune": {},
     "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
     "diff": {"positions": "response", "profile_top": 50},
-    "necessity": {"top_k": 20, "mode": "zero", "controls": 20, "samples": 1, "max_new_tokens": 48},
-    "sufficiency": {"top_k": 20, "controls": 20, "samples": 1, "max_new_tokens": 48},
-    "dose": {"top_k": 20, "alpha": "0,0.5,2", "controls": 5},
+    "necessity": {"top_k": 20, "sign": "follow", "mode": "zero", "controls": 20, "samples": 1, "max_new_tokens": 48},
+    "sufficiency": {"top_k": 20, "sign": "follow", "controls": 20, "samples": 1, "max_new_tokens": 48},
+    "dose": {"top_k": 20, "sign": "follow", "alpha": "0,0.5,2", "controls": 5},
 }
 QUICK: dict[str, dict] = {
     "finetune": {"max_steps": 6},
@@ -243,6 +247,9 @@ class Pipeline:
         from interp.ablation import AblationConfig, run
 
         settings = {**self.config.settings(stage), **fixed}
+        if settings.get("sign") == "follow":  # the neurons that push emojis the way the fine-tune moved them
+            summary = json.loads(self.path("diff", "summary.json").read_text(encoding="utf-8"))
+            settings["sign"] = {"rises": "raising", "falls": "lowering"}.get(summary["emoji"]["direction"], "any")
         run(AblationConfig(model=model, prompts=PROMPTS, responses=self.responses, out=self.path(stage),
                            neurons_from=str(self.path("diff", "neurons.csv")), **self._common(), **settings),
             log=self.log)  # fmt: skip

@@ -60,6 +60,7 @@ class AblationConfig(RunOptions):
     neurons: str | None = None
     neurons_from: str | None = None
     top_k: int | None = None
+    sign: str = "any"  # with neurons_from: any | raising | lowering (the sign of the score column)
     mode: str = "zero"
     alpha: str = "0"  # comma-separated scales for --mode scale
     stats: str | None = None
@@ -115,8 +116,12 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
-def neurons_from_csv(path: str, top_k: int | None) -> str:
-    """``"L:I,..."`` from the first ``top_k`` rows of a neurons.csv (columns layer, neuron)."""
+SIGNS = ("any", "raising", "lowering")
+
+
+def neurons_from_csv(path: str, top_k: int | None, sign: str = "any") -> str:
+    """``"L:I,..."`` from the first ``top_k`` rows of a neurons.csv (columns layer, neuron), keeping only
+    rows whose score raises (> 0) or lowers (< 0) emoji-onset logits when ``sign`` says so."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
@@ -124,6 +129,12 @@ def neurons_from_csv(path: str, top_k: int | None) -> str:
         raise UserInputError(f"cannot read --neurons-from {path!r}: {exc}.") from None
     if not rows or not {"layer", "neuron"} <= set(rows[0]):
         raise UserInputError(f"--neurons-from {path!r} needs a neurons.csv with columns layer and neuron.")
+    if sign != "any":
+        if "score" not in rows[0]:
+            raise UserInputError(f"--sign {sign} needs a score column in --neurons-from {path!r}.")
+        rows = [row for row in rows if (float(row["score"]) > 0) == (sign == "raising") and float(row["score"]) != 0]
+        if not rows:
+            raise UserInputError(f"--neurons-from {path!r} has no neuron with a {sign} score.")
     chosen = rows[: top_k or len(rows)]
     return ",".join(f"{row['layer']}:{row['neuron']}" for row in chosen)
 
@@ -139,6 +150,8 @@ def validate(config: AblationConfig) -> list[float]:
         raise UserInputError("--mode patch needs --source-model REF.")
     if config.positions not in ("all", "response"):
         raise UserInputError(f"--positions must be all or response, not {config.positions!r}.")
+    if config.sign not in SIGNS:
+        raise UserInputError(f"--sign must be one of {', '.join(SIGNS)}, not {config.sign!r}.")
     for flag, value in (("--controls", config.controls), ("--samples", config.samples)):
         if value < 0:
             raise UserInputError(f"{flag} must be 0 or more, not {value}.")
@@ -211,7 +224,9 @@ def run(config: AblationConfig, log=print) -> dict | None:
     prompts = load_prompts(config.prompts)
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
-    neuron_text = config.neurons if config.neurons is not None else neurons_from_csv(config.neurons_from, config.top_k)
+    neuron_text = config.neurons
+    if neuron_text is None:
+        neuron_text = neurons_from_csv(config.neurons_from, config.top_k, config.sign)
     lm = models.load(config.model, **config.load_options())
     neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)
     source = None

@@ -8,9 +8,10 @@ from viz.run_artifacts import AblationRun, RunArtifacts
 SIGNIFICANCE = 0.05  # the threshold interp.ablation applies
 
 ROLE_SENTENCES = {
-    "necessity": "Editing ({mode}) the top {n} neurons in the fine-tuned model",
-    "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons into the base model",
+    "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
+    "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
 }
+WHICH = {"raising": " that push emoji logits up", "lowering": " that push emoji logits down"}
 
 
 def headline(run: RunArtifacts) -> str:
@@ -60,7 +61,9 @@ def _causal(run: RunArtifacts) -> list[str]:
         if ablation is None or not ablation.report["comparisons"]:
             continue
         comparison = next(iter(ablation.report["comparisons"].values()))
-        lead = template.format(mode=ablation.report["config"].get("mode"), n=len(ablation.report["neurons"]))
+        config = ablation.report["config"]
+        which = WHICH.get(config.get("sign", "any"), "") if config.get("neurons_from") else ""
+        lead = template.format(mode=config.get("mode"), n=len(ablation.report["neurons"]), which=which)
         sentences.append(f"{lead} changed the emoji-onset probability by {_relative(comparison)}; "
                          f"{_verdict(comparison)}.")  # fmt: skip
     gap = _gap_closed(run)
