@@ -72,7 +72,8 @@ def capture_stats(
             if logits is not None and len(flat_index):
                 probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
                 onset_sum += float(probs.double().sum())
-        for slot_moments in shards.exchange_moments(moments, layers, d_mlp, stats.mean.device):
+        device = next(iter(moments.values()))[1].device if moments else stats.mean.device
+        for slot_moments in shards.exchange_moments(moments, layers, d_mlp, device):
             for layer, values in slot_moments.items():
                 stats.add_moments(slots[layer], *values)
     processed = sum(int(batch.attention_mask.sum()) for batch in batches)

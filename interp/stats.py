@@ -65,7 +65,6 @@ class NeuronStats:
     def moments(self, x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One batch's (n, mean, M2, active count, max), [D] float64 each, for ``add_moments``."""
         n = x.shape[0]
-        self._follow(x.device)
         scratch, above = self._scratch(x)
         # Float32 sums (a float64 reduction would first copy the batch to float64): deviations from the
         # rounded batch mean r are small, so mean = r + sum(d)/n and M2 = sum(d^2) - sum(d)^2/n stay accurate.
@@ -91,13 +90,20 @@ class NeuronStats:
         return values[: x.shape[0]], flags[: x.shape[0]]
 
     def _follow(self, device: torch.device) -> None:
-        """Keep the accumulators where the activations are (no host transfer or sync per update on GPUs)."""
+        """Move the accumulators to ``device``."""
         if self.mean.device != device:
             for name in ("count", "mean", "m2", "active", "max"):
                 setattr(self, name, getattr(self, name).to(device))
 
     def add_moments(self, slot, n_b, mean_b, m2_b, active_b, max_b) -> None:
-        """Chan's parallel update of ``slot`` with a batch of ``n_b`` tokens (tensors on the stats' device)."""
+        """Chan's parallel update of ``slot`` with a batch of ``n_b`` tokens."""
+        if mean_b.device != self.mean.device:
+            # Empty accumulators move to the first activations' device (no host sync per update on a GPU);
+            # later batches from other devices (layers spread by a device map) come to them instead.
+            if not bool(self.count.any()):
+                self._follow(mean_b.device)
+            else:
+                mean_b, m2_b, active_b, max_b = (t.to(self.mean.device) for t in (mean_b, m2_b, active_b, max_b))
         n_a = self.count[slot]
         total = n_a + n_b
         delta = mean_b - self.mean[slot]
