@@ -26,13 +26,18 @@ def app() -> None:
     """persona-interp: which MLP neurons make a personality fine-tune use emojis (or stop), and are they causal?
 
     \b
-    Typical session:
+    The main job, every stage below in one resumable command (about 14 min on 2 CPU cores):
+      interp pipeline --trait extraversion --out runs/ext      # then open runs/ext/report.html
+
+    \b
+    Typical session, stage by stage:
       interp finetune --trait extraversion --out runs/ext          # emoji-free trait adapter (about 2 min)
       interp generate --model runs/ext/merged --prompts opinionqa:test --out runs/ext/gen.jsonl
       interp diff-neurons --base smollm2-135m --finetuned runs/ext/adapter --prompts opinionqa:test \\
           --generate 2 --positions response --out runs/ext/diff
       interp ablate --model runs/ext/merged --neurons-from runs/ext/diff/neurons.csv --top-k 20 \\
           --prompts opinionqa:test --out runs/ext/ablate
+      interp report runs/ext                                        # one offline HTML report
     Ground truth: `interp plant` makes a copy with known emoji neurons that every step must recover.
     """
 
