@@ -32,7 +32,7 @@ import json
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from finetune.dataset import check_trait
@@ -138,12 +138,6 @@ def _stage_fields(stage: str) -> set[str]:
     return {f.name for f in fields(_stage_class(stage))} - owned | ({"ike"} if stage == "evaluate" else set())
 
 
-@dataclass
-class StageRecord:
-    state: str  # done | skipped (already complete)
-    seconds: float
-
-
 class Pipeline:
     """Runs the stages in order; ``run()`` returns ``pipeline.json``'s content."""
 
@@ -181,7 +175,7 @@ class Pipeline:
                 self.log(f"[{number}/{len(STAGES)}] {stage} ...")
                 action()
                 state = "done"
-            record["stages"][stage] = asdict(StageRecord(state, round(time.perf_counter() - tic, 1)))
+            record["stages"][stage] = {"state": state, "seconds": round(time.perf_counter() - tic, 1)}  # done|skipped
             artifacts.write_json(self.record_path, record)
         record["report"] = str(self.path("report.html"))
         record["headline"] = self.headline

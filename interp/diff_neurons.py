@@ -171,8 +171,10 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
         gc.collect()
 
     onset_tokens = tokenizer.convert_ids_to_tokens(onset_ids)
-    results = results_summary(layers, ranking, base_capture, ft_capture, onset_ids, onset_tokens, config.rank_by,
-                              config.top_k, config.thresholds, config.threshold)  # fmt: skip
+    tokens = {"base": base_capture.tokens, "finetuned": ft_capture.tokens}
+    onset = {"base": base_capture.onset_prob, "finetuned": ft_capture.onset_prob}
+    results = results_summary(layers, ranking, tokens, onset, onset_ids, onset_tokens, config.rank_by, config.top_k,
+                              config.thresholds, config.threshold)  # fmt: skip
     summary = _summary(config, prompts, sequences, base_capture, ft_capture, timings, started, results,
                        base_fingerprint, ft_fingerprint)  # fmt: skip
     planted = _planted_recovery([base_src, ft_src], layers, ranking.columns, config.rank_by)
@@ -308,20 +310,21 @@ def _summary(
 
 
 def results_summary(
-    layers: list[int], ranking: diff.Ranking, base_capture: CaptureResult, ft_capture: CaptureResult,
+    layers: list[int], ranking: diff.Ranking, tokens: dict[str, int], onset_probability: dict[str, float],
     onset_ids: list[int], onset_tokens: list[str], rank_by: str, top_k: int | None,
     thresholds: diff.CategoryThresholds, active_threshold: float,
 ) -> dict:  # fmt: skip
-    """The summary's findings (token counts, emoji direction, ranking, categories, noise floor)."""
+    """The summary's findings: counted tokens and mean emoji-onset probability per model (``"base"``,
+    ``"finetuned"``), emoji direction, ranking, categories, noise floor."""
     score, floor = ranking.columns["score"], ranking.floor
     top = ranking.order[: top_k or 50]
     top_scores = score.reshape(-1)[top]
-    base_p, ft_p = base_capture.onset_prob, ft_capture.onset_prob
+    base_p, ft_p = onset_probability["base"], onset_probability["finetuned"]
     ratio = ft_p / base_p if base_p > 0 else float("nan")
     direction = "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged"
     return {
         "layers": layers,
-        "tokens_counted": {"base": base_capture.tokens, "finetuned": ft_capture.tokens},
+        "tokens_counted": tokens,
         "emoji": {
             "onset_token_ids": onset_ids,
             "onset_tokens": onset_tokens,

@@ -92,9 +92,3 @@ class Shards:
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, items)
         return [item for part in gathered for item in part]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()

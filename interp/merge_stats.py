@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import reduce
 from pathlib import Path
 
 import torch
 
 from interp import artifacts, diff
-from interp.capture import CaptureResult
 from interp.diff_neurons import package_versions, results_summary, write_run
 from interp.errors import UserInputError
 from interp.stats import NeuronStats, load_stats
@@ -66,7 +66,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
         if not torch.equal(landscape["emoji_dla_finetuned"], first_land["emoji_dla_finetuned"]):
             raise UserInputError(f"{str(path)!r} was made with other weights than {str(inputs[0])!r}.")
 
-    merged = {name: _merge([stats[name] for stats, *_ in runs]) for name in ENTRIES}
+    merged = {name: reduce(NeuronStats.merge, [stats[name] for stats, *_ in runs]) for name in ENTRIES}
     merged["base"] = merged["base_half_a"].merge(merged["base_half_b"])
     config = first_summary.get("config", {})
     thresholds = diff.CategoryThresholds(
@@ -76,37 +76,27 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     dla_base, dla_ft = first_land["emoji_dla_base"], first_land["emoji_dla_finetuned"]
     ranking = diff.rank_neurons(merged["base_half_a"], merged["base_half_b"], merged["finetuned"], dla_base, dla_ft,
                                 thresholds, rank_by)  # fmt: skip
-    captures = {role: _capture(merged[entry], [summary for *_, summary in runs], role)
-                for role, entry in (("base", "base"), ("finetuned", "finetuned"))}  # fmt: skip
+    summaries = [summary for *_, summary in runs]
+    tokens = {role: int(merged[role].count[0]) for role in ("base", "finetuned")}
+    onset = {  # token-weighted mean over the inputs
+        role: sum(s["emoji"]["onset_probability"][role] * s["tokens_counted"][role] for s in summaries) / tokens[role]
+        for role in ("base", "finetuned")
+    }
     emoji = first_summary["emoji"]
     layers = merged["finetuned"].layers
-    results = results_summary(layers, ranking, captures["base"], captures["finetuned"], emoji["onset_token_ids"],
-                              emoji["onset_tokens"], rank_by, top_k, thresholds,
-                              first_summary.get("category_thresholds", {}).get("active_threshold", 0.1))  # fmt: skip
+    active = first_summary.get("category_thresholds", {}).get("active_threshold", 0.1)
+    results = results_summary(layers, ranking, tokens, onset, emoji["onset_token_ids"], emoji["onset_tokens"],
+                              rank_by, top_k, thresholds, active)  # fmt: skip
     summary = {
         "command": "merge-stats",
         "argv": sys.argv,
         "inputs": [str(path) for path in inputs],
         "config": {**config, "top_k": top_k},
         "models": first_summary.get("models"),
-        "prompts": sum(s.get("prompts", 0) for *_, s in runs),
-        "sequences": sum(s.get("sequences", 0) for *_, s in runs),
+        "prompts": sum(s.get("prompts", 0) for s in summaries),
+        "sequences": sum(s.get("sequences", 0) for s in summaries),
         **results,
         "versions": package_versions(),
     }
     write_run(Path(out), layers, merged, first_meta, ranking, dla_base, dla_ft, summary, top_k, {})
     return summary
-
-
-def _merge(parts: list[NeuronStats]) -> NeuronStats:
-    merged = parts[0]
-    for part in parts[1:]:
-        merged = merged.merge(part)
-    return merged
-
-
-def _capture(stats: NeuronStats, summaries: list[dict], role: str) -> CaptureResult:
-    """The merged token count and emoji-onset probability (token-weighted over the inputs)."""
-    tokens = [s["tokens_counted"][role] for s in summaries]
-    onset = sum(s["emoji"]["onset_probability"][role] * n for s, n in zip(summaries, tokens))
-    return CaptureResult(stats, sum(tokens), 0, onset, 0.0)

@@ -184,12 +184,7 @@ def load(
     model, tokenizer = _load_weights(source, trust_remote_code)
     if attn_implementation:
         model.set_attn_implementation(attn_implementation)
-    spec = spec_for_config(model.config)
-    n_layers, d_mlp = check_model_shape(model, spec)
-    model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
+    return _analysis_model(source, model.to(device=torch_device, dtype=torch_dtype), tokenizer)
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -223,20 +218,26 @@ def _load_placed(source: ModelSource, device, dtype, trust_remote_code: bool, de
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
         raise UserInputError(f"cannot load model {target.ref!r}: {_first_line(exc)}") from None
-    tokenizer = load_tokenizer(source)
-    spec = spec_for_config(model.config)
-    n_layers, d_mlp = check_model_shape(model, spec)
     if source.kind == "adapter":
         from peft import PeftModel
 
         attached = PeftModel.from_pretrained(model, source.path)
         # Unmerged on 4-bit: the LoRA layers sit in the model's own module tree, so hooks and paths still fit.
         model = attached.base_model.model if load_in_4bit else attached.merge_and_unload()
-    dequantized = _dequantized_outputs(model, spec, n_layers) if load_in_4bit else None
+    lm = _analysis_model(source, model, load_tokenizer(source))
+    if load_in_4bit:
+        lm.dequantized_output = _dequantized_outputs(model, lm.spec, lm.n_layers)
+    return lm
+
+
+def _analysis_model(source: ModelSource, model, tokenizer) -> LoadedModel:
+    """Shape-checked, eval-mode, gradient-free LoadedModel with a padding token."""
+    spec = spec_for_config(model.config)
+    n_layers, d_mlp = check_model_shape(model, spec)
     model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp, dequantized_output=dequantized)
+    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
 
 
 def _dequantized_outputs(model, spec, n_layers: int) -> dict[int, torch.Tensor]:

@@ -29,8 +29,9 @@ def _evaluation(run: RunArtifacts) -> str | None:
     overlap = tuned["esr_ci_low"] <= base["esr_ci_high"] and base["esr_ci_low"] <= tuned["esr_ci_high"]
     verdict = "the 95 % intervals overlap: not significant" if overlap else "the 95 % intervals do not overlap"
     trait = tuned.get("trait", "the trait")
-    ta = f", and the metric model reads {tuned['ta']:.0%} of them as {trait} (base {base['ta']:.0%})" if tuned.get(
-        "ta") is not None and base.get("ta") is not None else ""  # fmt: skip
+    ta = ""
+    if tuned.get("ta") is not None and base.get("ta") is not None:
+        ta = f", and the metric model reads {tuned['ta']:.0%} of them as {trait} (base {base['ta']:.0%})"
     return (
         f"Sampled answers to the test questions carry an emoji {tuned['esr']:.1%} of the time after fine-tuning on "
         f"{trait}, against {base['esr']:.1%} before ({verdict}){ta}."
