@@ -78,5 +78,6 @@ def capture_stats(
                 stats.add_moments(slots[layer], *values)
     processed = sum(int(batch.attention_mask.sum()) for batch in batches)
     onset_sum = shards.sum([onset_sum], stats.mean.device)[0]
+    stats.move_to("cpu")  # accumulated where the activations were; results live on the CPU
     counted = int(stats.count[0]) if layers else 0
     return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start)

@@ -21,14 +21,21 @@ def emoji_dla(lm: LoadedModel, layers: list[int], onset_ids: list[int]) -> torch
     """[len(layers), d_mlp] float64 emoji-onset logit change per unit of each neuron's activation."""
     unembed = lm.spec.unembedding(lm.model).double()
     readout = (unembed[onset_ids] - unembed.mean(0)).sum(0) * lm.spec.final_norm_scale(lm.model).double()
-    return torch.stack([readout @ lm.output_weight(layer).double() for layer in layers]).cpu()
+    # Each layer's product runs where its weight is (layers spread by a device map; 4-bit: dequantised on CPU).
+    return torch.stack([_read(readout, lm.output_weight(layer)) for layer in layers])
+
+
+def _read(readout: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """[d_mlp] float64 on the CPU: ``readout @ weight`` computed on the weight's device."""
+    return (readout.to(weight.device) @ weight.double()).cpu()
 
 
 @torch.no_grad()
 def top_promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
     """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
     unembed = lm.spec.unembedding(lm.model).double()
-    direction = lm.output_weight(layer)[:, neuron].double() * lm.spec.final_norm_scale(lm.model).double()
+    scale = lm.spec.final_norm_scale(lm.model).double()
+    direction = lm.output_weight(layer)[:, neuron].double().to(scale.device) * scale
     logits = (unembed - unembed.mean(0)) @ direction
     values, ids = logits.topk(k)
     return list(zip(ids.tolist(), values.tolist()))

@@ -89,8 +89,9 @@ class NeuronStats:
         values, flags = cache[key]
         return values[: x.shape[0]], flags[: x.shape[0]]
 
-    def _follow(self, device: torch.device) -> None:
-        """Move the accumulators to ``device``."""
+    def move_to(self, device: torch.device | str) -> None:
+        """Move the accumulators to ``device`` (in place)."""
+        device = torch.device(device)
         if self.mean.device != device:
             for name in ("count", "mean", "m2", "active", "max"):
                 setattr(self, name, getattr(self, name).to(device))
@@ -101,7 +102,7 @@ class NeuronStats:
             # Empty accumulators move to the first activations' device (no host sync per update on a GPU);
             # later batches from other devices (layers spread by a device map) come to them instead.
             if not bool(self.count.any()):
-                self._follow(mean_b.device)
+                self.move_to(mean_b.device)
             else:
                 mean_b, m2_b, active_b, max_b = (t.to(self.mean.device) for t in (mean_b, m2_b, active_b, max_b))
         n_a = self.count[slot]
@@ -119,7 +120,7 @@ class NeuronStats:
             raise ValueError("cannot merge statistics of different layers, widths or thresholds")
         merged = self.copy()
         other = other.copy()
-        other._follow(merged.mean.device)
+        other.move_to(merged.mean.device)
         for slot in range(len(self.layers)):
             if other.count[slot] > 0:
                 merged.add_moments(
