@@ -116,6 +116,11 @@ def _model_options(function):
 @click.option(
     "--backend", default="torch", show_default=True, help="Capture backend: torch | nnsight | transformer-lens."
 )
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="With --backend nnsight: run the sides given as Hub repo ids (owner/name) on NDIF (needs NDIF_API_KEY).",
+)
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
 @click.option(
     "--threshold",

@@ -60,13 +60,15 @@ class TorchBackend:
 class NNsightBackend:
     name = "nnsight"
 
-    def __init__(self, lm: LoadedModel):
+    def __init__(self, lm: LoadedModel, wrapped=None):
+        """``wrapped``: an nnsight model to trace instead of wrapping ``lm.model`` (``interp.remote``'s hosted one)."""
         import nnsight
 
         self.lm = lm
-        self.wrapped = nnsight.TransformersModel(lm.model, tokenizer=lm.tokenizer)
+        self.wrapped = wrapped if wrapped is not None else nnsight.TransformersModel(lm.model, tokenizer=lm.tokenizer)
 
-    def _site(self, layer: int):
+    def site(self, layer: int):
+        """The envoy whose ``.input`` is ``layer``'s neuron activations."""
         envoy = self.wrapped
         for part in self.lm.spec.layers_path.split("."):
             envoy = getattr(envoy, part)
@@ -83,7 +85,7 @@ class NNsightBackend:
         saved = {}
         with torch.no_grad(), self.wrapped.trace(inputs):
             for layer in sorted(layers):  # nnsight needs modules touched in execution order
-                saved[layer] = self._site(layer).input.save()
+                saved[layer] = self.site(layer).input.save()
             logits = self.wrapped.output.logits.save() if need_logits else None
         for layer in layers:
             on_activation(layer, saved[layer])

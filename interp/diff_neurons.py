@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from interp import artifacts, diff, models
+from interp import artifacts, diff, models, remote
 from interp.backends import BACKENDS, make_backend
 from interp.capture import CaptureResult, capture_stats
 from interp.distributed import Shards
@@ -61,6 +62,7 @@ class DiffConfig(RunOptions):
     temperature: float = 1.0
     top_p: float = 1.0
     profile_top: int = 50  # top-ranked neurons profiled for the report (0: none)
+    remote: bool = False  # run the sides given as Hub repo ids on NDIF (interp.remote; needs backend nnsight)
     thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
 
 
@@ -89,6 +91,12 @@ def validate(config: DiffConfig) -> None:
         raise UserInputError(f"--generate must be 0 or more, not {config.generate}.")
     if config.generate and config.responses:
         raise UserInputError("give either --responses or --generate, not both.")
+    if config.remote:
+        if config.backend != "nnsight":
+            raise UserInputError("--remote runs through nnsight's remote execution: add --backend nnsight.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserInputError("--remote runs in one process: launch it without torchrun.")
+        remote.credentials()
     artifacts.check_output_dir(config.out)
 
 
@@ -104,14 +112,26 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     prompts = load_prompts(config.prompts)
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
-    base_src = models.resolve(config.base, fetch_log=log)
-    ft_src = models.resolve(config.finetuned, base_ref=config.base, fetch_log=log)
+    base_src = _resolve(config, config.base, log)
+    ft_src = _resolve(config, config.finetuned, log, base_ref=config.base)
+    if config.remote:
+        remote.check_sides(base_src, ft_src, config.generate)
     base_cfg, ft_cfg = models.load_config(base_src), models.load_config(ft_src)
     tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
     models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
+    onset_ids = emoji_onset_ids(tokenizer)
+    # Hosted sides first: their first request (the emoji DLA) fails fast, before any local work.
+    hosted = {
+        src.ref: remote.open_hosted(src, onset_ids, config.trust_remote_code)
+        for src in (base_src, ft_src)
+        if src.kind == remote.HOSTED
+    }
+
+    def load(source: models.ModelSource):
+        return hosted[source.ref] if source.kind == remote.HOSTED else models.load(source, **config.load_options())
 
     tic = time.perf_counter()
-    ft = models.load(ft_src, **config.load_options())
+    ft = load(ft_src)
     layers = parse_layers(config.layers, ft.n_layers)
     if config.generate:
         sampling = SamplingConfig(
@@ -125,7 +145,6 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     timings["prepare_s"] = time.perf_counter() - tic
 
     byte_table = token_byte_table(tokenizer)
-    onset_ids = emoji_onset_ids(tokenizer)
     masks = [position_mask(seq, config.positions, byte_table) for seq in sequences]
     halves = _split_halves(sequences, masks)
     if sum(sum(mask) for mask in masks) == 0:
@@ -138,17 +157,17 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     half_batches = [make_batches(seqs, half_masks, config.batch_size, pad_id) for seqs, half_masks in halves]
 
     ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model")
-    dla_ft = emoji_dla(ft, layers, onset_ids)
+    dla_ft = _emoji_dla(ft, layers, onset_ids)
     ft_fingerprint = ft.fingerprint()
     del ft
     gc.collect()
 
-    base = models.load(base_src, **config.load_options())
+    base = load(base_src)
     half_captures = [
         _capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}")
         for name, batches in zip("AB", half_batches)
     ]
-    dla_base = emoji_dla(base, layers, onset_ids)
+    dla_base = _emoji_dla(base, layers, onset_ids)
     base_fingerprint = base.fingerprint()
 
     a, b = half_captures
@@ -160,7 +179,10 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     if not shards.is_main:
         return None
     d_mlp = ranking.category.shape[1]
-    profiled = [(layers[i // d_mlp], i % d_mlp) for i in ranking.order[: config.profile_top].tolist()]
+    profile_top = 0 if hosted else config.profile_top
+    if hosted and config.profile_top:
+        log("no profiles.json: profiles need every token's activations, and a hosted model's stay on NDIF.")
+    profiled = [(layers[i // d_mlp], i % d_mlp) for i in ranking.order[:profile_top].tolist()]
     profiles = {"base": _profile(base, config, all_batches, profiled)}
     del base
     gc.collect()
@@ -264,11 +286,27 @@ def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
     return halves
 
 
+def _resolve(config: DiffConfig, ref: str, log, base_ref: str | None = None) -> models.ModelSource:
+    """A side's source: with ``--remote``, a Hub repo id is a hosted side (``interp.remote``)."""
+    if config.remote and remote.is_hosted_ref(ref):
+        return remote.resolve(ref)
+    return models.resolve(ref, base_ref=base_ref, fetch_log=log)
+
+
+def _emoji_dla(lm, layers: list[int], onset_ids: list[int]) -> torch.Tensor:
+    """[len(layers), d_mlp] emoji DLA: from the weights here, or as read on NDIF for a hosted model."""
+    return lm.dla[layers] if isinstance(lm, remote.RemoteModel) else emoji_dla(lm, layers, onset_ids)
+
+
 def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str) -> CaptureResult:
-    """Statistics of ``batches``, split over the ranks (the same result on every rank)."""
-    backend = make_backend(config.backend, lm)
+    """Statistics of ``batches``, split over the ranks (the same result on every rank); on NDIF for a hosted
+    model (one process: ``validate`` refuses ``--remote`` under torchrun)."""
     rounds = -(-len(batches) // shards.world)
     progress = (lambda items: track(items, label, total=rounds)) if config.show_progress else None
+    if isinstance(lm, remote.RemoteModel):
+        backend = remote.RemoteNNsightBackend(lm)
+        return remote.capture_stats(backend, batches, layers, config.threshold, onset_ids, progress)
+    backend = make_backend(config.backend, lm)
     return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards)
 
 
