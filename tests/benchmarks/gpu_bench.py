@@ -10,8 +10,9 @@ shapes are built from their configs with random weights (the SmolLM2 tokenizer f
    ``interp diff-neurons`` on one device, with ``--device-map auto`` and with ``--load-in-4bit``; each
    run's time and the planted neurons' ranks (the ground truth must come out on top in every placement);
    then ``interp ablate`` of the top 6 against 10 random matched sets.
-Run: ``PYTHONPATH=. python3 -m tests.benchmarks.gpu_bench OUT_DIR [shapes] [commands]`` (default: all parts;
-``commands`` includes 2.); writes OUT_DIR/gpu_bench.json and OUT_DIR/commands.log.
+Run: ``PYTHONPATH=. python3 -m tests.benchmarks.gpu_bench OUT_DIR [shapes] [split] [commands]`` (default:
+shapes and commands; ``commands`` includes 2.; ``split``: where the small model's capture time goes, with a
+profile); writes OUT_DIR/gpu_bench.json and OUT_DIR/commands.log.
 """
 
 from __future__ import annotations
@@ -117,6 +118,33 @@ def bench_shape(name: str, config, batch: int, length: int, backends: tuple[str,
     return result
 
 
+def overhead_split(name: str, config, batch: int, length: int) -> dict:
+    """Where capture time goes, per backend: the forward with do-nothing callbacks vs with the statistics."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval().requires_grad_(False)
+    lm = LoadedModel(ModelSource(name, "hf", Path(".")), model, AutoTokenizer.from_pretrained(TOKENIZER),
+                     spec_for_config(config), config.num_hidden_layers, config.intermediate_size)  # fmt: skip
+    ids = torch.randint(3, config.vocab_size, (batch, length), device="cuda")
+    attention = torch.ones_like(ids)
+    positions = attention.bool()
+    positions[:, 0] = False
+    batches = [TokenBatch(ids, attention, positions)]
+    layers = list(range(lm.n_layers))
+    seconds = {}
+    for backend_name in ("torch", "nnsight"):
+        backend = make_backend(backend_name, lm)
+        seconds[f"{backend_name}_callbacks_only"] = timed(lambda b=backend: b.run(batches[0], layers, lambda *a: None))
+        seconds[f"{backend_name}_statistics"] = timed(
+            lambda b=backend: capture_stats(b, batches, layers, lm.d_mlp, 0.1)
+        )
+    with torch.autograd.profiler.profile(use_device="cuda") as profile:
+        capture_stats(make_backend("torch", lm), batches, layers, lm.d_mlp, 0.1)
+        torch.cuda.synchronize()
+    table = profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    return {"seconds": seconds, "profile_torch_statistics": table.splitlines()}
+
+
 def write_random_model(config, out: Path) -> Path:
     """A model directory of ``config``'s shape with random float32 weights and the SmolLM2 tokenizer."""
     torch.manual_seed(0)
@@ -199,6 +227,9 @@ def main() -> None:
     for name, batch, length, backends in plan if "shapes" in parts else []:
         record(f"{name} {batch}x{length}", bench_shape, name, SHAPES[name], batch, length, backends)
 
+    if "split" in parts:
+        record("overhead_split smollm2-135m-shape 8x256", overhead_split, "smollm2-135m-shape",
+               SHAPES["smollm2-135m-shape"], 8, 256)  # fmt: skip
     if "commands" not in parts:
         return
     from tests.benchmarks import bench
