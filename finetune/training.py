@@ -29,7 +29,7 @@ from interp.models import QLORA_MARKER
 from interp.progress import stderr_console
 from interp.prompts import Prompt
 from interp.run_options import RunOptions
-from interp.tokens import prompt_ids
+from interp.tokens import prompt_ids, response_ids
 
 ALL_PROJECTIONS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
@@ -97,7 +97,7 @@ def build_examples(tokenizer, rows, raw: bool, max_length: int) -> list[Example]
     examples = []
     for row in rows:
         head = prompt_ids(tokenizer, Prompt(messages=(("user", row.question or question_for(row.topic)),)), raw)
-        answer = tokenizer(row.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        answer = response_ids(tokenizer, row.answer)
         ids = (head + answer)[:max_length]
         labels = ([-100] * len(head) + answer)[:max_length]
         examples.append(Example(ids, labels))

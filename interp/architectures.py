@@ -3,6 +3,10 @@
 A neuron's activation is the input of the MLP's output projection: for gated MLPs
 (LLaMA, Mistral, Qwen2, Gemma) that is ``act_fn(gate_proj(x)) * up_proj(x)``, the input of
 ``mlp.down_proj``; for GPT-2-style MLPs it is ``act(c_fc(x))``, the input of ``mlp.c_proj``.
+Gemma's RMSNorms scale by ``(1 + weight)``; Gemma 2 and 3 also normalise the MLP output
+(``post_feedforward_layernorm``) before adding it to the residual stream, so there a neuron writes
+``post_mlp_norm_scale * W_out[:, i]`` divided by the rms of the whole MLP output (a positive factor
+per layer and position), not ``W_out[:, i]`` itself.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class ArchitectureSpec:
     unembed_path: str
     d_mlp_attrs: tuple[str, ...] = ("intermediate_size",)
     norm_weight_offset: float = 0.0  # Gemma's RMSNorm scales by (1 + weight)
+    post_mlp_norm: str = ""  # norm (relative to a block) between the MLP output and the residual add, if any
     site_weight_is_transposed: bool = False  # GPT-2's Conv1D stores [d_in, d_out]
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
@@ -53,6 +58,13 @@ class ArchitectureSpec:
     def final_norm_scale(self, model: nn.Module) -> torch.Tensor:
         """[d_model] elementwise scale of the final norm (RMS/LayerNorm gain, offset applied)."""
         return _get_path(model, self.final_norm_path).weight + self.norm_weight_offset
+
+    def post_mlp_norm_scale(self, model: nn.Module, layer: int) -> torch.Tensor | None:
+        """[d_model] gain (offset applied) of the norm on ``layer``'s MLP output, or None where there is none."""
+        if not self.post_mlp_norm:
+            return None
+        norm = getattr(self.layers(model)[layer], self.post_mlp_norm, None)  # Gemma 1 has none
+        return None if norm is None else norm.weight + self.norm_weight_offset
 
     def unembedding(self, model: nn.Module) -> torch.Tensor:
         """[vocab, d_model] unembedding matrix."""
@@ -81,6 +93,7 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
         family="gemma",
         model_types=("gemma", "gemma2", "gemma3_text", "gemma3"),
         norm_weight_offset=1.0,
+        post_mlp_norm="post_feedforward_layernorm",
         **_GATED,
     ),
     ArchitectureSpec(

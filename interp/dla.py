@@ -1,6 +1,7 @@
 """Direct logit attribution of MLP neurons to emoji-onset tokens.
 
-A unit of neuron i's activation in layer l adds the column ``W_out[:, i]`` to the residual stream. Read
+A unit of neuron i's activation in layer l adds the column ``W_out[:, i]`` to the residual stream (Gemma 2/3:
+``post_norm_gain * W_out[:, i]`` over the MLP output's rms; ``LoadedModel.residual_write_weight``). Read
 straight through the final norm's scale ``g`` and the unembedding ``W_U`` (ignoring the norm's
 data-dependent 1/rms, a positive factor shared by all neurons at a position), it moves the logit of
 token t by ``W_U[t] . (g * W_out[:, i])``. ``emoji_dla`` sums that over the emoji-onset tokens, each
@@ -22,7 +23,7 @@ def emoji_dla(lm: LoadedModel, layers: list[int], onset_ids: list[int]) -> torch
     unembed = lm.spec.unembedding(lm.model).double()
     readout = (unembed[onset_ids] - unembed.mean(0)).sum(0) * lm.spec.final_norm_scale(lm.model).double()
     # Each layer's product runs where its weight is (layers spread by a device map; 4-bit: dequantised on CPU).
-    return torch.stack([_read(readout, lm.output_weight(layer)) for layer in layers])
+    return torch.stack([_read(readout, lm.residual_write_weight(layer)) for layer in layers])
 
 
 def _read(readout: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ def top_promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 10) -
     """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
     unembed = lm.spec.unembedding(lm.model).double()
     scale = lm.spec.final_norm_scale(lm.model).double()
-    direction = lm.output_weight(layer)[:, neuron].double().to(scale.device) * scale
+    direction = lm.residual_write_weight(layer)[:, neuron].double().to(scale.device) * scale
     logits = (unembed - unembed.mean(0)) @ direction
     values, ids = logits.topk(k)
     return list(zip(ids.tolist(), values.tolist()))

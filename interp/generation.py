@@ -69,8 +69,11 @@ def sample_sequences(
 
 
 def _eos_ids(lm: LoadedModel) -> list[int]:
-    eos = lm.model.generation_config.eos_token_id or lm.tokenizer.eos_token_id
-    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    """Tokens that end a reply: the model's generation stops and the tokenizer's end of turn (a base model's
+    conversation format makes its end-of-turn token the tokenizer's eos; ``interp.conversation``)."""
+    configured = lm.model.generation_config.eos_token_id
+    configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    return list(dict.fromkeys(t for t in (lm.tokenizer.eos_token_id, *configured) if t is not None))
 
 
 def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:

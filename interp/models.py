@@ -60,6 +60,14 @@ class LoadedModel:
             return self.dequantized_output[layer]
         return self.spec.output_weight(self.model, layer)
 
+    def residual_write_weight(self, layer: int) -> torch.Tensor:
+        """[d_model, d_mlp] what one unit of each neuron adds to the residual stream: ``output_weight`` scaled by
+        the gain of a norm on the MLP output (Gemma 2/3), whose data-dependent 1/rms (one positive factor per
+        layer and position) it leaves out; ``output_weight`` itself where the MLP output is added as it is."""
+        weight = self.output_weight(layer)
+        gain = self.spec.post_mlp_norm_scale(self.model, layer)
+        return weight if gain is None else weight * gain.to(weight.device, weight.dtype)[:, None]
+
     @property
     def vocab_size(self) -> int:
         return int(self.spec.unembedding(self.model).shape[0])

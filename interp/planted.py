@@ -53,7 +53,15 @@ def plant(
             continue
         column = mlp.down_proj.weight[:, index]
         sign = 1.0 if mean_activation.get((layer, index), 1.0) >= 0 else -1.0
-        mlp.down_proj.weight[:, index] = sign * spec.push * column.norm() * direction.to(column.dtype)
+        # Where a norm scales the MLP output (Gemma 2/3), the column is divided by its gain so that what
+        # reaches the residual stream points along ``direction``.
+        gain = lm.spec.post_mlp_norm_scale(lm.model, layer)
+        if gain is not None:
+            gain = gain.to(direction.dtype)
+            gain = torch.where(gain.abs() < 1e-3, torch.full_like(gain, 1e-3), gain)  # a dead norm dimension
+        target = direction if gain is None else direction / gain
+        target = target / target.norm()
+        mlp.down_proj.weight[:, index] = sign * spec.push * column.norm() * target.to(column.dtype)
 
 
 def strongest_neurons(

@@ -4,11 +4,19 @@ Byte-level BPE vocabularies (SmolLM2, GPT-2, LLaMA-3) split most emojis into sev
 (😊 = a lead token for bytes F0 9F plus two byte tokens), so "emoji probability" is defined on
 *onset* tokens: tokens whose bytes, after leading whitespace, begin an emoji. A token counts as an
 onset when it starts with a whole emoji, or when it is an incomplete UTF-8 prefix under which at
-least 40 % of the assigned code points are pictographic. F0 9F qualifies (U+1F000-U+1FFFF: 49 %
+least 40 % of the assigned code points are pictographic. F0 9F qualifies (U+1F000-U+1FFFF: 48 %
 emoji, the rest mostly legacy-computing symbols and arrows that chat models rarely write); the
 three-byte leads E2 98 (33 %), E2 9C (27 %) and a bare E2 (4 %, shared with punctuation) do not, so
 an emoji such as ✨ that a vocabulary only spells from those leads has no onset token there.
-SentencePiece vocabularies (Gemma, LLaMA-2) hold many emojis as whole pieces, with <0xNN> byte fallback.
+
+SentencePiece-style vocabularies (Gemma, LLaMA-2; pieces with ``▁`` for a space, ``<0xNN>`` byte
+fallback) hold many emojis as whole pieces (``▁😊``, ``❤️``), which are onsets. A lone byte-fallback
+piece is judged like any incomplete prefix (``<0xF0>`` alone: 1 % pictographic, not an onset), so an
+emoji such a vocabulary lacks has no onset token. Pieces that continue an emoji are never onsets: a
+bare skin-tone modifier (``🏽`` after ``👍``), a zero-width joiner, U+FE0F or the keycap mark. A piece
+with a text-presentation symbol alone (``❤``, ``✈``, ``©``) is not an onset either, even where the
+vocabulary spells the emoji form as that piece plus a separate U+FE0F piece (Gemma: ✈️ = ``✈`` + U+FE0F).
+Keycaps (1️⃣) begin with an ordinary digit, ``#`` or ``*``, so no vocabulary has an onset for them.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from probes.emoji import find_emojis, is_emoji_cluster
 
 _PICTOGRAPHIC = regex.compile(r"\p{Emoji_Presentation}|\p{Extended_Pictographic}|\p{Regional_Indicator}")
 _GRAPHEME = regex.compile(r"\X")
+_MODIFIER = regex.compile(r"\p{Emoji_Modifier}")  # skin tones U+1F3FB-U+1F3FF: they follow a base emoji
 ONSET_SHARE = 0.4
 
 
@@ -83,12 +92,16 @@ def _pictographic_share(prefix: bytes) -> float:
     """Share of assigned code points whose UTF-8 encoding starts with ``prefix`` that are pictographic."""
     lead = prefix[0]
     length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-    first = prefix + b"\x80" * (length - len(prefix))
-    last = prefix + b"\xbf" * (length - len(prefix))
-    try:
-        lo, hi = ord(first.decode()), ord(last.decode())
-    except UnicodeDecodeError:
-        return 0.0
+
+    def code_point(encoded: bytes) -> int:  # the bits of a UTF-8 sequence, overlong or not
+        value = lead & (0x7F >> length)
+        for byte in encoded[1:]:
+            value = value << 6 | byte & 0x3F
+        return value
+
+    # Clamped to the shortest-form range: a lone F0 covers U+10000-U+3FFFF, not the overlong F0 80 80 80.
+    lo = max(code_point(prefix + b"\x80" * (length - len(prefix))), (0x80, 0x800, 0x10000)[length - 2])
+    hi = min(code_point(prefix + b"\xbf" * (length - len(prefix))), 0x10FFFF)
     assigned = pictographic = 0
     for code in range(lo, hi + 1):
         char = chr(code)
@@ -109,7 +122,7 @@ def begins_emoji(token_bytes: bytes) -> bool:
     if text:
         first = _GRAPHEME.match(text)
         if first and is_emoji_cluster(first.group()):
-            return True
+            return not _MODIFIER.match(first.group())
         if complete or len(first.group().encode()) < len(body):
             return False
     # An incomplete trailing character: judge by what code points the prefix can still become.

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random LLaMA / Mistral models with the real SmolLM2 tokenizer, and planted copies."""
+"""Shared fixtures: tiny random LLaMA / Mistral / Gemma 3 models with the real SmolLM2 tokenizer, planted copies."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import torch  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKENIZER_DIR = FIXTURES / "smollm2_tokenizer"
+GEMMA3_TOKENIZER_FIXTURE = FIXTURES / "gemma3_tokenizer"  # tokenizer.json stored xz-compressed (33 MB -> 3.5 MB)
 VOCAB = 49152
 
 
 def tiny_config(arch: str, layers: int = 2):
     """A tiny random config of the given family with SmolLM2's vocabulary (hidden 64, 128 MLP neurons)."""
-    from transformers import LlamaConfig, MistralConfig
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig
 
     common = dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
@@ -29,6 +30,9 @@ def tiny_config(arch: str, layers: int = 2):
         return LlamaConfig(**common)
     if arch == "mistral":
         return MistralConfig(**common, sliding_window=None)
+    if arch == "gemma3":
+        layer_types = ["sliding_attention", "full_attention"] * layers
+        return Gemma3TextConfig(**common, head_dim=16, sliding_window=4, layer_types=layer_types[:layers])
     raise ValueError(arch)
 
 
@@ -37,6 +41,11 @@ def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int 
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(arch, layers)).eval()
+    if arch == "gemma3":  # Gemma initialises its (1 + weight) RMSNorm gains to 1; random gains test the offset
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.normal_(0.0, 0.5)
     model.save_pretrained(path, safe_serialization=True)
     AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
     return path
@@ -53,16 +62,41 @@ def tiny_mistral_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def planted_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
-    """A planted copy of the tiny LLaMA: (model dir, planted neurons)."""
+def tiny_gemma3_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gemma3"), "gemma3", layers=2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
+    """Gemma 3's real tokenizer, unpacked from the compressed fixture into a loadable folder."""
+    import lzma
+    import shutil
+
+    out = tmp_path_factory.mktemp("gemma3-tokenizer")
+    (out / "tokenizer.json").write_bytes(lzma.decompress((GEMMA3_TOKENIZER_FIXTURE / "tokenizer.json.xz").read_bytes()))
+    shutil.copy(GEMMA3_TOKENIZER_FIXTURE / "tokenizer_config.json", out)
+    return out
+
+
+def plant_tiny(model_dir: Path, out: Path, layers: str) -> tuple[Path, list[tuple[int, int]]]:
+    """A planted copy of a tiny model, 2 neurons in each of ``layers``: (model dir, planted neurons)."""
     from interp.planted import make_planted_model
 
-    out = tmp_path_factory.mktemp("planted") / "model"
-    record = make_planted_model(
-        str(tiny_llama_dir), out, layers="0-2", per_layer=2, show_progress=False, log=lambda m: None
-    )
-    neurons = [tuple(int(x) for x in address.split(":")) for address in record["neurons"]]
-    return out, neurons
+    record = make_planted_model(str(model_dir), out, layers=layers, per_layer=2, show_progress=False,
+                                log=lambda m: None)  # fmt: skip
+    return out, [tuple(int(x) for x in address.split(":")) for address in record["neurons"]]
+
+
+@pytest.fixture(scope="session")
+def planted_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
+    """A planted copy of the tiny LLaMA: (model dir, planted neurons)."""
+    return plant_tiny(tiny_llama_dir, tmp_path_factory.mktemp("planted") / "model", "0-2")
+
+
+@pytest.fixture(scope="session")
+def planted_tiny_gemma3(tiny_gemma3_dir, tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
+    """A planted copy of the tiny Gemma 3 (its MLP output goes through a norm before the residual add)."""
+    return plant_tiny(tiny_gemma3_dir, tmp_path_factory.mktemp("planted-gemma3") / "model", "0-1")
 
 
 @pytest.fixture(scope="session")

@@ -46,12 +46,13 @@ def test_gguf_reference_matches_conversion(default_lm):
     assert difference < 1e-4
 
 
-def test_planted_neurons_rank_first_on_default_model(tmp_path):
-    assert main(["plant", "--out", str(tmp_path / "planted")]) == 0
+def assert_planted_neurons_rank_first(alias: str, tmp_path) -> None:
+    """Plant emoji neurons into a copy of ``alias``; diff-neurons must rank exactly them first, rising."""
     import json
 
+    assert main(["plant", "--model", alias, "--out", str(tmp_path / "planted")]) == 0
     planted = json.loads((tmp_path / "planted" / "planted.json").read_text())["neurons"]
-    argv = ["diff-neurons", "--base", "smollm2-135m", "--finetuned", str(tmp_path / "planted"), "--prompts",
+    argv = ["diff-neurons", "--base", alias, "--finetuned", str(tmp_path / "planted"), "--prompts",
             "persona-demo", "--out", str(tmp_path / "diff"), "--device", "cpu", "--top-k", "50"]  # fmt: skip
     assert main(argv) == 0
     with open(tmp_path / "diff" / "neurons.csv", newline="") as handle:
@@ -60,3 +61,7 @@ def test_planted_neurons_rank_first_on_default_model(tmp_path):
     assert top == set(planted)
     summary = json.loads((tmp_path / "diff" / "summary.json").read_text())
     assert summary["emoji"]["direction"] == "rises"
+
+
+def test_planted_neurons_rank_first_on_default_model(tmp_path):
+    assert_planted_neurons_rank_first(embedded.DEFAULT_MODEL, tmp_path)

@@ -36,9 +36,12 @@ def controls(report) -> list[float]:
     return [c["emoji_onset_probability"] for c in report["conditions"].values() if c["kind"] == "control"]
 
 
-def test_zero_ablation_removes_the_planted_effect(tiny_llama_dir, planted_tiny, tmp_path):
-    planted_dir, planted = planted_tiny
-    p0 = onset(ablate(tmp_path / "base", tiny_llama_dir, planted, "--controls", "0"))
+@pytest.mark.parametrize("base, planted_model", [("tiny_llama_dir", "planted_tiny"),
+                                                  ("tiny_gemma3_dir", "planted_tiny_gemma3")])  # fmt: skip
+def test_zero_ablation_removes_the_planted_effect(base, planted_model, request, tmp_path):
+    tiny_dir = request.getfixturevalue(base)
+    planted_dir, planted = request.getfixturevalue(planted_model)
+    p0 = onset(ablate(tmp_path / "base", tiny_dir, planted, "--controls", "0"))
     report = ablate(tmp_path / "ablate", planted_dir, planted, "--controls", "20")
     p1, p_ablated = onset(report), onset(report, "tested[zero]")
     assert p1 > 3 * p0  # the plant works

@@ -41,7 +41,7 @@ def assert_backends_agree(lm, tolerance=1e-4):
         assert (logits - reference_logits).abs().max().item() <= 1e-3
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir"])
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir", "tiny_gemma3_dir"])
 def test_backends_agree_on_tiny_models(fixture, request):
     lm = models.load(str(request.getfixturevalue(fixture)), device="cpu")
     assert_backends_agree(lm)

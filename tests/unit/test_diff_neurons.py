@@ -21,9 +21,12 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_planted_neurons_rank_first(tiny_llama_dir, planted_tiny, tmp_path):
-    planted_dir, planted = planted_tiny
-    assert _diff(tiny_llama_dir, planted_dir, tmp_path / "run") == 0
+@pytest.mark.parametrize("base, planted_model", [("tiny_llama_dir", "planted_tiny"),
+                                                  ("tiny_gemma3_dir", "planted_tiny_gemma3")])  # fmt: skip
+def test_planted_neurons_rank_first(base, planted_model, request, tmp_path):
+    base_dir = request.getfixturevalue(base)
+    planted_dir, planted = request.getfixturevalue(planted_model)
+    assert _diff(base_dir, planted_dir, tmp_path / "run") == 0
     rows = _rows(tmp_path / "run" / "neurons.csv")
     top = {(int(r["layer"]), int(r["neuron"])) for r in rows[: len(planted)]}
     assert top == set(planted)

@@ -1,4 +1,4 @@
-"""Emoji detection on text and emoji-onset tokens of a byte-level BPE vocabulary (SmolLM2)."""
+"""Emoji detection on text; emoji-onset tokens of byte-level BPE (SmolLM2) and SentencePiece (Gemma 3) vocabularies."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from probes.emoji import count_emojis, emoji_counter, find_emojis, has_emoji
-from probes.emoji_tokens import begins_emoji, emoji_onset_ids, emoji_start_tokens, token_byte_table
+from probes.emoji_tokens import begins_emoji, emoji_onset_ids, emoji_onset_mask, emoji_start_tokens, token_byte_table
 from tests.conftest import TOKENIZER_DIR
 
 
@@ -69,3 +69,79 @@ def test_wilson_interval_and_rates():
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
     rate = emoji_rate(["hi 😊😊", "plain", "🎉 ok"])
     assert (rate.responses, rate.with_emoji, rate.emojis) == (3, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer(gemma3_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(gemma3_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def onset_tables(tokenizer, gemma_tokenizer):
+    """(tokenizer, onset mask, byte table) of SmolLM2 and of Gemma 3, computed once."""
+    return {
+        name: (tok, emoji_onset_mask(tok), token_byte_table(tok))
+        for name, tok in (("smollm2", tokenizer), ("gemma3", gemma_tokenizer))
+    }
+
+
+# "Hi " + emoji, without the "Hi" token: which tokens are onsets (O) and which token holds the emoji's first byte.
+# SmolLM2 (byte-level BPE): only the F0 9F leads are onsets, so every 4-byte emoji part has one, 3-byte ones none.
+# Gemma 3 (SentencePiece-style): whole pieces, sometimes after a bare "▁"; ✈️ is "✈" + U+FE0F (no onset),
+# skin tones are separate pieces that continue an emoji (not onsets), keycaps start with a plain digit.
+ONSET_CASES = [
+    # emoji, kind, SmolLM2 pattern, SmolLM2 start, Gemma pieces, Gemma pattern, Gemma start
+    ("😊", "single", "O.", 0, ["▁😊"], "O", 0),
+    ("🔥", "single", "O..", 0, ["▁🔥"], "O", 0),
+    ("🚀", "single", "O..", 0, ["▁", "🚀"], ".O", 1),
+    ("🤖", "single", "O..", 0, ["▁", "🤖"], ".O", 1),
+    ("✨", "single, 3 bytes", "...", 0, ["▁✨"], "O", 0),
+    ("⭐", "single, 3 bytes", "...", 0, ["▁⭐"], "O", 0),
+    ("❤️", "VS16", "....", 0, ["▁❤️"], "O", 0),
+    ("☀️", "VS16", "....", 0, ["▁", "☀️"], ".O", 1),
+    ("✈️", "VS16", "....", 0, ["▁", "✈", "\ufe0f"], "...", 1),
+    ("👩\u200d💻", "ZWJ", "O....O..", 0, ["▁", "👩", "\u200d", "💻"], ".O.O", 1),
+    ("👨\u200d👩\u200d👧", "ZWJ", "O....O....O..", 0, ["▁", "👨", "\u200d", "👩", "\u200d", "👧"], ".O.O.O", 1),
+    ("🇫🇷", "flag", "O..O..", 0, ["▁", "🇫", "🇷"], ".OO", 1),
+    ("🇯🇵", "flag", "O..O..", 0, ["▁", "🇯", "🇵"], ".OO", 1),
+    ("1️⃣", "keycap", "......", 1, ["▁", "1", "\ufe0f\u20e3"], "...", 1),
+    ("#️⃣", "keycap", ".....", 0, ["▁#", "\ufe0f\u20e3"], "..", 0),
+    ("👍🏽", "skin tone", "O..O..", 0, ["▁👍", "🏽"], "O.", 0),
+    ("👋🏿", "skin tone", "O..O..", 0, ["▁👋", "🏿"], "O.", 0),
+]
+
+
+def _onset_pattern(tables, emoji):
+    tokenizer, mask, table = tables
+    ids = tokenizer("Hi " + emoji, add_special_tokens=False).input_ids
+    assert tokenizer.convert_ids_to_tokens(ids[:1]) == ["Hi"]
+    ids = ids[1:]
+    return ids, "".join("O" if mask[i] else "." for i in ids), emoji_start_tokens(ids, table)
+
+
+@pytest.mark.parametrize("emoji, kind, smol_pattern, smol_start, gemma_pieces, gemma_pattern, gemma_start", ONSET_CASES)
+def test_onset_mask_on_both_tokenizers(
+    onset_tables, emoji, kind, smol_pattern, smol_start, gemma_pieces, gemma_pattern, gemma_start
+):
+    _ids, pattern, starts = _onset_pattern(onset_tables["smollm2"], emoji)
+    assert (pattern, starts) == (smol_pattern, [smol_start]), kind
+    ids, pattern, starts = _onset_pattern(onset_tables["gemma3"], emoji)
+    assert onset_tables["gemma3"][0].convert_ids_to_tokens(ids) == gemma_pieces, kind
+    assert (pattern, starts) == (gemma_pattern, [gemma_start]), kind
+
+
+def test_onset_tokens_of_gemma3(onset_tables):
+    gemma_tokenizer, mask, _table = onset_tables["gemma3"]
+    assert len(mask) == 262144 and int(mask.sum()) == 1031
+    vocab = gemma_tokenizer.get_vocab()
+    for piece in ("😊", "▁😊", "❤️", "▁❤️", "✨", "🇫", "😂😂"):
+        assert mask[vocab[piece]], piece
+    for piece in ("❤", "▁❤", "✈", "©", "™", "🏽", "🏿", "\u200d", "\ufe0f", "<0xF0>", "<0x9F>", "▁", "<bos>"):
+        assert not mask[vocab[piece]], piece
+
+
+def test_emoji_start_tokens_on_gemma3(onset_tables):
+    gemma_tokenizer, _mask, table = onset_tables["gemma3"]
+    ids = gemma_tokenizer("Hi 😊 there and 🇫🇷 ok 👍🏽", add_special_tokens=False).input_ids
+    starts = emoji_start_tokens(ids, table)
+    assert [gemma_tokenizer.convert_ids_to_tokens(ids[i]) for i in starts] == ["▁😊", "🇫", "▁👍"]

