@@ -74,21 +74,28 @@ def peak_memory(function) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def bench_shape(name: str, config, batch: int, length: int, backends: tuple[str, ...]) -> dict:
-    """Plain forward vs capture + statistics on every layer through each backend; one batch of random tokens."""
+def random_setup(name: str, config, batch: int, length: int, config_dir: Path) -> tuple[LoadedModel, TokenBatch]:
+    """A bf16 model of ``config``'s shape with random weights on the GPU, and one batch of random tokens
+    (every position counted but the first). ``config_dir``: where the config is (TransformerLens boots from it)."""
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval().requires_grad_(False)
-    with tempfile.TemporaryDirectory() as config_dir:  # TransformerLens boots from a config directory
+    lm = LoadedModel(ModelSource(name, "hf", config_dir), model, AutoTokenizer.from_pretrained(TOKENIZER),
+                     spec_for_config(config), config.num_hidden_layers, config.intermediate_size)  # fmt: skip
+    ids = torch.randint(3, config.vocab_size, (batch, length), device="cuda")
+    attention = torch.ones_like(ids)
+    positions = attention.bool()
+    positions[:, 0] = False
+    return lm, TokenBatch(ids, attention, positions)
+
+
+def bench_shape(name: str, config, batch: int, length: int, backends: tuple[str, ...]) -> dict:
+    """Plain forward vs capture + statistics on every layer through each backend; one batch of random tokens."""
+    with tempfile.TemporaryDirectory() as config_dir:
         config.save_pretrained(config_dir)
-        tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-        lm = LoadedModel(ModelSource(name, "hf", Path(config_dir)), model, tokenizer, spec_for_config(config),
-                         config.num_hidden_layers, config.intermediate_size)  # fmt: skip
-        ids = torch.randint(3, config.vocab_size, (batch, length), device="cuda")
-        attention = torch.ones_like(ids)
-        positions = attention.bool()
-        positions[:, 0] = False
-        batches = [TokenBatch(ids, attention, positions)]
+        lm, batch_tokens = random_setup(name, config, batch, length, Path(config_dir))
+        model, ids, attention = lm.model, batch_tokens.input_ids, batch_tokens.attention_mask
+        batches = [batch_tokens]
         layers = list(range(lm.n_layers))
 
         def plain():
@@ -120,16 +127,8 @@ def bench_shape(name: str, config, batch: int, length: int, backends: tuple[str,
 
 def overhead_split(name: str, config, batch: int, length: int) -> dict:
     """Where capture time goes, per backend: the forward with do-nothing callbacks vs with the statistics."""
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval().requires_grad_(False)
-    lm = LoadedModel(ModelSource(name, "hf", Path(".")), model, AutoTokenizer.from_pretrained(TOKENIZER),
-                     spec_for_config(config), config.num_hidden_layers, config.intermediate_size)  # fmt: skip
-    ids = torch.randint(3, config.vocab_size, (batch, length), device="cuda")
-    attention = torch.ones_like(ids)
-    positions = attention.bool()
-    positions[:, 0] = False
-    batches = [TokenBatch(ids, attention, positions)]
+    lm, batch_tokens = random_setup(name, config, batch, length, Path("."))
+    batches = [batch_tokens]
     layers = list(range(lm.n_layers))
     seconds = {}
     for backend_name in ("torch", "nnsight"):
