@@ -12,8 +12,9 @@ artifact exists (every stage writes atomically, so Ctrl-C leaves either a finish
     dose         the top neurons scaled in the fine-tuned model, several alphas (dose/ablation.json)
 
 The causal stages test the top-ranked neurons whose score has the sign of the fine-tune's emoji change
-(``sign = "follow"``: if emoji use falls, the neurons that push emoji logits down), so they test whether those
-neurons carry the change; ``sign = "any"`` takes the top rows whatever their sign.
+(``sign = "follow"``: if emoji use falls, the neurons whose change pushes emoji logits down);
+``sign = "any"`` takes the top rows whatever their sign. Zeroing tests the neurons' whole contribution,
+patching tests their change (docs/pipeline.md).
     report       report.html
 
 ``pipeline.json`` records the settings, each stage's state and wall time. A run directory belongs to one set

@@ -11,7 +11,7 @@ ROLE_SENTENCES = {
     "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
 }
-WHICH = {"raising": " that push emoji logits up", "lowering": " that push emoji logits down"}
+WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose change pushes emoji logits down"}
 
 
 def headline(run: RunArtifacts) -> str:
