@@ -81,9 +81,9 @@ def _model_options(function):
     function = click.option("--trust-remote-code", is_flag=True, help="Allow model repositories' own Python code.")(
         function
     )
-    maps = click.Choice(["auto", "balanced", "sequential"])
-    function = click.option("--device-map", default=None, type=maps,
-                            help="Spread big models over several GPUs (and the CPU).")(function)  # fmt: skip
+    function = click.option("--device-map", default=None,
+                            help="Spread big models over several GPUs (and the CPU): auto | balanced | sequential."
+                            )(function)  # fmt: skip
     function = click.option("--load-in-4bit", is_flag=True,
                             help="Load the weights in NF4 (bitsandbytes) to fit a small GPU.")(function)  # fmt: skip
     return function

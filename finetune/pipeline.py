@@ -10,12 +10,12 @@ artifact exists (every stage writes atomically, so Ctrl-C leaves either a finish
     necessity    the top neurons ablated in the fine-tuned model, with random controls (necessity/ablation.json)
     sufficiency  the fine-tuned model's values of those neurons patched into the base (sufficiency/ablation.json)
     dose         the top neurons scaled in the fine-tuned model, several alphas (dose/ablation.json)
+    report       report.html
 
 The causal stages test the top-ranked neurons whose score has the sign of the fine-tune's emoji change
 (``sign = "follow"``: if emoji use falls, the neurons whose change pushes emoji logits down);
 ``sign = "any"`` takes the top rows whatever their sign. Zeroing tests the neurons' whole contribution,
 patching tests their change (docs/pipeline.md).
-    report       report.html
 
 ``pipeline.json`` records the settings, each stage's state and wall time. A run directory belongs to one set
 of settings: rerunning it with different ones is refused rather than mixing results.

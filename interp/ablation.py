@@ -502,6 +502,8 @@ def control_comparison(tested: float, baseline: float, controls: list[float]) ->
         "control_std": spread,
         "effect_in_control_sd": z,
         "p_value": p_value,
+        "min_p_value": 1 / (1 + len(control_effects)),  # the smallest p this many controls allow
+        "significance_level": SIGNIFICANCE,
         "significant": significant,
         "verdict": (
             f"{'significant' if significant else 'not significant'}: the tested set changed emoji-onset "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from viz.run_artifacts import AblationRun, RunArtifacts
 
-SIGNIFICANCE = 0.05  # the threshold interp.ablation applies
-
 ROLE_SENTENCES = {
     "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
@@ -121,12 +119,13 @@ def _dose(dose: AblationRun) -> str:
     falling = all(a >= b for a, b in zip(values, values[1:]))
     shape = "rises steadily" if rising else "falls steadily" if falling else "is not monotonic"
     comparisons = list(dose.report["comparisons"].values())
-    controls = len(comparisons[0]["control_effects"])
-    if 1 / (1 + controls) < SIGNIFICANCE:
+    first = comparisons[0]
+    if first.get("min_p_value", 0.0) < first.get("significance_level", 1.0):
         significant = sum(c["significant"] for c in comparisons)
         controlled = f"{significant} of {len(comparisons)} scales beat their random controls"
     else:
-        controlled = f"with {controls} random sets per scale the curve is descriptive (p cannot fall below 0.05)"
+        controlled = (f"with {len(first['control_effects'])} random sets per scale the curve is descriptive "
+                      f"(p cannot fall below {first['significance_level']:g})")  # fmt: skip
     return (
         f"Scaling those neurons from alpha {points[0][0]:g} to {points[-1][0]:g}, the emoji-onset probability {shape} "
         f"({values[0]:.3g} to {values[-1]:.3g}); {controlled}."

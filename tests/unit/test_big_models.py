@@ -69,6 +69,7 @@ def test_placement_bad_input_exit_2(tiny_llama_dir, planted_tiny, tmp_path, caps
     base = ["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(planted_dir), "--prompts",
             "persona-demo", "--device", "cpu"]  # fmt: skip
     assert main([*base, "--out", str(tmp_path / "a"), "--device-map", "everywhere"]) == 2
+    assert "--device-map must be one of auto, balanced" in capsys.readouterr().err
     _qlora_adapter(tiny_llama_dir, tmp_path / "qlora", zero=True)
     argv = ["diff-neurons", "--base", str(tiny_llama_dir), "--finetuned", str(tmp_path / "qlora"), "--prompts",
             "persona-demo", "--device", "cpu", "--out", str(tmp_path / "a"), "--device-map", "auto"]  # fmt: skip

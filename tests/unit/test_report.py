@@ -95,6 +95,7 @@ def test_report_has_every_section_from_real_artifacts(run_dir):
     first = run.diff.neurons[0]
     assert f"neuron {first['layer']}:{first['neuron']}" in text  # per-neuron details of the top neuron
     assert "emoji use" in text and "random matched neuron sets" in text  # the headline, with its controls
+    assert "4 random sets per scale the curve is descriptive (p cannot fall below 0.05)" in text  # min p = 1/5
 
 
 def test_hostile_text_is_escaped_everywhere(run_dir):
