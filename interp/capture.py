@@ -72,12 +72,11 @@ def capture_stats(
             if logits is not None and len(flat_index):
                 probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
                 onset_sum += float(probs.double().sum())
-        device = next(iter(moments.values()))[1].device if moments else stats.mean.device
-        for slot_moments in shards.exchange_moments(moments, layers, d_mlp, device):
+        for slot_moments in shards.exchange_moments(moments, layers, d_mlp):
             for layer, values in slot_moments.items():
                 stats.add_moments(slots[layer], *values)
     processed = sum(int(batch.attention_mask.sum()) for batch in batches)
-    onset_sum = shards.sum([onset_sum], stats.mean.device)[0]
+    onset_sum = shards.sum([onset_sum])[0]
     stats.move_to("cpu")  # accumulated where the activations were; results live on the CPU
     counted = int(stats.count[0]) if layers else 0
     return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import platform
 import sys
 import time
@@ -94,7 +93,7 @@ def validate(config: DiffConfig) -> None:
     if config.remote:
         if config.backend != "nnsight":
             raise UserInputError("--remote runs through nnsight's remote execution: add --backend nnsight.")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if Shards.launched():
             raise UserInputError("--remote runs in one process: launch it without torchrun.")
         remote.credentials()
     artifacts.check_output_dir(config.out)
@@ -138,8 +137,7 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
             samples=config.generate, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
             top_p=config.top_p, seed=config.seed, batch_size=config.batch_size,
         )  # fmt: skip
-        own = sample_sequences(ft, shards.take(prompts), sampling, config.raw, config.max_length, config.show_progress)
-        sequences = sorted(shards.gather_objects(own), key=lambda seq: seq.prompt_index)  # stable: samples in order
+        sequences = sample_sequences(ft, prompts, sampling, config.raw, config.max_length, config.show_progress, shards)
     else:
         sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     timings["prepare_s"] = time.perf_counter() - tic
@@ -157,8 +155,8 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     half_batches = [make_batches(seqs, half_masks, config.batch_size, pad_id) for seqs, half_masks in halves]
 
     ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model")
-    dla_ft = _emoji_dla(ft, layers, onset_ids)
-    ft_fingerprint = ft.fingerprint()
+    if shards.is_main:
+        dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids), ft.fingerprint()
     del ft
     gc.collect()
 
@@ -167,8 +165,9 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
         _capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}")
         for name, batches in zip("AB", half_batches)
     ]
-    dla_base = _emoji_dla(base, layers, onset_ids)
-    base_fingerprint = base.fingerprint()
+    if not shards.is_main:  # the statistics are rank 0's to rank, profile and write
+        return None
+    dla_base, base_fingerprint = _emoji_dla(base, layers, onset_ids), base.fingerprint()
 
     a, b = half_captures
     base_capture = CaptureResult(
@@ -176,8 +175,6 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
         a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
     )  # fmt: skip
     ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
-    if not shards.is_main:
-        return None
     d_mlp = ranking.category.shape[1]
     profile_top = 0 if hosted else config.profile_top
     if hosted and config.profile_top:
@@ -301,8 +298,7 @@ def _emoji_dla(lm, layers: list[int], onset_ids: list[int]) -> torch.Tensor:
 def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str) -> CaptureResult:
     """Statistics of ``batches``, split over the ranks (the same result on every rank); on NDIF for a hosted
     model (one process: ``validate`` refuses ``--remote`` under torchrun)."""
-    rounds = -(-len(batches) // shards.world)
-    progress = (lambda items: track(items, label, total=rounds)) if config.show_progress else None
+    progress = (lambda items: track(items, label)) if config.show_progress else None
     if isinstance(lm, remote.RemoteModel):
         backend = remote.RemoteNNsightBackend(lm)
         return remote.capture_stats(backend, batches, layers, config.threshold, onset_ids, progress)

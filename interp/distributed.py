@@ -24,21 +24,27 @@ T = TypeVar("T")
 class Shards:
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")  # where collectives run: this rank's GPU under nccl, else the CPU
+
+    @staticmethod
+    def launched() -> bool:
+        """Whether this process is one of several that torchrun (or accelerate) started."""
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     @classmethod
     def from_env(cls, device: torch.device | None = None) -> Shards:
         """The process group torchrun describes (joined once), or a single process."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
+        if not cls.launched():
             return cls()
         import torch.distributed as dist
 
+        cuda = device is not None and device.type == "cuda"
+        own = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
         if not dist.is_initialized():
-            cuda = device is not None and device.type == "cuda"
             if cuda:  # "cuda" then means this rank's own GPU
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(own)
             dist.init_process_group(backend="nccl" if cuda else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), own)
 
     @property
     def is_main(self) -> bool:
@@ -48,16 +54,14 @@ class Shards:
         """This rank's share: items ``rank, rank + world, ...``."""
         return list(items[self.rank :: self.world])
 
-    def exchange_moments(
-        self, moments: dict[int, tuple], layers: list[int], d_mlp: int, device: torch.device
-    ) -> list[dict[int, tuple]]:
+    def exchange_moments(self, moments: dict[int, tuple], layers: list[int], d_mlp: int) -> list[dict[int, tuple]]:
         """One round of capture: every rank's batch moments ``{layer: (n, mean, m2, active, max)}``, in rank
         order (= batch order). A rank without a batch this round, or a layer without positions, sends n = 0."""
         if self.world == 1:
             return [moments]
         import torch.distributed as dist
 
-        packed = torch.zeros((len(layers), 5, d_mlp), dtype=torch.float64, device=device)
+        packed = torch.zeros((len(layers), 5, d_mlp), dtype=torch.float64, device=self.device)
         for slot, layer in enumerate(layers):
             if layer in moments:
                 n, *values = moments[layer]
@@ -65,21 +69,19 @@ class Shards:
                 packed[slot, 1:] = torch.stack(values)
         gathered = [torch.empty_like(packed) for _ in range(self.world)]
         dist.all_gather(gathered, packed)
-        rounds = []
-        for part in gathered:
-            rounds.append({
-                layer: (int(part[slot, 0, 0]), *part[slot, 1:].unbind(0))
-                for slot, layer in enumerate(layers) if part[slot, 0, 0] > 0
-            })  # fmt: skip
-        return rounds
+        counts = torch.stack(gathered)[:, :, 0, 0].long().tolist()  # [world][layer], one read from the device
+        return [
+            {layer: (n[slot], *part[slot, 1:].unbind(0)) for slot, layer in enumerate(layers) if n[slot]}
+            for n, part in zip(counts, gathered)
+        ]
 
-    def sum(self, values: list[float], device: torch.device | None = None) -> list[float]:
+    def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks of a few numbers (token counts, probability sums)."""
         if self.world == 1:
             return values
         import torch.distributed as dist
 
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return tensor.tolist()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.distributed import Shards
 from interp.hooks import neuron_hooks
 from interp.interventions import EditPlan, applied, repeat_rows
 from interp.models import LoadedModel
@@ -32,17 +33,21 @@ def sample_sequences(
     raw: bool,
     max_length: int,
     show_progress: bool = True,
+    shards: Shards | None = None,
 ) -> list[Sequence]:
     """``config.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
 
-    Batch b is sampled under seed ``config.seed + b``, so results do not depend on earlier batches' lengths.
+    Batch b is sampled under seed ``config.seed + b``, so results do not depend on earlier batches' lengths;
+    with ``shards`` each rank samples its share of the batches and every rank gets all sequences, the same
+    as one process would sample.
     """
+    shards = shards or Shards()
     jobs = [(prompt, prompt_ids(lm.tokenizer, prompt, raw)) for prompt in prompts for _ in range(config.samples)]
     pad_id = lm.tokenizer.pad_token_id
     eos_ids = _eos_ids(lm)
-    sequences: list[Sequence] = []
-    starts = list(range(0, len(jobs), config.batch_size))
-    for batch_number, begin in enumerate(track(starts, "sampling responses", enabled=show_progress)):
+    blocks: list[tuple[int, list[Sequence]]] = []
+    starts = shards.take(range(0, len(jobs), config.batch_size))
+    for begin in track(starts, "sampling responses", enabled=show_progress):
         chunk = jobs[begin : begin + config.batch_size]
         width = max(len(ids) for _, ids in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -50,7 +55,7 @@ def sample_sequences(
         for row, (_, ids) in enumerate(chunk):  # left padding for generation
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        torch.manual_seed(config.seed + batch_number)
+        torch.manual_seed(config.seed + begin // config.batch_size)
         output = lm.model.generate(
             input_ids=input_ids.to(lm.device),
             attention_mask=attention.to(lm.device),
@@ -62,10 +67,12 @@ def sample_sequences(
             pad_token_id=pad_id,
             eos_token_id=eos_ids,
         )
+        block = []
         for row, (prompt, ids) in enumerate(chunk):
             new = output[row, width:].tolist()
-            sequences.append(make_sequence(ids + _until_eos(new, eos_ids), len(ids), prompt.index, max_length))
-    return sequences
+            block.append(make_sequence(ids + _until_eos(new, eos_ids), len(ids), prompt.index, max_length))
+        blocks.append((begin, block))
+    return [seq for _, block in sorted(shards.gather_objects(blocks), key=lambda b: b[0]) for seq in block]
 
 
 def _eos_ids(lm: LoadedModel) -> list[int]:

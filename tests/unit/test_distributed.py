@@ -40,12 +40,13 @@ def diff_args(base, finetuned, out, *extra) -> list:
             "--device", "cpu", "--batch-size", 3, "--profile-top", 4, *extra]  # fmt: skip
 
 
-def test_two_processes_equal_one(tiny_llama_dir, planted_tiny, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--generate", 1, "--max-new-tokens", 6]], ids=["prompts", "sampled"])
+def test_two_processes_equal_one(tiny_llama_dir, planted_tiny, tmp_path, extra):
     planted_dir, _ = planted_tiny
-    process = torchrun(*diff_args(tiny_llama_dir, planted_dir, tmp_path / "two"))
+    process = torchrun(*diff_args(tiny_llama_dir, planted_dir, tmp_path / "two", *extra))
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
-    single(*diff_args(tiny_llama_dir, planted_dir, tmp_path / "one"))
+    single(*diff_args(tiny_llama_dir, planted_dir, tmp_path / "one", *extra))
 
     one, two = load_stats(tmp_path / "one" / "stats.safetensors"), load_stats(tmp_path / "two" / "stats.safetensors")
     for name in ("base", "finetuned", "base_half_a", "base_half_b"):
