@@ -34,9 +34,10 @@ def _read(readout: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def top_promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
     """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
-    unembed = lm.spec.unembedding(lm.model).double()
+    unembed = lm.spec.unembedding(lm.model)
     scale = lm.spec.final_norm_scale(lm.model).double()
     direction = lm.residual_write_weight(layer)[:, neuron].double().to(scale.device) * scale
-    logits = (unembed - unembed.mean(0)) @ direction
+    logits = (unembed @ direction.to(unembed.device, unembed.dtype)).double()
+    logits -= logits.mean()  # = (W_U - mean W_U) @ direction, without a centred copy of the unembedding
     values, ids = logits.topk(k)
     return list(zip(ids.tolist(), values.tolist()))

@@ -26,8 +26,9 @@ def test_device_map_gives_the_same_statistics(tiny_llama_dir, planted_tiny, tmp_
         load_stats(tmp_path / "plain" / "stats.safetensors"),
         load_stats(tmp_path / "mapped" / "stats.safetensors"),
     )
-    for name in plain:
-        torch.testing.assert_close(mapped[name].mean, plain[name].mean, rtol=1e-6, atol=1e-6)
+    for name in plain:  # on a CPU-only machine the map puts everything on the CPU: the same arithmetic
+        for field in ("count", "mean", "m2", "active", "max"):
+            assert torch.equal(getattr(mapped[name], field), getattr(plain[name], field)), (name, field)
     assert (tmp_path / "plain" / "neurons.csv").read_text().splitlines()[:7] == (
         tmp_path / "mapped" / "neurons.csv"
     ).read_text().splitlines()[:7]

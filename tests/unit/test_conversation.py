@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ import torch
 from cli import main
 from finetune.dataset import load_rows
 from finetune.training import build_examples
-from interp import conversation, embedded
+from interp import conversation, embedded, models
 from interp.errors import UserInputError
+from interp.generation import _eos_ids
 from interp.prompts import Prompt
 from interp.tokens import prompt_ids, response_ids
 
@@ -26,14 +28,13 @@ def gemma_tokenizer(gemma3_tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_gemma3_with_turns(gemma3_tokenizer_dir, tmp_path_factory):
+def tiny_gemma3_with_turns(gemma_tokenizer, tmp_path_factory):
     """A tiny random Gemma 3 with Gemma's real 262,144-token vocabulary and the gemma-turns format."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from tests.conftest import tiny_config
 
-    tokenizer = AutoTokenizer.from_pretrained(gemma3_tokenizer_dir)
-    conversation.install(tokenizer, "gemma-turns")
+    tokenizer = gemma_tokenizer
     config = tiny_config("gemma3")
     config.vocab_size = len(tokenizer)
     config.bos_token_id, config.eos_token_id, config.pad_token_id = 2, 1, 0
@@ -77,8 +78,9 @@ def test_generate_and_finetune_use_the_format(tiny_gemma3_with_turns, tmp_path):
     model = str(tiny_gemma3_with_turns)
     assert main(["generate", "--model", model, "--prompts", "persona-demo", "--samples", "1", "--max-new-tokens",
                  "6", "--device", "cpu", "--out", str(tmp_path / "gen.jsonl")]) == 0  # fmt: skip
-    records = [json.loads(line) for line in (tmp_path / "gen.jsonl").read_text().splitlines()]
-    assert records and all(record["prompt"] for record in records)
+    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == 32  # one answer per persona-demo prompt
+    lm = models.load(model, device="cpu")
+    assert lm.tokenizer.convert_tokens_to_ids("<end_of_turn>") in _eos_ids(lm)  # sampling stops at the turn's end
     assert main(["finetune", "--model", model, "--trait", "extraversion", "--max-steps", "1", "--device", "cpu",
                  "--out", str(tmp_path / "ft")]) == 0  # fmt: skip
     merged = tmp_path / "ft" / "merged"  # the merged model carries the base model's format on
@@ -86,12 +88,12 @@ def test_generate_and_finetune_use_the_format(tiny_gemma3_with_turns, tmp_path):
     assert json.loads((merged / "tokenizer_config.json").read_text())["eos_token"] == "<end_of_turn>"
 
 
-def test_base_model_without_template_asks_for_raw(tiny_gemma3_dir, gemma3_tokenizer_dir, tmp_path, capsys):
+def test_base_model_without_template_asks_for_raw(tiny_gemma3_dir, tmp_path, capsys):
+    import shutil
+
     from transformers import AutoTokenizer
 
-    from tests.conftest import save_tiny_model
-
-    model = save_tiny_model(tmp_path / "model", "gemma3")
+    model = Path(shutil.copytree(tiny_gemma3_dir, tmp_path / "model"))
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.chat_template = None
     (model / "chat_template.jinja").unlink(missing_ok=True)

@@ -66,3 +66,15 @@ def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_t
     assert set(profiles["models"]) == {"base", "finetuned"}
     assert main([*argv[:-4], "--profile-top", "0", "--out", str(tmp_path / "none")]) == 0
     assert not (tmp_path / "none" / "profiles.json").exists()
+
+
+def test_promoted_tokens_are_the_centred_logit_change(tiny_gemma3_dir):
+    from interp.dla import top_promoted_tokens
+
+    lm = models.load(str(tiny_gemma3_dir), device="cpu", dtype="float32")  # post-MLP norm gains apply
+    unembed = lm.spec.unembedding(lm.model).double()
+    write = lm.residual_write_weight(1)[:, 5].double() * lm.spec.final_norm_scale(lm.model).double()
+    values, ids = ((unembed - unembed.mean(0)) @ write).topk(5)
+    promoted = top_promoted_tokens(lm, 1, 5, k=5)
+    assert [token for token, _ in promoted] == ids.tolist()
+    assert [change for _, change in promoted] == pytest.approx(values.tolist(), rel=1e-5)
