@@ -102,6 +102,7 @@ def noise_floor(half_a: NeuronStats, half_b: NeuronStats, dla_base: torch.Tensor
 class Ranking:
     """What diff-neurons derives from the statistics of both models."""
 
+    base: NeuronStats  # the base model's statistics: both prompt halves merged
     columns: dict[str, torch.Tensor]  # compare()'s columns, [L, D] each
     category: torch.Tensor  # [L, D] int64 index into CATEGORIES
     order: torch.Tensor  # flat indices by |rank column|, descending
@@ -114,7 +115,8 @@ def rank_neurons(
     thresholds: CategoryThresholds, rank_by: str,
 ) -> Ranking:  # fmt: skip
     """Columns, categories, ranking and noise floor from the base model's two prompt halves and the fine-tune."""
-    columns = compare(half_a.merge(half_b), finetuned, dla_base, dla_ft)
+    base = half_a.merge(half_b)
+    columns = compare(base, finetuned, dla_base, dla_ft)
     category = categorize(columns, thresholds)
     floor = None
     if half_a.count.numel() and half_a.count[0] > 0 and half_b.count[0] > 0:
@@ -122,7 +124,7 @@ def rank_neurons(
     above_noise = (
         columns["score"].abs() > floor["score"]["max"] if floor else torch.zeros_like(category, dtype=torch.bool)
     )
-    return Ranking(columns, category, rank_order(columns[rank_by]), floor, above_noise)
+    return Ranking(base, columns, category, rank_order(columns[rank_by]), floor, above_noise)
 
 
 def _format(value) -> str:

@@ -170,11 +170,11 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     dla_base, base_fingerprint = _emoji_dla(base, layers, onset_ids), base.fingerprint()
 
     a, b = half_captures
+    ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
     base_capture = CaptureResult(
-        a.stats.merge(b.stats), a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
+        ranking.base, a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
         a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
     )  # fmt: skip
-    ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
     d_mlp = ranking.category.shape[1]
     profile_top = 0 if hosted else config.profile_top
     if hosted and config.profile_top:

@@ -67,7 +67,6 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
             raise UserInputError(f"{str(path)!r} was made with other weights than {str(inputs[0])!r}.")
 
     merged = {name: reduce(NeuronStats.merge, [stats[name] for stats, *_ in runs]) for name in ENTRIES}
-    merged["base"] = merged["base_half_a"].merge(merged["base_half_b"])
     config = first_summary.get("config", {})
     thresholds = diff.CategoryThresholds(
         **{k: v for k, v in first_summary.get("category_thresholds", {}).items() if k != "active_threshold"}
@@ -76,6 +75,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     dla_base, dla_ft = first_land["emoji_dla_base"], first_land["emoji_dla_finetuned"]
     ranking = diff.rank_neurons(merged["base_half_a"], merged["base_half_b"], merged["finetuned"], dla_base, dla_ft,
                                 thresholds, rank_by)  # fmt: skip
+    merged["base"] = ranking.base
     summaries = [summary for *_, summary in runs]
     tokens = {role: int(merged[role].count[0]) for role in ("base", "finetuned")}
     onset = {  # token-weighted mean over the inputs
@@ -84,9 +84,8 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     }
     emoji = first_summary["emoji"]
     layers = merged["finetuned"].layers
-    active = first_summary.get("category_thresholds", {}).get("active_threshold", 0.1)
     results = results_summary(layers, ranking, tokens, onset, emoji["onset_token_ids"], emoji["onset_tokens"],
-                              rank_by, top_k, thresholds, active)  # fmt: skip
+                              rank_by, top_k, thresholds, merged["finetuned"].threshold)  # fmt: skip
     summary = {
         "command": "merge-stats",
         "argv": sys.argv,
