@@ -65,6 +65,12 @@ def _causal(run: RunArtifacts) -> list[str]:
         lead = template.format(mode=config.get("mode"), n=len(ablation.report["neurons"]), which=which)
         sentences.append(f"{lead} changed the emoji-onset probability by {_relative(comparison)}; "
                          f"{_verdict(comparison)}.")  # fmt: skip
+        if role == "necessity" and config.get("mode") == "zero":
+            push = _direct_push(run, ablation.report["neurons"])
+            if push is not None:
+                way = "up" if push > 0 else "down"
+                sentences.append(f"Their summed direct emoji push in the fine-tuned model (ft_mean x emoji_dla) is "
+                                 f"{push:+.3g} logits: zeroing removes a net push {way}.")  # fmt: skip
     gap = _gap_closed(run)
     if gap:
         sentences.append(gap)
@@ -72,6 +78,16 @@ def _causal(run: RunArtifacts) -> list[str]:
     if dose is not None and dose.report["comparisons"]:
         sentences.append(_dose(dose))
     return sentences
+
+
+def _direct_push(run: RunArtifacts, neurons: list[str]) -> float | None:
+    """Sum over ``neurons`` ("L:I") of ft_mean x emoji_dla from neurons.csv, or None if any row is missing."""
+    if run.diff is None:
+        return None
+    rows = {f"{row['layer']}:{row['neuron']}": row for row in run.diff.neurons}
+    if not all(address in rows for address in neurons):
+        return None
+    return sum(float(rows[a]["ft_mean"]) * float(rows[a]["emoji_dla"]) for a in neurons)
 
 
 def _gap_closed(run: RunArtifacts) -> str | None:

@@ -154,3 +154,16 @@ def test_report_renders_in_a_real_browser(run_dir, tmp_path):
     assert result.pwned is None  # the hostile text never ran
     assert result.generation_rows > 1 and result.filtered_rows < result.generation_rows  # the filter works
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_headline_gives_the_zeroed_neurons_direct_push(run_dir):
+    from viz.findings import headline
+
+    run = load_run(run_dir)
+    rows = {f"{r['layer']}:{r['neuron']}": r for r in run.diff.neurons}
+    neurons = run.ablation("necessity").report["neurons"]
+    push = sum(float(rows[a]["ft_mean"]) * float(rows[a]["emoji_dla"]) for a in neurons)
+    assert (
+        f"(ft_mean x emoji_dla) is {push:+.3g} logits: zeroing removes a net push {'up' if push > 0 else 'down'}"
+        in (headline(run))
+    )
