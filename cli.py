@@ -165,8 +165,9 @@ def diff_neurons(**options) -> None:
 
 EPILOG_ABLATE = """\b
 Examples:
-  # necessity: zero the top 10 neurons of a diff in the fine-tuned model, 20 matched random controls
-  interp ablate --model runs/planted --neurons-from runs/diff/neurons.csv --top-k 10 \\
+  # necessity: zero the top 10 neurons of a diff in the fine-tuned model; 100 layer-matched and 100
+  # selection-matched control sets; the diff found emoji use rising, so zeroing should lower it
+  interp ablate --model runs/planted --neurons-from runs/diff/neurons.csv --top-k 10 --alternative less \\
       --prompts persona-demo --out runs/ablate
   # dose-response
   interp ablate --model runs/planted --neurons 22:15,15:1254 --mode scale --alpha 0,0.5,2 \\
@@ -193,12 +194,22 @@ Examples:
 @click.option("--stats", default=None, help="stats.safetensors with the means for --mode mean.")
 @click.option("--stats-entry", default="base", show_default=True, help="Which statistics of --stats: base | finetuned.")
 @click.option("--source-model", default=None, help="Model whose neuron values are patched in (--mode patch).")
-@click.option("--controls", default=20, show_default=True, help="Random neuron sets, matched per layer.")
+@click.option("--controls", default=100, show_default=True, help="Control neuron sets per null.")
+@click.option(
+    "--nulls", default="both", show_default=True,
+    help="Control sets: both | layer (random, same count per layer) | matched (look-alikes on |emoji_dla| and "
+    "activation scale, from the --neurons-from diff run). 'both' uses matched where the diff run allows.",
+)  # fmt: skip
+@click.option(
+    "--alternative", default="two-sided", show_default=True,
+    help="Expected direction of the effect, fixed before the run: two-sided | less | greater | from-diff "
+    "(predicted from the --neurons-from diff run: the chosen neurons' direct emoji push).",
+)  # fmt: skip
 @click.option("--samples", default=0, show_default=True, help="Sampled responses per prompt (unedited and tested).")
 @click.option("--max-new-tokens", default=48, show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--top-p", default=1.0, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed for control sets and sampling.")
+@click.option("--seed", default=0, show_default=True, help="Seed for control sets, bootstrap and sampling.")
 @click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
 @click.option("--positions", default="response", show_default=True, help="Where edits apply: all | response.")
 @click.option("--emojis", default=None, help="Emoji strings whose exact reply-start log-probability is measured.")
@@ -207,10 +218,11 @@ Examples:
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
 @_model_options
 def ablate(**options) -> None:
-    """Edit neurons (zero, scale, mean, patch) and measure emoji use against matched random controls.
+    """Edit neurons (zero, scale, mean, patch) and measure emoji use against two nulls of control sets.
 
-    Writes ablation.json (every metric per condition, the control comparison with an empirical p-value) and
-    generations.jsonl (with --samples).
+    Writes ablation.json (every metric per condition; per comparison the effect with a 95 % bootstrap interval
+    over prompts, a p-value per null for the --alternative fixed in advance, the Holm-adjusted p-value and the
+    share of prompts the neurons were selected on) and generations.jsonl (with --samples).
     """
     from interp.ablation import AblationConfig, run
 

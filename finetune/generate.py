@@ -69,6 +69,7 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed,
                               config.batch_size)  # fmt: skip
     records, summary = [], {"model": config.model, "prompts": config.prompts, "variants": {}}
+    by_index = {p.index: p for p in prompts}
     for variant in variants:
         shown = prompts
         if variant is not None:
@@ -80,7 +81,7 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
             text = lm.tokenizer.decode(seq.ids[seq.response_start :], skip_special_tokens=True)
             texts.append(text)
             records.append({
-                "prompt_index": seq.prompt_index, "prompt": prompts[seq.prompt_index].text,
+                "prompt_index": seq.prompt_index, "prompt": by_index[seq.prompt_index].text,
                 "sample": number % config.samples, "variant": variant,
                 "template": TEMPLATES[variant % len(TEMPLATES)] if variant is not None else None,
                 "response": text, "emojis": [m.text for m in find_emojis(text)],

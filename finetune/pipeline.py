@@ -6,16 +6,24 @@ artifact exists (every stage writes atomically, so Ctrl-C leaves either a finish
     fetch        resolve the model (fetch and convert an embedded one if needed)
     finetune     the trait adapter (finetune/: adapter/, merged/, train.json); resumes from its checkpoints
     evaluate     base vs fine-tuned vs IKE on the test questions (evaluate/table.json, generations)
-    diff         diff-neurons with the fine-tuned model's own answers teacher-forced (diff/neurons.csv, ...)
-    necessity    the top neurons ablated in the fine-tuned model, with random controls (necessity/ablation.json)
+    diff         diff-neurons with the fine-tuned model's own answers teacher-forced, on the selection half of
+                 the test questions (diff/neurons.csv, ...)
+    restore      the base model's values of the top neurons written into the fine-tuned model: does undoing
+                 their change undo the fine-tune's emoji change? (restore/ablation.json)
+    necessity    the top neurons zeroed in the fine-tuned model (necessity/ablation.json)
     sufficiency  the fine-tuned model's values of those neurons patched into the base (sufficiency/ablation.json)
     dose         the top neurons scaled in the fine-tuned model, several alphas (dose/ablation.json)
-    report       report.html
+    report       the causal stages' p-values Holm-adjusted as one family (pipeline.json "tests"), report.html
 
+Selection and test never share prompts: neurons are selected on the even-numbered test questions
+(``SELECTION_PROMPTS``) and every causal stage runs on the odd-numbered ones (``TEST_PROMPTS``). Each causal
+test's direction is predicted from the diff before it runs (``alternative = "from-diff"``), and each is
+compared with layer-matched and selection-matched control sets (``interp.ablation``).
 The causal stages test the top-ranked neurons whose score has the sign of the fine-tune's emoji change
-(``sign = "follow"``: if emoji use falls, the neurons whose change pushes emoji logits down);
-``sign = "any"`` takes the top rows whatever their sign. Zeroing tests the neurons' whole contribution,
-patching tests their change (docs/pipeline.md).
+(``sign = "follow"``: if emoji use falls, the neurons whose change pushes emoji logits down; when the diff's
+interval does not show a clear change, the top rows of either sign); ``sign = "any"`` takes the top rows
+whatever their sign. Restoring and patching test the neurons' *change*, zeroing their whole contribution
+(docs/pipeline.md).
 
 ``pipeline.json`` records the settings, each stage's state and wall time. A run directory belongs to one set
 of settings: rerunning it with different ones is refused rather than mixing results.
@@ -40,24 +48,29 @@ from finetune.dataset import check_trait
 from interp import artifacts
 from interp.errors import UserInputError
 
-STAGES = ("fetch", "finetune", "evaluate", "diff", "necessity", "sufficiency", "dose", "report")
-PROMPTS = "opinionqa:test"
+STAGES = ("fetch", "finetune", "evaluate", "diff", "restore", "necessity", "sufficiency", "dose", "report")
+CAUSAL = ("restore", "necessity", "sufficiency")  # the primary tests, Holm-adjusted as one family (dose: descriptive)
+SELECTION_PROMPTS = "opinionqa:test[0::2]"  # the diff selects neurons here ...
+TEST_PROMPTS = "opinionqa:test[1::2]"  # ... and the causal stages test them here
 
+CAUSAL_DEFAULTS = {"top_k": 20, "sign": "follow", "controls": 100, "alternative": "from-diff"}
 # Settings per stage: the defaults (about 15 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
 DEFAULTS: dict[str, dict] = {
     "finetune": {},
     "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
     "diff": {"positions": "response", "profile_top": 50},
-    "necessity": {"top_k": 20, "sign": "follow", "mode": "zero", "controls": 20, "samples": 1, "max_new_tokens": 48},
-    "sufficiency": {"top_k": 20, "sign": "follow", "controls": 20, "samples": 1, "max_new_tokens": 48},
-    "dose": {"top_k": 20, "sign": "follow", "alpha": "0,0.5,2", "controls": 5},
+    "restore": {**CAUSAL_DEFAULTS, "samples": 1, "max_new_tokens": 48},
+    "necessity": {**CAUSAL_DEFAULTS, "mode": "zero", "samples": 1, "max_new_tokens": 48},
+    "sufficiency": {**CAUSAL_DEFAULTS, "samples": 1, "max_new_tokens": 48},
+    "dose": {"top_k": 20, "sign": "follow", "alpha": "0,0.5,2", "controls": 5, "alternative": "two-sided"},
 }
 QUICK: dict[str, dict] = {
     "finetune": {"max_steps": 6},
     "evaluate": {"samples": 1, "ike_variants": 1, "ike": 2, "questions": 4, "max_new_tokens": 32},
     "diff": {"profile_top": 12},
-    "necessity": {"top_k": 6, "controls": 4, "max_new_tokens": 16},
-    "sufficiency": {"top_k": 6, "controls": 4, "max_new_tokens": 16},
+    "restore": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
+    "necessity": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
+    "sufficiency": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
     "dose": {"top_k": 6, "alpha": "0,2", "controls": 3},
 }
 
@@ -148,6 +161,7 @@ class Pipeline:
         self.out = Path(config.out)
         self.record_path = self.out / "pipeline.json"
         self.headline = ""
+        self.tests: dict = {}
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -161,6 +175,7 @@ class Pipeline:
             "finetune": (self.path("finetune", "train.json"), self._finetune),
             "evaluate": (self.path("evaluate", "table.json"), self._evaluate),
             "diff": (self.path("diff", "summary.json"), self._diff),
+            "restore": (self.path("restore", "ablation.json"), self._restore),
             "necessity": (self.path("necessity", "ablation.json"), self._necessity),
             "sufficiency": (self.path("sufficiency", "ablation.json"), self._sufficiency),
             "dose": (self.path("dose", "ablation.json"), self._dose),
@@ -180,6 +195,7 @@ class Pipeline:
             artifacts.write_json(self.record_path, record)
         record["report"] = str(self.path("report.html"))
         record["headline"] = self.headline
+        record["tests"] = self.tests
         artifacts.write_json(self.record_path, record)
         return record
 
@@ -234,7 +250,8 @@ class Pipeline:
     def _diff(self) -> None:
         from interp.diff_neurons import DiffConfig, run
 
-        config = DiffConfig(base=self.config.model, finetuned=self.merged, prompts=PROMPTS, responses=self.responses,
+        config = DiffConfig(base=self.config.model, finetuned=self.merged, prompts=SELECTION_PROMPTS,
+                            responses=self.responses,
                             out=self.path("diff"), **self._common(), **self.config.settings("diff"))  # fmt: skip
         run(config, log=self.log)
 
@@ -245,14 +262,17 @@ class Pipeline:
         if settings.get("sign") == "follow":  # the neurons that push emojis the way the fine-tune moved them
             summary = json.loads(self.path("diff", "summary.json").read_text(encoding="utf-8"))
             settings["sign"] = {"rises": "raising", "falls": "lowering"}.get(summary["emoji"]["direction"], "any")
-        run(AblationConfig(model=model, prompts=PROMPTS, responses=self.responses, out=self.path(stage),
-                           neurons_from=str(self.path("diff", "neurons.csv")), **self._common(), **settings),
-            log=self.log)  # fmt: skip
+        run(AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
+                           neurons_from=str(self.path("diff", "neurons.csv")), role=stage, **self._common(),
+                           **settings), log=self.log)  # fmt: skip
 
     def _necessity(self) -> None:
         stats = {"stats": str(self.path("diff", "stats.safetensors")), "stats_entry": "base"}
         mean = self.config.settings("necessity").get("mode") == "mean"
         self._ablate("necessity", self.merged, **(stats if mean else {}))
+
+    def _restore(self) -> None:
+        self._ablate("restore", self.merged, mode="patch", source_model=self.config.model)
 
     def _sufficiency(self) -> None:
         self._ablate("sufficiency", self.config.model, mode="patch", source_model=self.merged)
@@ -263,4 +283,28 @@ class Pipeline:
     def _report(self) -> None:
         from viz.report import write_report
 
+        self.tests = family_tests({stage: self.path(stage, "ablation.json") for stage in CAUSAL})
+        record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        artifacts.write_json(self.record_path, {**record, "tests": self.tests})
         self.headline = write_report(self.out, self.path("report.html"))
+
+
+def family_tests(runs: dict[str, Path]) -> dict:
+    """The primary causal tests of a pipeline, Holm-adjusted as one family: ``{"method", "family", stage: {...}}``
+    with each stage's p-value, adjusted p-value, alternative and verdict word (stages not run are left out)."""
+    from interp.significance import SIGNIFICANCE, holm
+
+    comparisons = {}
+    for stage, path in runs.items():
+        if path.is_file():
+            comparison = next(iter(json.loads(path.read_text(encoding="utf-8"))["comparisons"].values()), None)
+            if comparison and "p_value" in comparison:
+                comparisons[stage] = comparison
+    adjusted = holm([c["p_value"] for c in comparisons.values()])
+    tests: dict = {"method": "holm", "family": list(comparisons), "significance_level": SIGNIFICANCE}
+    for (stage, comparison), p_adjusted in zip(comparisons.items(), adjusted):
+        tests[stage] = {
+            "p_value": comparison["p_value"], "p_value_adjusted": p_adjusted,
+            "alternative": comparison["alternative"], "significant": p_adjusted < SIGNIFICANCE,
+        }  # fmt: skip
+    return tests

@@ -1,15 +1,21 @@
-"""``interp ablate``: do the chosen neurons cause the emoji behaviour? Edits with matched random controls.
+"""``interp ablate``: do the chosen neurons cause the emoji behaviour? Edits against two nulls of control sets.
 
-For every condition (the unedited model, the tested neuron set at each ``alpha``, and ``controls`` random
-neuron sets with the same number of neurons per layer) it measures, in batched forwards:
+For every condition (the unedited model, the tested neuron set at each ``alpha``, and ``controls`` control
+sets under each null: layer-matched random sets, and selection-matched sets that look like the tested neurons
+on what the diff ranked by, ``interp.controls``) it measures, in batched forwards:
 - the emoji-onset probability at the measured positions of teacher-forced responses (or, for prompts
-  without responses, at the first reply position), and at the first reply position alone;
+  without responses, at the first reply position), per prompt, and at the first reply position alone;
+- with ``--mode patch``, the source model's own emoji-onset probability on the same tokens (the share of the
+  source-vs-edited-model gap a patch closes);
 - optionally the exact log-probability of a list of emoji strings as the reply's start;
-- side effects: KL(unedited || edited) at the measured positions and perplexity on neutral text;
+- side effects: KL(unedited || edited) at the measured positions, and perplexity on neutral text (the
+  unedited model, the tested set and the first ``SIDE_EFFECT_CONTROLS`` control sets of each null);
 - optionally the emoji rate of sampled generations (unedited and tested conditions), Wilson 95 % intervals.
-The tested set's effect is compared with the control distribution: empirical p-value (one-sided, in the
-direction of the tested effect, (1 + #controls at least as extreme) / (1 + N)) and the effect in control
-standard deviations; "not significant" when p >= 0.05.
+Each comparison (one per alpha) records its alternative and where it came from (fixed before the run: the
+user's ``--alternative`` or the diff's measured direction; two-sided by default), the effect with a 95 %
+bootstrap interval over prompts, a Monte Carlo p-value per null, the verdict's p-value (the larger of the two:
+the set must beat both), the Holm-adjusted p-value across the run's comparisons, and ``selection_overlap``.
+The procedure is ``interp.significance``'s; docs/design.md ("Causal verdicts") explains it.
 """
 
 from __future__ import annotations
@@ -24,32 +30,28 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from interp import artifacts, models
+from interp import artifacts, models, significance
+from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, generate_edited, left_pad
-from interp.interventions import (
-    MODES,
-    Condition,
-    EditPlan,
-    applied,
-    random_matched_sets,
-    repeat_rows,
-    shared_prefix,
-)
+from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
 from interp.layers import parse_neurons
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
 from interp.run_options import RunOptions
+from interp.selection import DiffSelection, overlap
 from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
 from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import emoji_rate, kl_divergence, onset_mass
 
-SIGNIFICANCE = 0.05
+NULLS = ("both", "layer", "matched")  # which control sets to draw: both nulls, or one of them
+SIDE_EFFECT_CONTROLS = 20  # control sets per null whose neutral-text perplexity is measured
 
 
 @dataclass(kw_only=True)
@@ -66,7 +68,12 @@ class AblationConfig(RunOptions):
     stats: str | None = None
     stats_entry: str = "base"  # which statistics of the file give the means (mean mode)
     source_model: str | None = None
-    controls: int = 20
+    controls: int = 100  # control sets per null (the smallest one-sided p is 1 / (1 + controls))
+    nulls: str = "both"  # both | layer | matched (matched needs --neurons-from a diff run)
+    # which way the effect is expected, fixed in advance: two-sided | less | greater | from-diff (predicted from
+    # the --neurons-from diff run's selection data: the chosen neurons' direct emoji push)
+    alternative: str = "two-sided"
+    role: str | None = None  # necessity | sufficiency | restore | dose, as the pipeline names its stages
     samples: int = 0
     max_new_tokens: int = 48
     temperature: float = 1.0
@@ -81,8 +88,10 @@ class AblationConfig(RunOptions):
 
 @dataclass
 class ConditionMetrics:
-    onset_sum: float = 0.0
-    onset_count: int = 0
+    """One condition's sums. ``by_prompt``: prompt index -> [summed emoji-onset probability, measured positions]
+    (the prompt is the unit the intervals resample); the other sums are pooled over positions."""
+
+    by_prompt: dict[int, list[float]] = field(default_factory=dict)
     first_sum: float = 0.0
     first_count: int = 0
     kl_sum: float = 0.0
@@ -90,19 +99,40 @@ class ConditionMetrics:
     nll_count: int = 0
     emoji_logprob: list[float] = field(default_factory=list)
 
+    @property
+    def onset_sum(self) -> float:
+        return sum(total for total, _ in self.by_prompt.values())
+
+    @property
+    def onset_count(self) -> int:
+        return int(sum(count for _, count in self.by_prompt.values()))
+
+    def fold_prompt(self, index: int, total: float, count: int) -> None:
+        entry = self.by_prompt.setdefault(index, [0.0, 0])
+        entry[0] += total
+        entry[1] += count
+
+    def per_prompt(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """([P] summed onset probability, [P] measured positions) for the prompts ``indices``."""
+        rows = [self.by_prompt.get(i, [0.0, 0]) for i in indices]
+        return np.array([r[0] for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float)
+
     def as_dict(self) -> dict:
+        count = self.onset_count
         return {
-            "emoji_onset_probability": self.onset_sum / self.onset_count if self.onset_count else None,
+            "emoji_onset_probability": self.onset_sum / count if count else None,
             "first_reply_onset_probability": self.first_sum / self.first_count if self.first_count else None,
-            "kl_from_unedited": self.kl_sum / self.onset_count if self.onset_count else None,
+            "kl_from_unedited": self.kl_sum / count if count else None,
             "neutral_perplexity": math.exp(self.nll_sum / self.nll_count) if self.nll_count else None,
             "emoji_logprob": statistics.fmean(self.emoji_logprob) if self.emoji_logprob else None,
         }
 
     def add(self, other: ConditionMetrics) -> None:
         """Fold in another shard's sums (lists are concatenated)."""
-        for name in ("onset_sum", "onset_count", "first_sum", "first_count", "kl_sum", "nll_sum", "nll_count"):
+        for name in ("first_sum", "first_count", "kl_sum", "nll_sum", "nll_count"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for index, (total, count) in other.by_prompt.items():
+            self.fold_prompt(index, total, count)
         self.emoji_logprob += other.emoji_logprob
 
 
@@ -119,9 +149,9 @@ def parse_alphas(text: str) -> list[float]:
 SIGNS = ("any", "raising", "lowering")
 
 
-def neurons_from_csv(path: str, top_k: int | None, sign: str = "any") -> str:
-    """``"L:I,..."`` from the first ``top_k`` rows of a neurons.csv (columns layer, neuron), keeping only
-    rows whose score raises (> 0) or lowers (< 0) emoji-onset logits when ``sign`` says so."""
+def chosen_rows(path: str, top_k: int | None, sign: str = "any") -> list[dict]:
+    """The first ``top_k`` rows of a neurons.csv (columns layer, neuron), keeping only rows whose score raises
+    (> 0) or lowers (< 0) emoji-onset logits when ``sign`` says so."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
@@ -135,8 +165,57 @@ def neurons_from_csv(path: str, top_k: int | None, sign: str = "any") -> str:
         rows = [row for row in rows if (float(row["score"]) > 0) == (sign == "raising") and float(row["score"]) != 0]
         if not rows:
             raise UserInputError(f"--neurons-from {path!r} has no neuron with a {sign} score.")
-    chosen = rows[: top_k or len(rows)]
-    return ",".join(f"{row['layer']}:{row['neuron']}" for row in chosen)
+    return rows[: top_k or len(rows)]
+
+
+def neurons_from_csv(path: str, top_k: int | None, sign: str = "any") -> str:
+    """``"L:I,..."`` of ``chosen_rows``."""
+    return ",".join(f"{row['layer']}:{row['neuron']}" for row in chosen_rows(path, top_k, sign))
+
+
+FROM_DIFF = "from-diff"
+
+
+def predicted_alternatives(
+    config: AblationConfig, rows: list[dict], groups: dict[str, float], model_role: str | None,
+    source_role: str | None,
+) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """group -> (alternative, why): the direction each comparison's effect should take, predicted from the
+    diff's selection data alone (before any edit is measured), as the chosen neurons' direct emoji push.
+
+    With ``push_ft = sum(ft_mean x emoji_dla)`` and ``push_base = push_ft - sum(score)`` over the chosen rows:
+    zeroing model X moves emoji logits by -push_X; scaling by (alpha - 1) x push_X; mean (on the fine-tuned
+    model) by sum(mean x emoji_dla) - push_ft; patching the fine-tuned values into the base by +sum(score), the
+    base values into the fine-tuned model by -sum(score)."""
+    need = {"score", "ft_mean", "base_mean", "emoji_dla"}
+    if not rows or not need <= set(rows[0]):
+        raise UserInputError(f"--alternative {FROM_DIFF} needs a neurons.csv with columns {', '.join(sorted(need))}.")
+    if model_role is None:
+        raise UserInputError(f"--alternative {FROM_DIFF}: --model is neither of the diff run's models.")
+    score = sum(float(r["score"]) for r in rows)
+    push = {"finetuned": sum(float(r["ft_mean"]) * float(r["emoji_dla"]) for r in rows)}
+    push["base"] = push["finetuned"] - score
+    predictions = {}
+    for group, alpha in groups.items():
+        if config.mode == "zero":
+            value, why = -push[model_role], f"zeroing removes the neurons' summed direct push ({push[model_role]:+.3g})"
+        elif config.mode == "scale":
+            value = (alpha - 1) * push[model_role]
+            why = f"scaling by {alpha:g} changes their summed direct push ({push[model_role]:+.3g}) by {alpha - 1:+g}x"
+        elif config.mode == "mean" and model_role == "finetuned":
+            column = "base_mean" if config.stats_entry == "base" else "ft_mean"
+            value = sum(float(r[column]) * float(r["emoji_dla"]) for r in rows) - push["finetuned"]
+            why = f"the {config.stats_entry} means change their summed direct push by {value:+.3g}"
+        elif config.mode == "patch" and {model_role, source_role} == {"base", "finetuned"}:
+            value = score if model_role == "base" else -score
+            why = f"patching writes the {source_role} model's values: the summed score ({score:+.3g}) is added " + (
+                "to the base" if model_role == "base" else "back, with the opposite sign"
+            )
+        else:
+            raise UserInputError(f"--alternative {FROM_DIFF} cannot predict --mode {config.mode} on this model pair.")
+        alternative = "greater" if value > 0 else "less" if value < 0 else "two-sided"
+        predictions[group] = (alternative, f"predicted from the diff run before the test: {why} logits")
+    return predictions
 
 
 def validate(config: AblationConfig) -> list[float]:
@@ -152,6 +231,19 @@ def validate(config: AblationConfig) -> list[float]:
         raise UserInputError(f"--positions must be all or response, not {config.positions!r}.")
     if config.sign not in SIGNS:
         raise UserInputError(f"--sign must be one of {', '.join(SIGNS)}, not {config.sign!r}.")
+    if config.alternative not in (*significance.ALTERNATIVES, FROM_DIFF):
+        raise UserInputError(
+            f"--alternative must be one of {', '.join(significance.ALTERNATIVES)} or {FROM_DIFF}, "
+            f"not {config.alternative!r}."
+        )
+    if config.alternative == FROM_DIFF and not config.neurons_from:
+        raise UserInputError(f"--alternative {FROM_DIFF} needs --neurons-from a diff run's neurons.csv.")
+    if config.nulls not in NULLS:
+        raise UserInputError(f"--nulls must be one of {', '.join(NULLS)}, not {config.nulls!r}.")
+    if config.nulls == "matched" and not config.neurons_from:
+        raise UserInputError("--nulls matched needs --neurons-from a neurons.csv of a diff run (its statistics).")
+    if config.top_k is not None and config.top_k < 1:
+        raise UserInputError(f"--top-k must be at least 1, not {config.top_k}.")
     for flag, value in (("--controls", config.controls), ("--samples", config.samples)):
         if value < 0:
             raise UserInputError(f"{flag} must be 0 or more, not {value}.")
@@ -161,12 +253,17 @@ def validate(config: AblationConfig) -> list[float]:
     return parse_alphas(config.alpha) if config.mode == "scale" else [0.0]
 
 
+CONTROL_KINDS = {"layer": "control", "matched": "matched"}  # null -> Condition.kind of its control sets
+NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched"}
+
+
 def build_conditions(
-    neurons: list[tuple[int, int]], mode: str, alphas: list[float], mean_values: dict | None, controls: int,
-    d_mlp: int, seed: int,
+    neurons: list[tuple[int, int]], mode: str, alphas: list[float], mean_values: dict | None,
+    control_sets: dict[str, list[tuple[tuple[int, int], ...]]],
 ) -> list[Condition]:  # fmt: skip
-    """The unedited baseline, then per alpha: the tested set and its matched random controls."""
-    control_sets = random_matched_sets(neurons, d_mlp, controls, seed)
+    """The unedited baseline, then per alpha: the tested set and the control sets of each null
+    (``control_sets``: null name -> sets; kinds ``control`` for the layer-matched null, ``matched`` for the
+    selection-matched one)."""
 
     def values_for(neuron_set):
         return tuple(mean_values[n] for n in neuron_set) if mode == "mean" else ()
@@ -176,10 +273,35 @@ def build_conditions(
         group = f"alpha={alpha:g}" if mode == "scale" else mode
         tested = tuple(neurons)
         conditions.append(Condition(f"tested[{group}]", tested, mode, alpha, values_for(tested), "tested", group))
-        for number, control in enumerate(control_sets):
-            name = f"control{number:02d}[{group}]"
-            conditions.append(Condition(name, control, mode, alpha, values_for(control), "control", group))
+        for null, sets in control_sets.items():
+            kind = CONTROL_KINDS[null]
+            for number, control in enumerate(sets):
+                name = f"{kind}{number:02d}[{group}]"
+                conditions.append(Condition(name, control, mode, alpha, values_for(control), kind, group))
     return conditions
+
+
+def draw_controls(
+    neurons: list[tuple[int, int]], config: AblationConfig, d_mlp: int, selection: DiffSelection | None
+) -> tuple[dict[str, list], dict]:
+    """Control sets per null and a record of the nulls (which ran, how the matched one matched, or why not)."""
+    sets: dict[str, list] = {}
+    record: dict = {}
+    if config.nulls in ("both", "layer"):
+        sets["layer"] = layer_matched_sets(neurons, d_mlp, config.controls, config.seed)
+        record["layer"] = {"description": "random neurons, the same number per layer as the tested set"}
+    if config.nulls in ("both", "matched"):
+        features = selection.features if selection else None
+        if features is None:
+            reason = "the neurons do not come from a diff run with landscape.safetensors and stats.safetensors"
+            if config.nulls == "matched":
+                raise UserInputError(f"--nulls matched: {reason}.")
+            record["matched"] = {"unavailable": reason}
+        else:
+            sets["matched"], matching = selection_matched_sets(neurons, features, config.controls, config.seed + 1)
+            record["matched"] = {"description": "look-alikes of the tested neurons on what the selection ranked by",
+                                 "matching": matching}  # fmt: skip
+    return sets, record
 
 
 def _mean_values(config: AblationConfig, lm: models.LoadedModel, layers: set[int]) -> dict:
@@ -225,8 +347,11 @@ def run(config: AblationConfig, log=print) -> dict | None:
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
     neuron_text = config.neurons
+    selection, rows = None, []
     if neuron_text is None:
-        neuron_text = neurons_from_csv(config.neurons_from, config.top_k, config.sign)
+        rows = chosen_rows(config.neurons_from, config.top_k, config.sign)
+        neuron_text = ",".join(f"{row['layer']}:{row['neuron']}" for row in rows)
+        selection = DiffSelection.beside(config.neurons_from)
     lm = models.load(config.model, **config.load_options())
     neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)
     source = None
@@ -236,12 +361,16 @@ def run(config: AblationConfig, log=print) -> dict | None:
     mean_values = None
     if config.mode == "mean":
         mean_values = _mean_values(config, lm, {layer for layer, _ in neurons})
-    conditions = build_conditions(neurons, config.mode, alphas, mean_values, config.controls, lm.d_mlp, config.seed)
+    control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection)
+    conditions = build_conditions(neurons, config.mode, alphas, mean_values, control_sets)
+    alternatives = _alternatives(config, conditions, rows, selection, lm, source)
     onset_ids = emoji_onset_ids(lm.tokenizer)
     tokenizer = lm.tokenizer
 
     sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     metrics = {condition.name: ConditionMetrics() for condition in conditions}
+    if source is not None:
+        metrics[SOURCE] = ConditionMetrics()
     measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability",
                        shards=shards)  # fmt: skip
     neutral = [
@@ -249,12 +378,12 @@ def run(config: AblationConfig, log=print) -> dict | None:
         for p in load_prompts(config.neutral_prompts)
     ]
     measure_conditions(
-        lm, source, conditions, neutral, config, onset_ids, metrics, "measuring neutral perplexity", nll=True,
-        shards=shards,
+        lm, source, side_effect_conditions(conditions), neutral, config, onset_ids, metrics,
+        "measuring neutral perplexity", nll=True, shards=shards,
     )  # fmt: skip
     if config.emojis:
         _emoji_logprobs(lm, source, conditions, shards.take(prompts), config, metrics)
-    metrics = _merge_metrics(shards.gather_objects([metrics]), conditions)
+    metrics = _merge_metrics(shards.gather_objects([metrics]), metrics)
 
     generations = []
     rates = {}
@@ -263,7 +392,13 @@ def run(config: AblationConfig, log=print) -> dict | None:
     if not shards.is_main:
         return None
 
-    report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started)
+    selection_overlap = None
+    if selection is not None and selection.prompt_fingerprints is not None:
+        selection_overlap = overlap(prompts, selection.prompt_fingerprints)
+    context = {"nulls": nulls, "selection_overlap": selection_overlap, "selected_in": str(selection.path) if selection
+               else None}  # fmt: skip
+    context["alternatives"] = alternatives
+    report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context)
     with artifacts.staged_run_dir(config.out) as staging:
         artifacts.write_json(staging / "ablation.json", report)
         artifacts.write_text(
@@ -272,9 +407,38 @@ def run(config: AblationConfig, log=print) -> dict | None:
     return report
 
 
-def _merge_metrics(per_rank: list[dict[str, ConditionMetrics]], conditions) -> dict[str, ConditionMetrics]:
+def _alternatives(config, conditions, rows, selection, lm, source) -> dict[str, tuple[str, str]]:
+    """group -> (alternative, where it came from), fixed before anything is measured."""
+    groups = {c.group: c.alpha for c in conditions if c.kind == "tested"}
+    if config.alternative == FROM_DIFF:
+        if selection is None:
+            raise UserInputError(f"--alternative {FROM_DIFF}: no summary.json beside --neurons-from.")
+        source_role = selection.role_of(source.fingerprint()) if source is not None else None
+        return predicted_alternatives(config, rows, groups, selection.role_of(lm.fingerprint()), source_role)
+    why = "the user's --alternative" if config.alternative != "two-sided" else "default (no direction given)"
+    return {group: (config.alternative, why) for group in groups}
+
+
+SOURCE = "source model"  # metrics key of the patch source's own, unedited measurement
+
+
+def side_effect_conditions(conditions: list[Condition]) -> list[Condition]:
+    """The conditions whose neutral-text perplexity is measured: all but the control sets past the first
+    ``SIDE_EFFECT_CONTROLS`` of each null and group (perplexity is a side effect, not the test)."""
+    kept, seen = [], {}
+    for condition in conditions:
+        if condition.kind in CONTROL_KINDS.values():
+            key = (condition.kind, condition.group)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > SIDE_EFFECT_CONTROLS:
+                continue
+        kept.append(condition)
+    return kept
+
+
+def _merge_metrics(per_rank: list[dict[str, ConditionMetrics]], keys) -> dict[str, ConditionMetrics]:
     """Every rank's sums folded together, in rank order."""
-    merged = {condition.name: ConditionMetrics() for condition in conditions}
+    merged = {name: ConditionMetrics() for name in keys}
     for metrics in per_rank:
         for name, values in metrics.items():
             merged[name].add(values)
@@ -333,7 +497,12 @@ def measure_conditions(
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
         ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
-        source_values = source_activations(source, conditions, ids, attention) if source is not None else {}
+        source_values = {}
+        if source is not None:
+            source_values, source_hidden = _source_pass(source, conditions, ids, attention)
+            if not nll and SOURCE in metrics:
+                logits = source.logits_from_hidden(source_hidden[measured.to(source.device)]).float().cpu()
+                _fold_onset(metrics[SOURCE], logits, onset_ids, batch, measured)
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
         prefix_cache = None
@@ -359,13 +528,24 @@ def measure_conditions(
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
                     continue
-                mass = onset_mass(logits, onset_ids).double()
-                target.onset_sum += float(mass.sum())
-                target.onset_count += len(mass)
+                mass = _fold_onset(target, logits, onset_ids, batch, measured_rest)
                 target.kl_sum += float(kl_divergence(reference, logits).double().sum())
                 is_first = first_rest[measured_rest]
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
+
+
+def _fold_onset(target: ConditionMetrics, logits, onset_ids, batch: list[Sequence], measured) -> torch.Tensor:
+    """Fold the emoji-onset mass of ``logits`` (one row per True of ``measured`` [B, T], row-major) into
+    ``target`` per prompt; returns the per-position mass."""
+    mass = onset_mass(logits, onset_ids).double()
+    rows = torch.nonzero(measured)[:, 0]
+    sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, mass)
+    counts = torch.bincount(rows, minlength=len(batch))
+    for row, sequence in enumerate(batch):
+        if counts[row]:
+            target.fold_prompt(sequence.prompt_index, float(sums[row]), int(counts[row]))
+    return mass
 
 
 def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache) -> torch.Tensor:
@@ -401,14 +581,21 @@ def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache)
 def source_activations(source, conditions, ids, attention, layers: list[int] | None = None) -> dict[int, torch.Tensor]:
     """The source model's neuron activations on the same tokens, for ``layers`` (default: every layer a
     condition patches)."""
+    return _source_pass(source, conditions, ids, attention, layers)[0]
+
+
+def _source_pass(source, conditions, ids, attention, layers: list[int] | None = None):
+    """(activations as in ``source_activations``, [B, T, d_model] final hidden states) of one source forward."""
     from interp.hooks import neuron_hooks
 
     if layers is None:
         layers = sorted({layer for condition in conditions for layer, _ in condition.neurons})
     values: dict[int, torch.Tensor] = {}
     with torch.no_grad(), neuron_hooks(source, layers, lambda layer, acts: values.__setitem__(layer, acts.detach())):
-        source.model.base_model(input_ids=ids.to(source.device), attention_mask=attention.to(source.device))
-    return values
+        hidden = source.model.base_model(
+            input_ids=ids.to(source.device), attention_mask=attention.to(source.device)
+        ).last_hidden_state
+    return values, hidden
 
 
 def _emoji_logprobs(lm, source, conditions, prompts: list[Prompt], config, metrics) -> None:
@@ -481,41 +668,102 @@ def _last_column(attention: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def control_comparison(tested: float, baseline: float, controls: list[float]) -> dict:
-    """The tested set's effect against the control sets' effects (all relative to the unedited model)."""
-    effect = tested - baseline
-    control_effects = [value - baseline for value in controls]
-    result: dict = {"effect": effect, "relative_effect": effect / baseline if baseline else None}
-    if not control_effects:
-        result["verdict"] = "no controls were run; significance unknown"
-        return result
-    sign = 1.0 if effect >= 0 else -1.0
-    extreme = sum(1 for value in control_effects if sign * value >= sign * effect)
-    p_value = (1 + extreme) / (1 + len(control_effects))
-    mean = statistics.fmean(control_effects)
-    spread = statistics.pstdev(control_effects)
-    z = (effect - mean) / spread if spread > 0 else (math.inf if effect != mean else 0.0)
-    significant = p_value < SIGNIFICANCE
-    result.update({
-        "control_effects": control_effects,
-        "control_mean": mean,
-        "control_std": spread,
-        "effect_in_control_sd": z,
-        "p_value": p_value,
-        "min_p_value": 1 / (1 + len(control_effects)),  # the smallest p this many controls allow
-        "significance_level": SIGNIFICANCE,
-        "significant": significant,
-        "verdict": (
-            f"{'significant' if significant else 'not significant'}: the tested set changed emoji-onset "
-            f"probability by {effect:+.3g} ({(effect / baseline * 100 if baseline else float('nan')):+.1f} %); "
-            f"{extreme} of {len(control_effects)} random matched sets changed it as much in the same direction "
-            f"(p = {p_value:.3g})."
-        ),
-    })  # fmt: skip
+def compare(
+    tested: ConditionMetrics, unedited: ConditionMetrics, nulls: dict[str, list[ConditionMetrics]], alternative: str,
+    source: ConditionMetrics | None = None, seed: int = 0,
+) -> dict:  # fmt: skip
+    """The tested set's effect on emoji-onset probability (edited - unedited, pooled over positions) with 95 %
+    intervals over prompts, tested against each null's control sets for ``alternative``.
+
+    ``p_value`` is the larger of the nulls' p-values (the set must beat both); ``p_value_adjusted`` and the verdict
+    are filled in by ``adjust`` once every comparison of the run is known. With ``source`` (patch runs), also the
+    share of the unedited-to-source gap that the edit closes."""
+    prompts = sorted(unedited.by_prompt)
+    base_sums, counts = unedited.per_prompt(prompts)
+    tested_sums, _ = tested.per_prompt(prompts)
+    baseline = base_sums.sum() / counts.sum()
+    effect = (tested_sums.sum() - base_sums.sum()) / counts.sum()
+    result: dict = {
+        "effect": float(effect),
+        "effect_ci95": significance.prompt_interval(
+            significance.difference_of_means, [tested_sums, base_sums, counts], seed
+        ),  # fmt: skip
+        "relative_effect": float(effect / baseline) if baseline else None,
+        "relative_effect_ci95": significance.prompt_interval(
+            significance.relative_difference, [tested_sums, base_sums], seed
+        )
+        if baseline
+        else None,  # fmt: skip
+        "prompts": len(prompts),
+        "alternative": alternative,
+    }
+    if source is not None:
+        source_sums, _ = source.per_prompt(prompts)
+        gap = source_sums.sum() - base_sums.sum()
+        result["source_onset_probability"] = float(source_sums.sum() / counts.sum())
+        result["gap_closed"] = float((tested_sums.sum() - base_sums.sum()) / gap) if gap else None
+        result["gap_closed_ci95"] = significance.prompt_interval(
+            significance.share_of_change, [tested_sums, base_sums, source_sums], seed
+        ) if gap else None  # fmt: skip
+    tests = {}
+    for null, controls in nulls.items():
+        control_effects = [float((c.per_prompt(prompts)[0].sum() - base_sums.sum()) / counts.sum()) for c in controls]
+        mean = statistics.fmean(control_effects)
+        spread = statistics.pstdev(control_effects)
+        tests[null] = {
+            "control_effects": control_effects,
+            "control_mean": mean,
+            "control_std": spread,
+            "effect_in_control_sd": (effect - mean) / spread if spread > 0 else None,
+            "p_value": significance.control_p_value(effect, control_effects, alternative),
+            "min_p_value": significance.min_p_value(len(control_effects), alternative),
+        }
+    result["nulls"] = tests
+    if tests:
+        result["p_value"] = significance.intersection_p_value([t["p_value"] for t in tests.values()])
+        result["min_p_value"] = max(t["min_p_value"] for t in tests.values())
+        # the layer-matched null's effects, as the report's histograms read them
+        result["control_effects"] = next(iter(tests.values()))["control_effects"]
     return result
 
 
-def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started) -> dict:
+def adjust(comparisons: dict[str, dict], level: float = significance.SIGNIFICANCE) -> None:
+    """Holm-adjust the p-values of ``comparisons`` (name -> comparison) as one family, in place, and write
+    each one's ``significant`` flag and verdict from its adjusted p-value."""
+    tested = [name for name, c in comparisons.items() if "p_value" in c]
+    for name, adjusted in zip(tested, significance.holm([comparisons[n]["p_value"] for n in tested])):
+        comparisons[name]["p_value_adjusted"] = adjusted
+        comparisons[name]["adjusted_over"] = tested
+    for comparison in comparisons.values():
+        comparison["significance_level"] = level
+        if "p_value" in comparison:
+            comparison["significant"] = comparison["p_value_adjusted"] < level
+        comparison["verdict"] = verdict(comparison)
+
+
+def verdict(comparison: dict) -> str:
+    """One sentence: significant or not (from the adjusted p-value), the effect with its interval, the nulls."""
+    relative = comparison.get("relative_effect")
+    size = f"{comparison['effect']:+.3g}" + (f" ({relative:+.1%}" if relative is not None else " (")
+    interval = comparison.get("relative_effect_ci95") if relative is not None else comparison.get("effect_ci95")
+    if interval:
+        form = "{:+.1%}" if relative is not None else "{:+.3g}"
+        size += f"; 95 % CI over {comparison['prompts']} prompts " + " to ".join(form.format(v) for v in interval)
+    size += ")"
+    if "p_value" not in comparison:
+        return f"the tested set changed emoji-onset probability by {size}; no controls were run: significance unknown."
+    word = "significant" if comparison["significant"] else "not significant"
+    nulls = ", ".join(
+        f"{NULL_LABELS[null]} p = {test['p_value']:.3g} ({len(test['control_effects'])} sets)"
+        for null, test in comparison["nulls"].items()
+    )
+    return (
+        f"{word} (Holm-adjusted p = {comparison['p_value_adjusted']:.3g}, {comparison['alternative']}): the tested "
+        f"set changed emoji-onset probability by {size}; {nulls}."
+    )
+
+
+def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context) -> dict:
     table = {}
     for condition in conditions:
         entry = {
@@ -527,25 +775,36 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
         if condition.name in rates:
             entry["generation"] = rates[condition.name].as_dict()
         table[condition.name] = entry
-    baseline = table["unedited"]["emoji_onset_probability"]
+    source_metrics = metrics.get(SOURCE)
     comparisons = {}
     for group in dict.fromkeys(c.group for c in conditions if c.kind == "tested"):
         tested = next(c for c in conditions if c.kind == "tested" and c.group == group)
-        controls = [
-            table[c.name]["emoji_onset_probability"] for c in conditions if c.kind == "control" and c.group == group
-        ]
-        comparisons[group] = control_comparison(table[tested.name]["emoji_onset_probability"], baseline, controls)
+        nulls = {
+            null: [metrics[c.name] for c in conditions if c.kind == kind and c.group == group]
+            for null, kind in CONTROL_KINDS.items()
+        }
+        nulls = {null: controls for null, controls in nulls.items() if controls}
+        alternative, why = context["alternatives"][group]
+        comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, source_metrics, config.seed)
+        comparison["alternative_source"] = why
+        comparison["selection_overlap"] = context["selection_overlap"]
+        comparisons[group] = comparison
+    adjust(comparisons)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return {
         "command": "ablate",
         "argv": sys.argv,
         "config": settings,
+        "role": config.role,
         "model": {"ref": config.model, "fingerprint": lm.fingerprint()},
         "source_model": {"ref": config.source_model, "fingerprint": source.fingerprint()} if source else None,
         "neurons": [f"{layer}:{index}" for layer, index in neurons],
         "alphas": alphas if config.mode == "scale" else None,
         "primary_metric": "emoji_onset_probability: mean probability mass on emoji-onset tokens at the measured "
         "positions (teacher-forced response positions, or the first reply position for prompts without responses)",
+        "nulls": context["nulls"],
+        "selection_overlap": context["selection_overlap"],
+        "selected_in": context["selected_in"],
         "comparisons": comparisons,
         "conditions": table,
         "timings": {"total_s": time.perf_counter() - started},

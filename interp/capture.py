@@ -20,6 +20,7 @@ class CaptureResult:
     processed_tokens: int  # every non-pad token that went through the model
     onset_prob_sum: float  # sum over counted positions of P(next token is an emoji onset)
     seconds: float
+    onset_per_sequence: list[float] | None = None  # that sum per sequence, in batch order (None: not measured)
 
     @property
     def onset_prob(self) -> float:
@@ -49,6 +50,7 @@ def capture_stats(
     stats = NeuronStats.empty(layers, d_mlp, threshold)
     slots = {layer: slot for slot, layer in enumerate(layers)}
     onset_sum = 0.0
+    per_batch: list[tuple[int, list[float]]] = []  # (batch number, each row's summed onset probability)
     rows_buffer: dict[tuple, torch.Tensor] = {}  # reused across layers and batches (allocation is costly)
     start = time.perf_counter()
     rounds = range(0, len(batches), shards.world)
@@ -69,14 +71,20 @@ def capture_stats(
                     moments[layer] = stats.moments(rows)
 
             logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
-            if logits is not None and len(flat_index):
-                probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
-                onset_sum += float(probs.double().sum())
+            if logits is not None:
+                probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1).double().cpu()
+                onset_sum += float(probs.sum())
+                rows = flat_index // batch.positions.shape[1]
+                per_row = torch.zeros(batch.positions.shape[0], dtype=torch.float64).index_add_(0, rows, probs)
+                per_batch.append((first + shards.rank, per_row.tolist()))
         for slot_moments in shards.exchange_moments(moments, layers, d_mlp):
             for layer, values in slot_moments.items():
                 stats.add_moments(slots[layer], *values)
     processed = sum(int(batch.attention_mask.sum()) for batch in batches)
     onset_sum = shards.sum([onset_sum])[0]
+    per_sequence = None
+    if onset_ids is not None:
+        per_sequence = [value for _, rows in sorted(shards.gather_objects(per_batch)) for value in rows]
     stats.move_to("cpu")  # accumulated where the activations were; results live on the CPU
     counted = int(stats.count[0]) if layers else 0
-    return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start)
+    return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start, per_sequence)

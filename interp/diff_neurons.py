@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interp import artifacts, diff, models, remote
+from interp import artifacts, diff, models, remote, significance
 from interp.backends import BACKENDS, make_backend
 from interp.capture import CaptureResult, capture_stats
 from interp.distributed import Shards
@@ -34,6 +34,7 @@ from interp.profiles import profile_neurons
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.run_options import RunOptions
+from interp.selection import prompt_fingerprints
 from interp.stats import NeuronStats, save_stats
 from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
 from probes.emoji_tokens import emoji_onset_ids, token_byte_table
@@ -192,8 +193,9 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     onset_tokens = tokenizer.convert_ids_to_tokens(onset_ids)
     tokens = {"base": base_capture.tokens, "finetuned": ft_capture.tokens}
     onset = {"base": base_capture.onset_prob, "finetuned": ft_capture.onset_prob}
+    per_prompt = _onset_per_prompt(sequences, ft_capture, halves, half_captures)
     results = results_summary(layers, ranking, tokens, onset, onset_ids, onset_tokens, config.rank_by, config.top_k,
-                              config.thresholds, config.threshold)  # fmt: skip
+                              config.thresholds, config.threshold, per_prompt, config.seed)  # fmt: skip
     summary = _summary(config, prompts, sequences, base_capture, ft_capture, timings, started, results,
                        base_fingerprint, ft_fingerprint)  # fmt: skip
     planted = _planted_recovery([base_src, ft_src], layers, ranking.columns, config.rank_by)
@@ -273,6 +275,21 @@ def _save_landscape(path: Path, layers: list[int], ranking: diff.Ranking, dla_ba
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
+def _onset_per_prompt(sequences, ft_capture, halves, half_captures) -> dict[str, list[float]] | None:
+    """Per prompt (in prompt order): each model's summed emoji-onset probability over the counted positions,
+    ``{"base": [...], "finetuned": [...]}``; None where a capture has no per-sequence sums (a hosted model)."""
+    if ft_capture.onset_per_sequence is None or any(c.onset_per_sequence is None for c in half_captures):
+        return None
+    totals: dict[str, dict[int, float]] = {"base": {}, "finetuned": {}}
+    for sequence, value in zip(sequences, ft_capture.onset_per_sequence):
+        totals["finetuned"][sequence.prompt_index] = totals["finetuned"].get(sequence.prompt_index, 0.0) + value
+    for (half_sequences, _), capture in zip(halves, half_captures):
+        for sequence, value in zip(half_sequences, capture.onset_per_sequence):
+            totals["base"][sequence.prompt_index] = totals["base"].get(sequence.prompt_index, 0.0) + value
+    prompts = sorted(totals["finetuned"])
+    return {role: [totals[role].get(index, 0.0) for index in prompts] for role in totals}
+
+
 def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
     """Two disjoint halves by prompt (even / odd prompt index): ((seqs_a, masks_a), (seqs_b, masks_b))."""
     halves = (([], []), ([], []))
@@ -329,6 +346,7 @@ def _summary(
             "finetuned": {"ref": config.finetuned, "fingerprint": ft_fingerprint},
         },
         "prompts": len(prompts),
+        "prompt_fingerprints": prompt_fingerprints(prompts),
         "sequences": len(sequences),
         **results,
         "timings": {
@@ -346,28 +364,34 @@ def _summary(
 def results_summary(
     layers: list[int], ranking: diff.Ranking, tokens: dict[str, int], onset_probability: dict[str, float],
     onset_ids: list[int], onset_tokens: list[str], rank_by: str, top_k: int | None,
-    thresholds: diff.CategoryThresholds, active_threshold: float,
+    thresholds: diff.CategoryThresholds, active_threshold: float, per_prompt: dict[str, list[float]] | None = None,
+    seed: int = 0,
 ) -> dict:  # fmt: skip
     """The summary's findings: counted tokens and mean emoji-onset probability per model (``"base"``,
-    ``"finetuned"``), emoji direction, ranking, categories, noise floor."""
+    ``"finetuned"``), emoji direction with a 95 % bootstrap interval of the ratio over prompts (``per_prompt``:
+    each model's summed onset probability per prompt), ranking, categories, noise floor."""
     score, floor = ranking.columns["score"], ranking.floor
     top = ranking.order[: top_k or 50]
     top_scores = score.reshape(-1)[top]
     base_p, ft_p = onset_probability["base"], onset_probability["finetuned"]
     ratio = ft_p / base_p if base_p > 0 else float("nan")
-    direction = "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged"
+    interval = None
+    if per_prompt is not None and base_p > 0:
+        interval = significance.prompt_interval(
+            significance.ratio_of_sums, [per_prompt["finetuned"], per_prompt["base"]], seed
+        )  # fmt: skip
+    direction, explanation = emoji_direction(ratio, interval)
     return {
         "layers": layers,
         "tokens_counted": tokens,
         "emoji": {
             "onset_token_ids": onset_ids,
             "onset_tokens": onset_tokens,
-            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio},
+            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio, "ratio_ci95": interval},
             "direction": direction,
-            "explanation": (
-                f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on "
-                f"tokens that begin an emoji: emoji use {direction}."
-            ),
+            "point_direction": "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged",
+            "per_prompt": per_prompt,
+            "explanation": explanation,
         },
         "ranking": {
             "rank_by": rank_by,
@@ -390,3 +414,15 @@ def results_summary(
             else {"method": "unavailable: needs at least two prompts with counted positions"}
         ),
     }
+
+
+def emoji_direction(ratio: float, interval: list[float] | None) -> tuple[str, str]:
+    """(``rises`` | ``falls`` | ``no clear change``, one sentence): rises or falls only when the 95 % interval
+    of the fine-tuned / base ratio over prompts excludes 1; without an interval (a single prompt, a hosted
+    model) the direction is not claimed."""
+    lead = f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on tokens "
+    if interval is None:
+        return "no clear change", lead + "that begin an emoji (no interval over prompts: direction not claimed)."
+    low, high = interval
+    direction = "rises" if low > 1 else "falls" if high < 1 else "no clear change"
+    return direction, lead + f"that begin an emoji (95 % CI over prompts {low:.3g}-{high:.3g}x): emoji use {direction}."

@@ -121,28 +121,6 @@ def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     return tensor.repeat(times, *([1] * (tensor.dim() - 1)))
 
 
-def random_matched_sets(
-    neurons: list[tuple[int, int]], d_mlp: int, count: int, seed: int
-) -> list[tuple[tuple[int, int], ...]]:
-    """``count`` random neuron sets with the same number of neurons per layer, avoiding the tested ones."""
-    generator = torch.Generator().manual_seed(seed)
-    per_layer: dict[int, int] = {}
-    for layer, _ in neurons:
-        per_layer[layer] = per_layer.get(layer, 0) + 1
-    tested = set(neurons)
-    sets = []
-    for _ in range(count):
-        chosen: list[tuple[int, int]] = []
-        for layer, size in sorted(per_layer.items()):
-            allowed = torch.tensor([i for i in range(d_mlp) if (layer, i) not in tested])
-            if len(allowed) < size:
-                raise UserInputError(f"layer {layer} has too few other neurons for a matched random control set.")
-            picks = allowed[torch.randperm(len(allowed), generator=generator)[:size]]
-            chosen.extend((layer, int(i)) for i in sorted(picks.tolist()))
-        sets.append(tuple(chosen))
-    return sets
-
-
 @contextmanager
 def shared_prefix(lm: LoadedModel, first_layer: int, copies: int) -> Iterator[None]:
     """Run the layers below ``first_layer`` once, then ``copies`` times as many rows from there on.

@@ -84,8 +84,14 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     }
     emoji = first_summary["emoji"]
     layers = merged["finetuned"].layers
+    per_prompt = None  # the inputs' prompts side by side (shards hold disjoint prompts)
+    if all(s["emoji"].get("per_prompt") for s in summaries):
+        per_prompt = {
+            role: [v for s in summaries for v in s["emoji"]["per_prompt"][role]] for role in ("base", "finetuned")
+        }
     results = results_summary(layers, ranking, tokens, onset, emoji["onset_token_ids"], emoji["onset_tokens"],
-                              rank_by, top_k, thresholds, merged["finetuned"].threshold)  # fmt: skip
+                              rank_by, top_k, thresholds, merged["finetuned"].threshold, per_prompt,
+                              config.get("seed", 0))  # fmt: skip
     summary = {
         "command": "merge-stats",
         "argv": sys.argv,
@@ -93,6 +99,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
         "config": {**config, "top_k": top_k},
         "models": first_summary.get("models"),
         "prompts": sum(s.get("prompts", 0) for s in summaries),
+        "prompt_fingerprints": [f for s in summaries for f in s.get("prompt_fingerprints", [])],
         "sequences": sum(s.get("sequences", 0) for s in summaries),
         **results,
         "versions": package_versions(),

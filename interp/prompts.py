@@ -9,6 +9,7 @@ A prompt set is a ``.txt`` file (one user message per line), a ``.jsonl`` file (
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -39,8 +40,17 @@ def builtin_prompt_sets() -> list[str]:
     )
 
 
+SLICE = re.compile(r"^(?P<spec>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<step>-?\d*))?\]$")
+
+
 def load_prompts(spec: str) -> list[Prompt]:
-    """Load a prompt set from a file path or a built-in name; UserInputError on anything unusable."""
+    """Load a prompt set from a file path or a built-in name; UserInputError on anything unusable.
+
+    ``SPEC[start:stop:step]`` takes a Python slice of the set (``opinionqa:test[0::2]``: every other question);
+    the prompts keep their index in the whole set, so responses and fingerprints still match."""
+    match = SLICE.match(spec)
+    if match and not Path(spec).exists():
+        return _sliced(load_prompts(match["spec"]), match, spec)
     path = Path(spec)
     if not path.exists():
         provider = _provider(spec.split(":", 1)[0]) if ":" in spec else None
@@ -57,6 +67,16 @@ def load_prompts(spec: str) -> list[Prompt]:
     text = _read_utf8(path)
     prompts = _parse_jsonl(text, spec) if path.suffix == ".jsonl" else _parse_txt(text, spec)
     return prompts
+
+
+def _sliced(prompts: list[Prompt], match: re.Match, spec: str) -> list[Prompt]:
+    start, stop, step = (int(match[k]) if match[k] else None for k in ("start", "stop", "step"))
+    if step == 0:
+        raise UserInputError(f"prompts {spec!r}: a slice step cannot be 0.")
+    chosen = prompts[slice(start, stop, step)]
+    if not chosen:
+        raise UserInputError(f"prompts {spec!r} selects no prompt (the set has {len(prompts)}).")
+    return chosen
 
 
 def _provider(prefix: str):
@@ -131,11 +151,14 @@ def attach_responses(prompts: list[Prompt], responses_file: str) -> list[Prompt]
     """Pair prompts with responses from a JSONL file of ``{"prompt_index" | "prompt", "response"}`` records.
 
     A prompt may get several responses (one teacher-forced sequence each); prompts without one are dropped.
+    ``prompt_index`` is the prompt's index in its whole set (``Prompt.index``); records of prompts outside a
+    sliced set are skipped.
     """
     text = _read_utf8(Path(responses_file)) if Path(responses_file).is_file() else None
     if text is None:
         raise UserInputError(f"responses file {responses_file!r} does not exist.")
-    by_text = {prompt.text: index for index, prompt in enumerate(prompts)}
+    by_text = {prompt.text: prompt for prompt in prompts}
+    by_index = {prompt.index: prompt for prompt in prompts}
     paired = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -149,10 +172,16 @@ def attach_responses(prompts: list[Prompt], responses_file: str) -> list[Prompt]
             raise UserInputError(f'{where} needs a string "response".')
         index = record.get("prompt_index")
         if index is None:
-            index = by_text.get(record.get("prompt"))
-        if not isinstance(index, int) or not 0 <= index < len(prompts):
+            prompt = by_text.get(record.get("prompt"))
+        elif isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+            prompt = by_index.get(index)
+            if prompt is None:  # a prompt outside this (sliced) set
+                continue
+        else:
+            prompt = None
+        if prompt is None:
             raise UserInputError(f'{where} matches no prompt (give "prompt_index" or the exact "prompt" text).')
-        paired.append(replace(prompts[index], response=record["response"]))
+        paired.append(replace(prompt, response=record["response"]))
     if not paired:
         raise UserInputError(f"responses file {responses_file!r} contains no responses.")
     return paired

@@ -120,23 +120,36 @@ def distributions(diff: DiffRun, limit: int = 50) -> go.Figure:
     return _layout(figure, "Activation distributions, base vs fine-tuned (pick a neuron)")
 
 
+NULL_COLOURS = {"layer": CONTROL_COLOUR, "matched": "#54a24b"}
+NULL_NAMES = {"layer": "layer-matched random sets", "matched": "selection-matched sets"}
+
+
 def control_comparison(runs: list[AblationRun]) -> go.Figure:
-    """For each causal run side by side: the random control sets' effects and the tested set's effect."""
+    """For each causal run side by side: both nulls' control effects and the tested set's effect."""
     titles = [f"{run.role}: {name}" for run in runs for name in run.report["comparisons"]]
     figure = make_subplots(rows=1, cols=max(1, len(titles)), subplot_titles=[html.escape(t) for t in titles])
     column = 0
+    shown = set()
     for run in runs:
         for comparison in run.report["comparisons"].values():
             column += 1
-            figure.add_trace(
-                go.Histogram(x=comparison["control_effects"], name="random sets", marker_color=CONTROL_COLOUR,
-                             showlegend=column == 1, nbinsx=20, legendgroup="controls"), row=1, col=column,
-            )  # fmt: skip
-            verdict = "significant" if comparison["significant"] else "not significant"
+            for null, test in comparison.get("nulls", {}).items():
+                figure.add_trace(
+                    go.Histogram(x=test["control_effects"], name=NULL_NAMES.get(null, null), opacity=0.65,
+                                 marker_color=NULL_COLOURS.get(null), showlegend=null not in shown, nbinsx=20,
+                                 legendgroup=null), row=1, col=column,
+                )  # fmt: skip
+                shown.add(null)
+            if "p_value" in comparison:
+                verdict = "significant" if comparison["significant"] else "not significant"
+                label = f"tested, adj. p={comparison['p_value_adjusted']:.3g} ({verdict})"
+            else:
+                label = "tested (no controls)"
             figure.add_vline(x=comparison["effect"], line_color=TESTED_COLOUR, line_width=3, row=1, col=column,
-                             annotation_text=f"tested, p={comparison['p_value']:.3g} ({verdict})")  # fmt: skip
+                             annotation_text=label)  # fmt: skip
             figure.update_xaxes(title="change in emoji-onset probability", row=1, col=column)
-    return _layout(figure, "Tested neurons vs matched random neuron sets (necessity, sufficiency)", 400)
+    figure.update_layout(barmode="overlay")
+    return _layout(figure, "Tested neurons vs both nulls (layer-matched and selection-matched control sets)", 400)
 
 
 def dose_response(run: AblationRun) -> go.Figure:
@@ -168,11 +181,13 @@ def side_effects(runs: list[AblationRun]) -> go.Figure:
                 values = [
                     c[metric]
                     for c in conditions.values()
-                    if c["kind"] == "control" and c["group"] == condition["group"]
+                    if c["kind"] in ("control", "matched")
+                    and c["group"] == condition["group"]
+                    and c[metric] is not None
                 ]
                 controls.append(float(np.mean(values)) if values else math.nan)
         figure.add_trace(go.Bar(x=labels, y=tested, name="tested", marker_color=TESTED_COLOUR,
                                 showlegend=column == 1), row=1, col=column)  # fmt: skip
-        figure.add_trace(go.Bar(x=labels, y=controls, name="random sets (mean)", marker_color=CONTROL_COLOUR,
+        figure.add_trace(go.Bar(x=labels, y=controls, name="control sets (mean)", marker_color=CONTROL_COLOUR,
                                 showlegend=column == 1), row=1, col=column)  # fmt: skip
     return _layout(figure, "Side effects of the edits", 380)

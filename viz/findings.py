@@ -1,20 +1,28 @@
-"""The report's headline: one paragraph written from the run's numbers, saying which way emoji use moved
-and whether each causal effect beat its random controls."""
+"""The report's headline: a short list of findings written from the run's numbers: which way emoji use moved
+(with its interval over prompts), and each causal effect with its interval, its adjusted p-value against both
+nulls, and whether it was tested on held-out prompts."""
 
 from __future__ import annotations
 
 from viz.run_artifacts import AblationRun, RunArtifacts
 
 ROLE_SENTENCES = {
+    "restore": "Restoring the base model's values of the top {n} neurons{which} in the fine-tuned model",
     "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
 }
+NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched"}
 WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose change pushes emoji logits down"}
 
 
+def findings(run: RunArtifacts) -> list[str]:
+    """The headline's findings, one sentence (or two) each, most direct test of the change first."""
+    return [s for s in (_evaluation(run), _diff(run), *_causal(run)) if s]
+
+
 def headline(run: RunArtifacts) -> str:
-    sentences = [s for s in (_evaluation(run), _diff(run), *_causal(run)) if s]
-    return " ".join(sentences) if sentences else "This run holds no results to summarise yet."
+    found = findings(run)
+    return " ".join(found) if found else "This run holds no results to summarise yet."
 
 
 def _evaluation(run: RunArtifacts) -> str | None:
@@ -42,10 +50,12 @@ def _diff(run: RunArtifacts) -> str | None:
     summary = run.diff.summary
     emoji = summary["emoji"]
     ratio = emoji["onset_probability"]["ratio"]
+    interval = emoji["onset_probability"].get("ratio_ci95")
     positions = summary.get("config", {}).get("positions", "all")
+    spread = f" (95 % CI over prompts {interval[0]:.3g}-{interval[1]:.3g}x)" if interval else " (no interval)"
     text = (
         f"At the counted positions ({positions}) the fine-tuned model puts {ratio:.3g}x the base model's "
-        f"probability on tokens that begin an emoji: emoji use {emoji['direction']}."
+        f"probability on tokens that begin an emoji{spread}: emoji use {emoji['direction']}."
     )
     floor = summary.get("noise_floor", {})
     if "neurons_above_max_score" in floor:
@@ -55,6 +65,7 @@ def _diff(run: RunArtifacts) -> str | None:
 
 def _causal(run: RunArtifacts) -> list[str]:
     sentences = []
+    family = (run.pipeline or {}).get("tests") or {}
     for role, template in ROLE_SENTENCES.items():
         ablation = run.ablation(role)
         if ablation is None or not ablation.report["comparisons"]:
@@ -63,8 +74,8 @@ def _causal(run: RunArtifacts) -> list[str]:
         config = ablation.report["config"]
         which = WHICH.get(config.get("sign", "any"), "") if config.get("neurons_from") else ""
         lead = template.format(mode=config.get("mode"), n=len(ablation.report["neurons"]), which=which)
-        sentences.append(f"{lead} changed the emoji-onset probability by {_relative(comparison)}; "
-                         f"{_verdict(comparison)}.")  # fmt: skip
+        sentences.append(f"{lead} ({_prompts(ablation.report)}) changed the emoji-onset probability by "
+                         f"{_relative(comparison)}; {_verdict(comparison, family.get(role), family)}.")  # fmt: skip
         if role == "necessity" and config.get("mode") == "zero":
             push = _direct_push(run, ablation.report["neurons"])
             if push is not None:
@@ -80,6 +91,16 @@ def _causal(run: RunArtifacts) -> list[str]:
     return sentences
 
 
+def _prompts(report: dict) -> str:
+    """ "held-out prompts" or how many of its prompts also selected the neurons."""
+    overlap = report.get("selection_overlap")
+    if overlap is None:
+        return "selection prompts unknown"
+    if overlap == 0:
+        return "held-out prompts"
+    return f"tested on the prompts they were selected on: {overlap:.0%} overlap"
+
+
 def _direct_push(run: RunArtifacts, neurons: list[str]) -> float | None:
     """Sum over ``neurons`` ("L:I") of ft_mean x emoji_dla from neurons.csv, or None if any row is missing."""
     if run.diff is None:
@@ -91,41 +112,45 @@ def _direct_push(run: RunArtifacts, neurons: list[str]) -> float | None:
 
 
 def _gap_closed(run: RunArtifacts) -> str | None:
-    """How much of the fine-tune's own change the patch reproduces: the patched base's shift as a share of
-    (fine-tuned - base), both unedited models measured on the same sequences and positions."""
-    necessity, sufficiency = run.ablation("necessity"), run.ablation("sufficiency")
-    if not (necessity and sufficiency and sufficiency.report["comparisons"]):
-        return None
-    same = ("prompts", "responses", "positions", "max_length", "raw")
-    if any(necessity.report["config"].get(k) != sufficiency.report["config"].get(k) for k in same):
-        return None
-    tuned = necessity.report["conditions"]["unedited"]["emoji_onset_probability"]
-    base = sufficiency.report["conditions"]["unedited"]["emoji_onset_probability"]
-    effect = next(iter(sufficiency.report["comparisons"].values()))["effect"]
-    if tuned == base:
-        return None
-    share = effect / (tuned - base)
-    direction = "falls" if tuned < base else "rises"
-    if share < 0:
-        return (
-            f"On these sequences emoji-onset probability {direction} with the fine-tune ({base:.3g} -> {tuned:.3g}), "
-            f"but the patch moves the base the other way: these neurons do not carry the fine-tune's change."
-        )
-    return (
-        f"On these sequences emoji-onset probability {direction} with the fine-tune ({base:.3g} -> {tuned:.3g}); "
-        f"the patch reproduces {share:.0%} of that change."
-    )
+    """How much of the fine-tune's own change the patch reproduces (sufficiency) or undoes (restore): the edited
+    model's shift as a share of the gap to the source model, both measured on the same sequences."""
+    sentences = []
+    for role, verb in (("restore", "undoes"), ("sufficiency", "reproduces")):
+        ablation = run.ablation(role)
+        comparison = next(iter(ablation.report["comparisons"].values()), None) if ablation else None
+        if not comparison or comparison.get("gap_closed") is None:
+            continue
+        share, interval = comparison["gap_closed"], comparison.get("gap_closed_ci95")
+        spread = f" (95 % CI {interval[0]:.0%} to {interval[1]:.0%})" if interval else ""
+        sentences.append(f"The {role} edit {verb} {share:.0%}{spread} of the fine-tune's change in emoji-onset "
+                         f"probability on its prompts.")  # fmt: skip
+    return " ".join(sentences) or None
 
 
 def _relative(comparison: dict) -> str:
     relative = comparison.get("relative_effect")
-    return f"{relative:+.1%}" if relative is not None else f"{comparison['effect']:+.3g}"
+    interval = comparison.get("relative_effect_ci95") if relative is not None else comparison.get("effect_ci95")
+    form = "{:+.1%}" if relative is not None else "{:+.3g}"
+    text = form.format(relative if relative is not None else comparison["effect"])
+    if interval:
+        text += " (95 % CI over prompts " + " to ".join(form.format(v) for v in interval) + ")"
+    return text
 
 
-def _verdict(comparison: dict) -> str:
-    n = len(comparison["control_effects"])
-    word = "significant" if comparison["significant"] else "not significant"
-    return f"{word} against {n} random matched neuron sets (p = {comparison['p_value']:.3g})"
+def _verdict(comparison: dict, family_test: dict | None, family: dict) -> str:
+    """Significance from the adjusted p-value: across the pipeline's causal tests when there is a family."""
+    if "p_value" not in comparison:
+        return "no controls were run: significance unknown"
+    if family_test is not None:
+        adjusted, significant = family_test["p_value_adjusted"], family_test["significant"]
+        over = f"Holm over {len(family['family'])} causal tests"
+    else:
+        adjusted, significant = comparison["p_value_adjusted"], comparison["significant"]
+        over = f"Holm over {len(comparison.get('adjusted_over', [1]))} comparisons"
+    nulls = " and ".join(f"{len(t['control_effects'])} {NULL_LABELS.get(n, n)}" for n, t in comparison["nulls"].items())
+    word = "significant" if significant else "not significant"
+    return (f"{word} against {nulls} control sets ({comparison['alternative']}, p = {comparison['p_value']:.3g}, "
+            f"adjusted p = {adjusted:.3g}, {over})")  # fmt: skip
 
 
 def _dose(dose: AblationRun) -> str:
@@ -136,12 +161,14 @@ def _dose(dose: AblationRun) -> str:
     shape = "rises steadily" if rising else "falls steadily" if falling else "is not monotonic"
     comparisons = list(dose.report["comparisons"].values())
     first = comparisons[0]
-    if first.get("min_p_value", 0.0) < first.get("significance_level", 1.0):
+    if "p_value" not in first:
+        controlled = "no controls were run: the curve is descriptive"
+    elif first["min_p_value"] < first["significance_level"]:
         significant = sum(c["significant"] for c in comparisons)
-        controlled = f"{significant} of {len(comparisons)} scales beat their random controls"
+        controlled = f"{significant} of {len(comparisons)} scales beat their controls (Holm-adjusted within the run)"
     else:
-        controlled = (f"with {len(first['control_effects'])} random sets per scale the curve is descriptive "
-                      f"(p cannot fall below {first['significance_level']:g})")  # fmt: skip
+        controlled = (f"with {len(first['control_effects'])} control sets per scale the curve is descriptive "
+                      f"(p cannot fall below {first['min_p_value']:.2g})")  # fmt: skip
     return (
         f"Scaling those neurons from alpha {points[0][0]:g} to {points[-1][0]:g}, the emoji-onset probability {shape} "
         f"({values[0]:.3g} to {values[-1]:.3g}); {controlled}."

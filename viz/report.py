@@ -18,7 +18,7 @@ import plotly.offline
 from interp import artifacts
 from probes.emoji import find_emojis
 from viz import figures
-from viz.findings import headline
+from viz.findings import findings, headline
 from viz.run_artifacts import AblationRun, DiffRun, RunArtifacts, load_run
 
 TABLE_NEURONS = 200  # rows of the sortable top-neuron table
@@ -37,6 +37,7 @@ border-left:4px solid #f58518}.ctx{font-family:ui-monospace,monospace;font-size:
 line-height:1.9;margin:4px 0}.tok{border-radius:3px;padding:1px 0}.focus{outline:2px solid #222}
 .emoji{background:#ffe08a;border-radius:3px;padding:0 2px}details{margin:6px 0}pre{background:#f7f7f7;padding:8px;
 overflow-x:auto;font-size:12px}nav a{margin-right:14px}.muted{color:#777}.scroll{max-height:460px;overflow:auto}
+.wide{max-width:100%;overflow-x:auto}.headline li{margin:4px 0}
 """
 
 SCRIPT = """
@@ -100,7 +101,7 @@ def _figure(figure: go.Figure) -> str:
 def _table(header: list[str], rows: list[list], attrs: str = "") -> str:
     head = "".join(f"<th>{e(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _cell(value) -> str:
@@ -113,7 +114,9 @@ def _cell(value) -> str:
 
 # --- overview ------------------------------------------------------------------------------------------
 def _overview(run: RunArtifacts, headline_text: str) -> str:
-    parts = [f'<p class="headline">{e(headline_text)}</p>']
+    found = findings(run)
+    items = "".join(f"<li>{e(sentence)}</li>" for sentence in found)
+    parts = [f'<ul class="headline">{items}</ul>' if found else f'<p class="headline">{e(headline_text)}</p>']
     trait = _trait(run)
     if trait:
         parts.append(f"<p>Trait: <b>{e(trait)}</b></p>")
@@ -222,7 +225,7 @@ def _context(context: dict) -> str:
 # --- causal --------------------------------------------------------------------------------------------
 def _causal(runs: list[AblationRun]) -> str:
     parts = []
-    pair = [r for r in runs if r.role in ("necessity", "sufficiency")]
+    pair = [r for r in runs if r.role in ("restore", "necessity", "sufficiency")]
     if pair:
         parts.append(_figure(figures.control_comparison(pair)))
     for run in runs:
@@ -235,7 +238,7 @@ def _causal(runs: list[AblationRun]) -> str:
     rows = []
     for run in runs:
         for name, condition in run.report["conditions"].items():
-            if condition["kind"] != "control":
+            if condition["kind"] not in ("control", "matched"):
                 rows.append([run.role, name, condition["emoji_onset_probability"],
                              condition["first_reply_onset_probability"], condition["kl_from_unedited"],
                              condition["neutral_perplexity"]])  # fmt: skip

@@ -2,13 +2,15 @@
 
 A run directory is a pipeline run (stages in subdirectories), or the output of one command
 (``diff-neurons``, ``ablate``, ``evaluate``), or a folder holding such outputs one level down.
-Which ablation run is which (necessity / sufficiency / dose) comes from its settings, not its name.
+Which ablation run is which (restore / necessity / sufficiency / dose) comes from its recorded role, or for
+runs without one from its settings, not its folder's name.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from interp.errors import UserInputError
 
-ROLES = ("necessity", "sufficiency", "dose")
+ROLES = ("restore", "necessity", "sufficiency", "dose")
 
 
 @dataclass
@@ -44,7 +46,10 @@ class AblationRun:
 
     @property
     def role(self) -> str:
-        """necessity (edits the fine-tune), sufficiency (patches into the base) or dose (scaling)."""
+        """restore (base values into the fine-tune), necessity (edits the fine-tune), sufficiency (fine-tuned
+        values into the base) or dose (scaling)."""
+        if self.report.get("role") in ROLES:
+            return self.report["role"]
         mode = self.report["config"].get("mode")
         return {"patch": "sufficiency", "scale": "dose"}.get(mode, "necessity")
 
@@ -55,8 +60,9 @@ class AblationRun:
         points = [(1.0, unedited, unedited, 0.0)]
         for name, comparison in self.report["comparisons"].items():
             alpha = float(name.split("=")[1])
-            points.append((alpha, unedited + comparison["effect"], unedited + comparison["control_mean"],
-                           comparison["control_std"] or 0.0))  # fmt: skip
+            null = next(iter(comparison.get("nulls", {}).values()), {"control_mean": math.nan, "control_std": 0.0})
+            points.append((alpha, unedited + comparison["effect"], unedited + null["control_mean"],
+                           null["control_std"] or 0.0))  # fmt: skip
         return sorted(points)
 
 

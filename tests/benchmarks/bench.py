@@ -213,7 +213,8 @@ def causal_benchmarks(results: dict, model: str = MODEL, device: str = "cpu", ex
     (``exact_check``; meaningless on random weights)."""
     from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
     from interp.attribution import AttributionConfig, attribute
-    from interp.interventions import Condition, random_matched_sets
+    from interp.controls import layer_matched_sets
+    from interp.interventions import Condition
     from probes.emoji_tokens import emoji_onset_ids
 
     lm = models.load(model, device=device, dtype="float32")
@@ -228,7 +229,7 @@ def causal_benchmarks(results: dict, model: str = MODEL, device: str = "cpu", ex
         )
         return {name: m.onset_sum / m.onset_count for name, m in metrics.items()}
 
-    sets = random_matched_sets([(layer, 0) for layer in (15, 18, 21, 24, 27)], lm.d_mlp, 8, seed=0)
+    sets = layer_matched_sets([(layer, 0) for layer in (15, 18, 21, 24, 27)], lm.d_mlp, 8, seed=0)
     conditions = [Condition(f"set{i}", neuron_set, "zero") for i, neuron_set in enumerate(sets)]
     times = time_interleaved(
         {

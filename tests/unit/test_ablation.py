@@ -10,9 +10,10 @@ import torch
 
 from cli import main
 from interp import models
+from interp.controls import layer_matched_sets
 from interp.generation import SamplingConfig, generate_edited, left_pad
 from interp.hooks import neuron_hooks
-from interp.interventions import Condition, EditPlan, applied, random_matched_sets
+from interp.interventions import Condition, EditPlan, applied
 from interp.prompts import load_prompts
 from interp.tokens import prompt_ids
 
@@ -42,28 +43,40 @@ def test_zero_ablation_removes_the_planted_effect(base, planted_model, request, 
     tiny_dir = request.getfixturevalue(base)
     planted_dir, planted = request.getfixturevalue(planted_model)
     p0 = onset(ablate(tmp_path / "base", tiny_dir, planted, "--controls", "0"))
-    report = ablate(tmp_path / "ablate", planted_dir, planted, "--controls", "20")
+    report = ablate(tmp_path / "ablate", planted_dir, planted, "--controls", "20", "--alternative", "less")
     p1, p_ablated = onset(report), onset(report, "tested[zero]")
     assert p1 > 3 * p0  # the plant works
     assert abs(p_ablated - p0) < 0.5 * (p1 - p0)  # back near the unplanted model
     assert all(p1 - value < 0.5 * (p1 - p0) for value in controls(report))  # random sets do not
     comparison = report["comparisons"]["zero"]
     assert comparison["significant"] and comparison["p_value"] == pytest.approx(1 / 21)
+    assert comparison["p_value_adjusted"] == comparison["p_value"]  # one comparison: Holm changes nothing
+    assert comparison["alternative"] == "less" and comparison["alternative_source"] == "the user's --alternative"
     assert comparison["verdict"].startswith("significant")
+    low, high = comparison["effect_ci95"]
+    assert low <= comparison["effect"] <= high < 0  # the interval over prompts excludes no effect
+    # --neurons has no diff run behind it: one null, and nothing known about the selection prompts
+    assert set(comparison["nulls"]) == {"layer"} and "unavailable" in report["nulls"]["matched"]
+    assert comparison["selection_overlap"] is None
     side = report["conditions"]["tested[zero]"]
     assert side["kl_from_unedited"] > 0 and side["neutral_perplexity"] > 0
 
 
 def test_patching_planted_values_recreates_the_effect(tiny_llama_dir, amplified_tiny, tmp_path):
     amplified_dir, planted = amplified_tiny
-    report = ablate(tmp_path / "patch", tiny_llama_dir, planted, "--mode", "patch", "--source-model",
-                    str(amplified_dir), "--positions", "all", "--controls", "20")  # fmt: skip
+    report = ablate(tmp_path / "patch", tiny_llama_dir, planted, "--mode", "patch", "--source-model", str(amplified_dir),
+                    "--positions", "all", "--controls", "20", "--alternative", "greater")  # fmt: skip
     p1 = onset(ablate(tmp_path / "amp", amplified_dir, planted, "--controls", "0"))
     p0, p_patched = onset(report), onset(report, "tested[patch]")
     assert p1 > 1.5 * p0
     assert p_patched == pytest.approx(p1, rel=1e-3)  # only those neurons differ: the patch is exact
     assert all(value - p0 < 0.5 * (p1 - p0) for value in controls(report))
-    assert report["comparisons"]["patch"]["significant"]
+    comparison = report["comparisons"]["patch"]
+    assert comparison["significant"]
+    assert comparison["source_onset_probability"] == pytest.approx(p1, rel=1e-6)
+    assert comparison["gap_closed"] == pytest.approx(1.0, rel=1e-3)  # the patch closes the whole gap
+    low, high = comparison["gap_closed_ci95"]
+    assert low <= comparison["gap_closed"] <= high
 
 
 def test_mean_ablation_from_diff_stats_and_foreign_stats_refused(tiny_llama_dir, amplified_tiny, tmp_path, capsys):
@@ -107,7 +120,7 @@ def test_batched_conditions_equal_one_at_a_time(planted_tiny, tmp_path):
 
 def test_matched_controls_keep_layer_counts():
     tested = [(0, 1), (0, 2), (3, 5)]
-    sets = random_matched_sets(tested, d_mlp=16, count=10, seed=0)
+    sets = layer_matched_sets(tested, d_mlp=16, count=10, seed=0)
     assert len(sets) == 10 and len(set(sets)) > 1
     for neuron_set in sets:
         assert sorted(layer for layer, _ in neuron_set) == [0, 0, 3]
@@ -164,7 +177,7 @@ def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_t
                for i, p in enumerate(prompts)]  # fmt: skip
     sequences = build_sequences(lm.tokenizer, prompts, False, 128)
     conditions = [Condition("unedited", kind="baseline"), Condition("t", tuple(amplified_tiny[1]), mode)]
-    conditions += [Condition(f"c{i}", s, mode) for i, s in enumerate(random_matched_sets(amplified_tiny[1], 128, 3, 0))]
+    conditions += [Condition(f"c{i}", s, mode) for i, s in enumerate(layer_matched_sets(amplified_tiny[1], 128, 3, 0))]
     results = []
     for share in (True, False):
         config = AblationConfig(model="", prompts="", out=None, batch_size=8, show_progress=False)
@@ -183,7 +196,7 @@ def test_random_tested_set_is_called_not_significant(planted_tiny, tmp_path):
     planted_dir, planted = planted_tiny
     # A set of ordinary neurons is as extreme as all 20 controls 1 time in 21; this draw is a typical one
     # (p-values over 12 draws ranged 0.14-0.52).
-    unrelated = random_matched_sets(planted, 128, 1, seed=100)[0]
+    unrelated = layer_matched_sets(planted, 128, 1, seed=100)[0]
     report = ablate(tmp_path / "random", planted_dir, unrelated, "--controls", "20", "--seed", "0")
     comparison = report["comparisons"]["zero"]
     assert not comparison["significant"] and comparison["p_value"] > 0.05

@@ -94,8 +94,10 @@ def test_report_has_every_section_from_real_artifacts(run_dir):
     assert {a.role for a in run.ablations} == {"necessity", "sufficiency", "dose"}
     first = run.diff.neurons[0]
     assert f"neuron {first['layer']}:{first['neuron']}" in text  # per-neuron details of the top neuron
-    assert "emoji use" in text and "random matched neuron sets" in text  # the headline, with its controls
-    assert "4 random sets per scale the curve is descriptive (p cannot fall below 0.05)" in text  # min p = 1/5
+    # the headline's findings, with both nulls, the adjusted p-value and whether the prompts were held out
+    assert "emoji use" in text and "layer-matched and 4 selection-matched control sets" in text
+    assert "adjusted p = " in text and "tested on the prompts they were selected on: 100% overlap" in text
+    assert "4 control sets per scale the curve is descriptive (p cannot fall below 0.4)" in text  # 2/5, two-sided
 
 
 def test_hostile_text_is_escaped_everywhere(run_dir):
