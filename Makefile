@@ -28,10 +28,10 @@ demo: $(STAMP)
 planted-demo: $(STAMP)
 	$(BIN)/interp models fetch smollm2-135m
 	$(BIN)/interp plant --model smollm2-135m --out $(RUNS)/planted-demo/planted
-	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/planted-demo/planted --prompts persona-demo \
-		--out $(RUNS)/planted-demo/diff --top-k 200
+	$(BIN)/interp diff-neurons --base smollm2-135m --finetuned $(RUNS)/planted-demo/planted \
+		--prompts 'persona-demo[0::2]' --out $(RUNS)/planted-demo/diff --top-k 200
 	$(BIN)/interp ablate --model $(RUNS)/planted-demo/planted --neurons-from $(RUNS)/planted-demo/diff/neurons.csv \
-		--top-k 6 --prompts persona-demo --controls 20 --samples 1 --out $(RUNS)/planted-demo/ablate
+		--top-k 6 --prompts 'persona-demo[1::2]' --alternative from-diff --samples 1 --out $(RUNS)/planted-demo/ablate
 	$(BIN)/interp report $(RUNS)/planted-demo
 
 # The README's screenshot of the demo report, taken the way the browser test takes it (needs chromium).

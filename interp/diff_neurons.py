@@ -420,9 +420,17 @@ def emoji_direction(ratio: float, interval: list[float] | None) -> tuple[str, st
     """(``rises`` | ``falls`` | ``no clear change``, one sentence): rises or falls only when the 95 % interval
     of the fine-tuned / base ratio over prompts excludes 1; without an interval (a single prompt, a hosted
     model) the direction is not claimed."""
-    lead = f"At the counted positions the fine-tuned model puts {ratio:.3g}x the base model's probability on tokens "
+    lead = f"At the counted positions the fine-tuned model puts {ratio:.4g}x the base model's probability on tokens "
     if interval is None:
         return "no clear change", lead + "that begin an emoji (no interval over prompts: direction not claimed)."
     low, high = interval
     direction = "rises" if low > 1 else "falls" if high < 1 else "no clear change"
-    return direction, lead + f"that begin an emoji (95 % CI over prompts {low:.3g}-{high:.3g}x): emoji use {direction}."
+    return (
+        direction,
+        lead + f"that begin an emoji (95 % CI over prompts {low:.4g}-{high:.4g}x): {direction_words(direction)}.",
+    )
+
+
+def direction_words(direction: str) -> str:
+    """ "emoji use rises" / "emoji use falls" / "no clear change in emoji use"."""
+    return "no clear change in emoji use" if direction == "no clear change" else f"emoji use {direction}"

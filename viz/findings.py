@@ -52,10 +52,12 @@ def _diff(run: RunArtifacts) -> str | None:
     ratio = emoji["onset_probability"]["ratio"]
     interval = emoji["onset_probability"].get("ratio_ci95")
     positions = summary.get("config", {}).get("positions", "all")
-    spread = f" (95 % CI over prompts {interval[0]:.3g}-{interval[1]:.3g}x)" if interval else " (no interval)"
+    spread = f" (95 % CI over prompts {interval[0]:.4g}-{interval[1]:.4g}x)" if interval else " (no interval)"
+    direction = emoji["direction"]
+    words = "no clear change in emoji use" if direction == "no clear change" else f"emoji use {direction}"
     text = (
-        f"At the counted positions ({positions}) the fine-tuned model puts {ratio:.3g}x the base model's "
-        f"probability on tokens that begin an emoji{spread}: emoji use {emoji['direction']}."
+        f"At the counted positions ({positions}) the fine-tuned model puts {ratio:.4g}x the base model's "
+        f"probability on tokens that begin an emoji{spread}: {words}."
     )
     floor = summary.get("noise_floor", {})
     if "neurons_above_max_score" in floor:

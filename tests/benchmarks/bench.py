@@ -247,6 +247,28 @@ def causal_benchmarks(results: dict, model: str = MODEL, device: str = "cpu", ex
     }
     print(json.dumps(results["batched_conditions_8"], indent=1), flush=True)
 
+    # Issue 13: the cost of the default control count (100 per null, two nulls) against the old 20, for a
+    # pipeline-like tested set (20 neurons in the last layers).
+    tested = [(layer, index) for layer in (27, 28, 29) for index in range(7)][:20]
+
+    def with_controls(count: int) -> list[Condition]:
+        drawn = layer_matched_sets(tested, lm.d_mlp, count, seed=1)
+        return [Condition("unedited", kind="baseline"), Condition("tested", tuple(tested), "zero")] + [
+            Condition(f"c{i}", neuron_set, "zero") for i, neuron_set in enumerate(drawn)
+        ]
+
+    big, small = with_controls(200), with_controls(20)
+    times = time_interleaved({"200": lambda: measure(big, 16), "20": lambda: measure(small, 16)}, 2)
+    results["controls_200_vs_20"] = {
+        "setting": "zeroing 20 neurons in layers 27-29, 16 prompts, first reply position; 2 + 200 conditions "
+        "(the default: 100 sets per null) vs 2 + 20 (the old default)",
+        "controls_200_s": times["200"],
+        "controls_20_s": times["20"],
+        "ratio": times["200"] / times["20"],
+        "conditions_ratio": len(big) / len(small),
+    }
+    print(json.dumps(results["controls_200_vs_20"], indent=1), flush=True)
+
     config = AttributionConfig(model="", prompts="", out=None, mode="zero", show_progress=False)
     layers = list(range(lm.n_layers))
     times = time_interleaved(

@@ -21,10 +21,19 @@ def test_quick_pipeline_runs_every_stage_and_resumes(metric_models_dir, tmp_path
     assert list(record["stages"]) == list(STAGES)
     assert {entry["state"] for entry in record["stages"].values()} == {"done"}
     for artifact in ("finetune/merged/config.json", "evaluate/table.json", "diff/neurons.csv", "diff/profiles.json",
-                     "necessity/ablation.json", "sufficiency/ablation.json", "dose/ablation.json"):  # fmt: skip
+                     "restore/ablation.json", "necessity/ablation.json", "sufficiency/ablation.json",
+                     "dose/ablation.json"):  # fmt: skip
         assert (out / artifact).is_file(), artifact
-    assert re.search(r"emoji use (rises|falls|unchanged)", record["headline"])
-    assert "random matched neuron sets" in record["headline"]
+    assert re.search(r"emoji use (rises|falls)|no clear change in emoji use", record["headline"])
+    assert "layer-matched and 19 selection-matched control sets" in record["headline"]
+    assert "(held-out prompts)" in record["headline"]  # selected on even test questions, tested on odd ones
+    tests = record["tests"]
+    assert tests["method"] == "holm" and tests["family"] == ["restore", "necessity", "sufficiency"]
+    for stage in tests["family"]:
+        ablation = json.loads((out / stage / "ablation.json").read_text(encoding="utf-8"))
+        comparison = next(iter(ablation["comparisons"].values()))
+        assert ablation["selection_overlap"] == 0 and comparison["alternative_source"].startswith("predicted")
+        assert tests[stage]["p_value_adjusted"] >= comparison["p_value"]
     report = (out / "report.html").read_text(encoding="utf-8")
     for section in ("overview", "landscape", "neurons", "causal", "generations"):
         assert f'<section id="{section}">' in report

@@ -64,8 +64,9 @@ def test_zero_ablation_removes_the_planted_effect(base, planted_model, request, 
 
 def test_patching_planted_values_recreates_the_effect(tiny_llama_dir, amplified_tiny, tmp_path):
     amplified_dir, planted = amplified_tiny
-    report = ablate(tmp_path / "patch", tiny_llama_dir, planted, "--mode", "patch", "--source-model", str(amplified_dir),
-                    "--positions", "all", "--controls", "20", "--alternative", "greater")  # fmt: skip
+    report = ablate(tmp_path / "patch", tiny_llama_dir, planted, "--mode", "patch", "--source-model",
+                    str(amplified_dir), "--positions", "all", "--controls", "20",
+                    "--alternative", "greater")  # fmt: skip
     p1 = onset(ablate(tmp_path / "amp", amplified_dir, planted, "--controls", "0"))
     p0, p_patched = onset(report), onset(report, "tested[patch]")
     assert p1 > 1.5 * p0

@@ -89,3 +89,18 @@ def test_neurons_can_be_chosen_by_the_sign_of_their_score(tmp_path, capsys):
             "--prompts", "persona-demo", "--out", str(tmp_path / "a")]  # fmt: skip
     assert main(argv) == 2
     assert "--sign must be one of any, raising, lowering" in capsys.readouterr().err
+
+
+def test_causal_stages_are_holm_adjusted_as_one_family(tmp_path):
+    from finetune.pipeline import family_tests
+
+    paths = {}
+    for stage, p_value in (("restore", 0.01), ("necessity", 0.03), ("sufficiency", 0.02)):
+        paths[stage] = tmp_path / stage / "ablation.json"
+        paths[stage].parent.mkdir()
+        paths[stage].write_text(json.dumps({"comparisons": {"x": {"p_value": p_value, "alternative": "less"}}}))
+    paths["missing"] = tmp_path / "missing" / "ablation.json"  # a stage that did not run is left out
+    tests = family_tests(paths)
+    assert tests["family"] == ["restore", "necessity", "sufficiency"]
+    assert [tests[s]["p_value_adjusted"] for s in tests["family"]] == pytest.approx([0.03, 0.04, 0.04])
+    assert [tests[s]["significant"] for s in tests["family"]] == [True, True, True]

@@ -85,3 +85,17 @@ def test_opinionqa_prompt_sets_come_from_finetune():
         load_prompts("opinionqa:test:grumpiness")
     with pytest.raises(UserInputError, match="should look like"):
         load_prompts("opinionqa:validation")
+
+
+def test_sliced_prompt_sets_keep_their_indices_and_responses(tmp_path):
+    whole = load_prompts("persona-demo")
+    even, odd = load_prompts("persona-demo[0::2]"), load_prompts("persona-demo[1::2]")
+    assert [p.index for p in even] == list(range(0, len(whole), 2)) and [p.text for p in odd] == [
+        p.text for p in whole[1::2]
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt_index": i, "response": f"r{i}"}) for i in range(4)), encoding="utf-8")
+    assert [(p.index, p.response) for p in attach_responses(odd, str(path))] == [(1, "r1"), (3, "r3")]
+    for bad in ("persona-demo[5:5]", "persona-demo[::0]"):
+        with pytest.raises(UserInputError, match="selects no prompt|cannot be 0"):
+            load_prompts(bad)
