@@ -59,11 +59,15 @@ class ArchitectureSpec:
         """[d_model] elementwise scale of the final norm (RMS/LayerNorm gain, offset applied)."""
         return _get_path(model, self.final_norm_path).weight + self.norm_weight_offset
 
-    def post_mlp_norm_scale(self, model: nn.Module, layer: int) -> torch.Tensor | None:
-        """[d_model] gain (offset applied) of the norm on ``layer``'s MLP output, or None where there is none."""
+    def post_mlp_norm_module(self, model: nn.Module, layer: int) -> nn.Module | None:
+        """The norm on ``layer``'s MLP output (an RMSNorm with ``eps``), or None where there is none."""
         if not self.post_mlp_norm:
             return None
-        norm = getattr(self.layers(model)[layer], self.post_mlp_norm, None)  # Gemma 1 has none
+        return getattr(self.layers(model)[layer], self.post_mlp_norm, None)  # Gemma 1 has none
+
+    def post_mlp_norm_scale(self, model: nn.Module, layer: int) -> torch.Tensor | None:
+        """[d_model] gain (offset applied) of the norm on ``layer``'s MLP output, or None where there is none."""
+        norm = self.post_mlp_norm_module(model, layer)
         return None if norm is None else norm.weight + self.norm_weight_offset
 
     def unembedding(self, model: nn.Module) -> torch.Tensor:

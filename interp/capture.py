@@ -21,6 +21,9 @@ class CaptureResult:
     onset_prob_sum: float  # sum over counted positions of P(next token is an emoji onset)
     seconds: float
     onset_per_sequence: list[float] | None = None  # that sum per sequence, in batch order (None: not measured)
+    # layer -> mean 1/rms of the MLP output over the counted positions, for layers with a norm on the MLP output
+    # (Gemma 2/3: a neuron's residual write is divided by it, so DLA needs it); None: not measured
+    mlp_out_inv_rms: dict[int, float] | None = None
 
     @property
     def onset_prob(self) -> float:
@@ -37,8 +40,12 @@ def capture_stats(
     onset_ids: list[int] | None = None,
     progress=None,
     shards: Shards | None = None,
+    output_norms: dict[int, tuple[torch.Tensor, float]] | None = None,
 ) -> CaptureResult:
     """Statistics of the neuron activations at every batch's counted positions.
+
+    ``output_norms`` (layer -> (output weight [d_model, d_mlp], the norm's eps), from ``mlp_output_norms``):
+    also the mean 1/rms of those layers' MLP outputs, recomputed from the counted activations.
 
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
     ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``).
@@ -51,6 +58,7 @@ def capture_stats(
     slots = {layer: slot for slot, layer in enumerate(layers)}
     onset_sum = 0.0
     per_batch: list[tuple[int, list[float]]] = []  # (batch number, each row's summed onset probability)
+    inv_rms_sum = [0.0] * len(layers)
     rows_buffer: dict[tuple, torch.Tensor] = {}  # reused across layers and batches (allocation is costly)
     start = time.perf_counter()
     rounds = range(0, len(batches), shards.world)
@@ -69,6 +77,8 @@ def capture_stats(
                 torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
                 if len(rows):
                     moments[layer] = stats.moments(rows)
+                    if output_norms and layer in output_norms:
+                        inv_rms_sum[slots[layer]] += _inv_rms_sum(rows, *output_norms[layer])
 
             logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
             if logits is not None:
@@ -85,6 +95,30 @@ def capture_stats(
     per_sequence = None
     if onset_ids is not None:
         per_sequence = [value for _, rows in sorted(shards.gather_objects(per_batch)) for value in rows]
+    inv_rms = None
+    if output_norms:
+        inv_rms_sum = shards.sum(inv_rms_sum)
+        inv_rms = {
+            layer: inv_rms_sum[slot] / max(float(stats.count[slot]), 1.0)
+            for slot, layer in enumerate(layers)
+            if layer in output_norms
+        }
     stats.move_to("cpu")  # accumulated where the activations were; results live on the CPU
     counted = int(stats.count[0]) if layers else 0
-    return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start, per_sequence)
+    return CaptureResult(stats, counted, processed, onset_sum, time.perf_counter() - start, per_sequence, inv_rms)
+
+
+def mlp_output_norms(lm, layers: list[int]) -> dict[int, tuple[torch.Tensor, float]] | None:
+    """layer -> (MLP output weight, eps) for the layers whose MLP output passes a norm; None if none does."""
+    norms = {}
+    for layer in layers:
+        eps = lm.post_mlp_norm_eps(layer)
+        if eps is not None:
+            norms[layer] = (lm.output_weight(layer), eps)
+    return norms or None
+
+
+def _inv_rms_sum(rows: torch.Tensor, weight: torch.Tensor, eps: float) -> float:
+    """Sum over rows of 1/rms(MLP output) = 1/sqrt(mean((W_out a)^2) + eps), as the RMSNorm computes it (fp32)."""
+    output = rows.float() @ weight.to(rows.device, torch.float32).T
+    return float(torch.rsqrt(output.pow(2).mean(-1) + eps).double().sum())

@@ -24,7 +24,7 @@ import torch
 
 from interp import artifacts, diff, models, remote, significance
 from interp.backends import BACKENDS, make_backend
-from interp.capture import CaptureResult, capture_stats
+from interp.capture import CaptureResult, capture_stats, mlp_output_norms
 from interp.distributed import Shards
 from interp.dla import emoji_dla
 from interp.errors import UserInputError
@@ -157,7 +157,7 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
 
     ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model")
     if shards.is_main:
-        dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids), ft.fingerprint()
+        dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids, ft_capture.mlp_out_inv_rms), ft.fingerprint()
     del ft
     gc.collect()
 
@@ -168,7 +168,8 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     ]
     if not shards.is_main:  # the statistics are rank 0's to rank, profile and write
         return None
-    dla_base, base_fingerprint = _emoji_dla(base, layers, onset_ids), base.fingerprint()
+    base_inv_rms = _pooled_inv_rms(half_captures)
+    dla_base, base_fingerprint = _emoji_dla(base, layers, onset_ids, base_inv_rms), base.fingerprint()
 
     a, b = half_captures
     ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
@@ -198,6 +199,13 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
                               config.thresholds, config.threshold, per_prompt, config.seed)  # fmt: skip
     summary = _summary(config, prompts, sequences, base_capture, ft_capture, timings, started, results,
                        base_fingerprint, ft_fingerprint)  # fmt: skip
+    if ft_capture.mlp_out_inv_rms is not None and base_inv_rms is not None:
+        summary["mlp_output_inv_rms"] = {
+            "description": "per layer, mean 1/rms of the MLP output before its norm at the counted positions "
+            "(Gemma 2/3); each layer's emoji_dla is scaled by it",
+            "base": {str(k): v for k, v in base_inv_rms.items()},
+            "finetuned": {str(k): v for k, v in ft_capture.mlp_out_inv_rms.items()},
+        }
     planted = _planted_recovery([base_src, ft_src], layers, ranking.columns, config.rank_by)
     if planted:
         summary["planted_recovery"] = planted
@@ -307,9 +315,23 @@ def _resolve(config: DiffConfig, ref: str, log, base_ref: str | None = None) -> 
     return models.resolve(ref, base_ref=base_ref, fetch_log=log)
 
 
-def _emoji_dla(lm, layers: list[int], onset_ids: list[int]) -> torch.Tensor:
-    """[len(layers), d_mlp] emoji DLA: from the weights here, or as read on NDIF for a hosted model."""
-    return lm.dla[layers] if isinstance(lm, remote.RemoteModel) else emoji_dla(lm, layers, onset_ids)
+def _emoji_dla(lm, layers: list[int], onset_ids: list[int], inv_rms: dict[int, float] | None) -> torch.Tensor:
+    """[len(layers), d_mlp] emoji DLA: from the weights here (scaled by each layer's mean 1/rms of a normed MLP
+    output), or as read on NDIF for a hosted model (unscaled)."""
+    if isinstance(lm, remote.RemoteModel):
+        return lm.dla[layers]
+    return emoji_dla(lm, layers, onset_ids, inv_rms)
+
+
+def _pooled_inv_rms(captures: list[CaptureResult]) -> dict[int, float] | None:
+    """The captures' mean 1/rms per layer, weighted by their counted positions."""
+    if any(c.mlp_out_inv_rms is None for c in captures):
+        return None
+    total = sum(c.tokens for c in captures)
+    return {
+        layer: sum(c.mlp_out_inv_rms[layer] * c.tokens for c in captures) / max(total, 1)
+        for layer in captures[0].mlp_out_inv_rms
+    }
 
 
 def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str) -> CaptureResult:
@@ -320,7 +342,8 @@ def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids,
         backend = remote.RemoteNNsightBackend(lm)
         return remote.capture_stats(backend, batches, layers, config.threshold, onset_ids, progress)
     backend = make_backend(config.backend, lm)
-    return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards)
+    return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards,
+                         mlp_output_norms(lm, layers))  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:

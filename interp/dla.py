@@ -1,7 +1,8 @@
 """Direct logit attribution of MLP neurons to emoji-onset tokens.
 
 A unit of neuron i's activation in layer l adds the column ``W_out[:, i]`` to the residual stream (Gemma 2/3:
-``post_norm_gain * W_out[:, i]`` over the MLP output's rms; ``LoadedModel.residual_write_weight``). Read
+``post_norm_gain * W_out[:, i]`` over the MLP output's rms; ``LoadedModel.residual_write_weight``; the
+layer's mean 1/rms over the counted positions, measured during capture, scales it when given). Read
 straight through the final norm's scale ``g`` and the unembedding ``W_U`` (ignoring the norm's
 data-dependent 1/rms, a positive factor shared by all neurons at a position), it moves the logit of
 token t by ``W_U[t] . (g * W_out[:, i])``. ``emoji_dla`` sums that over the emoji-onset tokens, each
@@ -18,12 +19,18 @@ from interp.models import LoadedModel
 
 
 @torch.no_grad()
-def emoji_dla(lm: LoadedModel, layers: list[int], onset_ids: list[int]) -> torch.Tensor:
-    """[len(layers), d_mlp] float64 emoji-onset logit change per unit of each neuron's activation."""
+def emoji_dla(
+    lm: LoadedModel, layers: list[int], onset_ids: list[int], mlp_out_inv_rms: dict[int, float] | None = None
+) -> torch.Tensor:
+    """[len(layers), d_mlp] float64 emoji-onset logit change per unit of each neuron's activation.
+
+    ``mlp_out_inv_rms`` (layer -> mean 1/rms of the MLP output, measured during capture) scales the layers
+    whose MLP output passes a norm (Gemma 2/3), so neurons of different layers compare on one scale."""
     unembed = lm.spec.unembedding(lm.model).double()
     readout = (unembed[onset_ids] - unembed.mean(0)).sum(0) * lm.spec.final_norm_scale(lm.model).double()
     # Each layer's product runs where its weight is (layers spread by a device map; 4-bit: dequantised on CPU).
-    return torch.stack([_read(readout, lm.residual_write_weight(layer)) for layer in layers])
+    scales = mlp_out_inv_rms or {}
+    return torch.stack([_read(readout, lm.residual_write_weight(layer)) * scales.get(layer, 1.0) for layer in layers])
 
 
 def _read(readout: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

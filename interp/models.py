@@ -68,6 +68,13 @@ class LoadedModel:
         gain = self.spec.post_mlp_norm_scale(self.model, layer)
         return weight if gain is None else weight * gain.to(weight.device, weight.dtype)[:, None]
 
+    def post_mlp_norm_eps(self, layer: int) -> float | None:
+        """The epsilon of the norm on ``layer``'s MLP output (Gemma 2/3), or None where the output is added as is."""
+        norm = self.spec.post_mlp_norm_module(self.model, layer)
+        if norm is None:
+            return None
+        return float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)))
+
     @property
     def vocab_size(self) -> int:
         return int(self.spec.unembedding(self.model).shape[0])

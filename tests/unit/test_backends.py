@@ -87,3 +87,43 @@ def test_hooks_remove_themselves_after_errors(tiny_llama_dir):
         lm.model(input_ids=torch.tensor([[1, 2, 3]]))
     for layer in range(lm.n_layers):
         assert not lm.spec.site_module(lm.model, layer)._forward_pre_hooks
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_mlp_output_inv_rms_equals_the_post_norm_input(tiny_gemma3_dir, tiny_llama_dir, backend_name):
+    """Gemma 3's neuron writes are divided by the rms of the MLP output: capture measures its mean per layer,
+    here checked against the post-MLP norm's own input read with a plain hook, and DLA is scaled by it."""
+    from interp.capture import capture_stats, mlp_output_norms
+    from interp.dla import emoji_dla
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(tiny_gemma3_dir), device="cpu")
+    batch = _batch(lm)
+    layers = list(range(lm.n_layers))
+    direct: dict[int, torch.Tensor] = {}
+    handles = [
+        lm.spec.post_mlp_norm_module(lm.model, layer).register_forward_pre_hook(
+            lambda _m, args, layer=layer: direct.__setitem__(layer, args[0].detach())
+        )
+        for layer in layers
+    ]
+    try:
+        with torch.no_grad():
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    result = capture_stats(make_backend(backend_name, lm), [batch], layers, lm.d_mlp, 0.1,
+                           output_norms=mlp_output_norms(lm, layers))  # fmt: skip
+    for layer in layers:
+        eps = lm.spec.post_mlp_norm_module(lm.model, layer).eps
+        counted = direct[layer][batch.positions].float()
+        expected = torch.rsqrt(counted.pow(2).mean(-1) + eps).mean().item()
+        assert result.mlp_out_inv_rms[layer] == pytest.approx(expected, rel=1e-4)
+    assert len({round(v, 3) for v in result.mlp_out_inv_rms.values()}) == len(layers)  # layers differ: it matters
+    onset = emoji_onset_ids(lm.tokenizer)
+    scaled, unscaled = emoji_dla(lm, layers, onset, result.mlp_out_inv_rms), emoji_dla(lm, layers, onset)
+    for slot, layer in enumerate(layers):
+        assert torch.allclose(scaled[slot], unscaled[slot] * result.mlp_out_inv_rms[layer])
+    llama = models.load(str(tiny_llama_dir), device="cpu")
+    assert mlp_output_norms(llama, list(range(llama.n_layers))) is None  # LLaMA adds its MLP output as it is
