@@ -104,10 +104,12 @@ def test_backends_agree_on_gemma3():
 
 
 def test_planted_neurons_rank_first_on_gemma3(tmp_path):
-    # Measured: the six planted neurons (layers 6, 9, 13) rank 1, 2, 3, 6, 7, 8. Two downstream neurons that
-    # respond to them come in between (12:1561, which pushes emojis down: compensation; 17:2024 in the last
-    # layer, whose post-MLP norm gains reach ~1,650). On SmolLM2 the planted six are exactly the top six.
-    assert_planted_neurons_rank_first(ALIAS, tmp_path, within=8)
+    # Measured with the 1/rms-scaled DLA (each layer's mean 1/rms of its MLP output: 1.07 in layer 0 to 14.5 in
+    # layer 17; in the planted layers it falls, 8.3 -> 5.6 and 11.1 -> 5.7, because the planted writes dominate the
+    # MLP output there): the six planted neurons (layers 6, 9, 13) rank 2, 3, 6, 8, 9, 10. Downstream neurons that
+    # respond to them come in between (17:2024 first; 17:547, 17:492 and 12:1561 push emojis down:
+    # compensation). Before the scaling they ranked 1, 2, 3, 6, 7, 8. On SmolLM2 they are exactly the top six.
+    assert_planted_neurons_rank_first(ALIAS, tmp_path, within=10)
 
 
 def test_attribute_and_generate_run_on_gemma3(tmp_path):
