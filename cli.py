@@ -615,6 +615,33 @@ def pipeline_command(model, trait, out, quick, config_file, device) -> None:
     click.echo(f"report: {record['report']}")
 
 
+@app.command("replicate")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--seed", default=1, show_default=True, help="Training seed of the second adapter.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def replicate_command(run_dir, seed, device) -> None:
+    """Does a pipeline run's finding survive a second training seed? Train, diff and test the adapter again.
+
+    Writes RUN_DIR/replicate-seedS/ (the second run's stages) and RUN_DIR/replication.json (top-20 and
+    tested-set Jaccard overlap, each causal verdict in both runs and whether it replicated); rerun
+    `interp report RUN_DIR` to show it.
+
+    \b
+    Example:
+      interp pipeline --out runs/demo && interp replicate runs/demo --seed 1 && interp report runs/demo
+    """
+    from finetune.replication import replicate
+
+    result = replicate(run_dir, seed, log=lambda message: click.echo(message, err=True), device=device)
+    overlap = result["jaccard"]
+    click.echo(f"Jaccard overlap: top 20 by |score| {overlap['top_20_by_score']:.2f}, tested sets "
+               f"{overlap['tested_sets']:.2f}")  # fmt: skip
+    for stage, entry in result["tests"].items():
+        words = "replicated" if entry["replicated"] else "did not replicate"
+        click.echo(f"{stage:<12} {words}")
+    click.echo(f"wrote {run_dir}/replication.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 2 on bad input (one sentence on stderr), 130 on Ctrl-C."""
     try:

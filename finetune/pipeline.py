@@ -155,9 +155,12 @@ def _stage_fields(stage: str) -> set[str]:
 class Pipeline:
     """Runs the stages in order; ``run()`` returns ``pipeline.json``'s content."""
 
-    def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print):
+    def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print, responses: Path | None = None):
+        """``responses``: answers to teacher-force in the diff and the causal stages instead of the evaluate
+        stage's (a replication reuses the first run's, so only the training seed differs)."""
         self.config = config
         self.log = log
+        self.given_responses = responses
         self.out = Path(config.out)
         self.record_path = self.out / "pipeline.json"
         self.headline = ""
@@ -166,7 +169,8 @@ class Pipeline:
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
-    def run(self) -> dict:
+    def run(self, stages: tuple[str, ...] = STAGES) -> dict:
+        """Run ``stages`` (default: all) in order, skipping those already complete."""
         check_trait(self.config.trait)
         artifacts.check_output_dir(self.out)
         record = self._start_record()
@@ -181,21 +185,22 @@ class Pipeline:
             "dose": (self.path("dose", "ablation.json"), self._dose),
             "report": (self.path("report.html"), self._report),
         }
-        for number, stage in enumerate(STAGES, start=1):
+        for number, stage in enumerate(stages, start=1):
             done_marker, action = steps[stage]
             tic = time.perf_counter()
             if done_marker.exists() and stage != "report":
                 state = "skipped"
-                self.log(f"[{number}/{len(STAGES)}] {stage}: already complete, skipped")
+                self.log(f"[{number}/{len(stages)}] {stage}: already complete, skipped")
             else:
-                self.log(f"[{number}/{len(STAGES)}] {stage} ...")
+                self.log(f"[{number}/{len(stages)}] {stage} ...")
                 action()
                 state = "done"
             record["stages"][stage] = {"state": state, "seconds": round(time.perf_counter() - tic, 1)}  # done|skipped
             artifacts.write_json(self.record_path, record)
-        record["report"] = str(self.path("report.html"))
-        record["headline"] = self.headline
-        record["tests"] = self.tests
+        if "report" in stages:
+            record["report"] = str(self.path("report.html"))
+            record["headline"] = self.headline
+            record["tests"] = self.tests
         artifacts.write_json(self.record_path, record)
         return record
 
@@ -220,6 +225,8 @@ class Pipeline:
 
     @property
     def responses(self) -> str:
+        if self.given_responses is not None:
+            return str(self.given_responses)
         return str(self.path("evaluate", f"peft.{self.config.trait}.generations.jsonl"))
 
     def _common(self) -> dict:

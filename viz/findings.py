@@ -17,7 +17,19 @@ WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose 
 
 def findings(run: RunArtifacts) -> list[str]:
     """The headline's findings, one sentence (or two) each, most direct test of the change first."""
-    return [s for s in (_evaluation(run), _diff(run), *_causal(run)) if s]
+    return [s for s in (_evaluation(run), _diff(run), *_causal(run), _overlap(run)) if s]
+
+
+def _overlap(run: RunArtifacts) -> str | None:
+    if not run.replication:
+        return None
+    overlap, seeds = run.replication["jaccard"], run.replication["seeds"]
+    kept = sum(t["replicated"] for t in run.replication["tests"].values())
+    return (
+        f"A second adapter trained with seed {seeds['replicate']} (seed {seeds['original']} here) shares "
+        f"{overlap['top_20_by_score']:.0%} of the top 20 neurons by |score| (Jaccard) and {overlap['tested_sets']:.0%} "
+        f"of the tested set; {kept} of {len(run.replication['tests'])} causal verdicts replicate."
+    )
 
 
 def headline(run: RunArtifacts) -> str:
@@ -77,7 +89,8 @@ def _causal(run: RunArtifacts) -> list[str]:
         which = WHICH.get(config.get("sign", "any"), "") if config.get("neurons_from") else ""
         lead = template.format(mode=config.get("mode"), n=len(ablation.report["neurons"]), which=which)
         sentences.append(f"{lead} ({_prompts(ablation.report)}) changed the emoji-onset probability by "
-                         f"{_relative(comparison)}; {_verdict(comparison, family.get(role), family)}.")  # fmt: skip
+                         f"{_relative(comparison)}; {_verdict(comparison, family.get(role), family)}"
+                         f"{_replication(run, role)}.")  # fmt: skip
         if role == "necessity" and config.get("mode") == "zero":
             push = _direct_push(run, ablation.report["neurons"])
             if push is not None:
@@ -91,6 +104,15 @@ def _causal(run: RunArtifacts) -> list[str]:
     if dose is not None and dose.report["comparisons"]:
         sentences.append(_dose(dose))
     return sentences
+
+
+def _replication(run: RunArtifacts, role: str) -> str:
+    """ "; replicated with seed S" / "; does not replicate with seed S" from replication.json, if any."""
+    test = (run.replication or {}).get("tests", {}).get(role)
+    if test is None:
+        return ""
+    seed = run.replication["seeds"]["replicate"]
+    return f"; {'replicated' if test['replicated'] else 'does not replicate'} with training seed {seed}"
 
 
 def _prompts(report: dict) -> str:

@@ -73,6 +73,7 @@ class RunArtifacts:
     evaluate: dict | None = None  # table.json
     diff: DiffRun | None = None
     ablations: list[AblationRun] = field(default_factory=list)
+    replication: dict | None = None  # replication.json (``interp replicate``)
 
     def ablation(self, role: str) -> AblationRun | None:
         return next((run for run in self.ablations if run.role == role), None)
@@ -85,8 +86,12 @@ def load_run(root: Path) -> RunArtifacts:
         raise UserInputError(f"run directory {str(root)!r} does not exist.")
     run = RunArtifacts(root)
     for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+        if folder.name.startswith("replicate-seed"):  # a second seed's stages: summarised by replication.json
+            continue
         if (folder / "pipeline.json").is_file():
             run.pipeline = _json(folder / "pipeline.json")
+        if (folder / "replication.json").is_file():
+            run.replication = _json(folder / "replication.json")
         if (folder / "table.json").is_file() and run.evaluate is None:
             run.evaluate = _json(folder / "table.json")
         if (folder / "neurons.csv").is_file() and run.diff is None:

@@ -104,3 +104,11 @@ def test_causal_stages_are_holm_adjusted_as_one_family(tmp_path):
     assert tests["family"] == ["restore", "necessity", "sufficiency"]
     assert [tests[s]["p_value_adjusted"] for s in tests["family"]] == pytest.approx([0.03, 0.04, 0.04])
     assert [tests[s]["significant"] for s in tests["family"]] == [True, True, True]
+
+
+def test_replicate_needs_a_pipeline_run(tmp_path, capsys):
+    from finetune.replication import jaccard
+
+    assert jaccard({"1:2", "3:4"}, {"3:4"}) == 0.5 and jaccard(set(), set()) == 1.0
+    assert main(["replicate", str(tmp_path)]) == 2
+    assert "is not a pipeline run directory" in capsys.readouterr().err
