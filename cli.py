@@ -233,6 +233,9 @@ def ablate(**options) -> None:
     click.echo(f"unedited: emoji-onset probability {unedited['emoji_onset_probability']:.4g}")
     for group, comparison in report["comparisons"].items():
         click.echo(f"[{group}] {comparison['verdict']}")
+    if report["selection_overlap"]:
+        click.echo(f"note: {report['selection_overlap']:.0%} of these prompts also selected the neurons (tested on "
+                   f"the prompts they were selected on); hold some out, e.g. --prompts 'SET[1::2]'.")  # fmt: skip
     click.echo(f"wrote {options['out']}/ablation.json, generations.jsonl")
 
 

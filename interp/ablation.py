@@ -551,7 +551,8 @@ def _fold_onset(target: ConditionMetrics, logits, onset_ids, batch: list[Sequenc
 def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache) -> torch.Tensor:
     """[C, B, T - split, d_model] final hidden states of every condition of ``plan`` from position ``split``.
 
-    Without a prefix cache the conditions still share the layers below their first edited layer."""
+    The conditions share the layers below their first edited layer (and, with a prefix cache, the positions
+    before ``split``)."""
     copies, rows, width = len(plan.conditions), ids.shape[0], ids.shape[1]
     with torch.no_grad():
         if prefix_cache is None:
@@ -560,21 +561,25 @@ def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache)
                 hidden = lm.model.base_model(
                     input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device), use_cache=False
                 ).last_hidden_state
-            if hidden.shape[0] != copies * rows:  # no condition edits anything: the rows are shared
-                hidden = repeat_rows(hidden, copies)
-        else:
+        else:  # both: the prefix's KV cache, and the layers below the first edited one run once
+            first_layer = min(plan.layers, default=lm.n_layers)
             cache = copy.deepcopy(prefix_cache)
-            cache.reorder_cache(torch.arange(rows).repeat(copies).to(lm.device))
+            repeated = torch.arange(rows).repeat(copies).to(lm.device)
+            for index, layer_cache in enumerate(cache.layers):
+                if index >= first_layer:  # these layers see every condition's rows
+                    layer_cache.reorder_cache(repeated)
             plan.offset = split
-            positions = torch.arange(split, width).expand(copies * rows, -1)
-            with applied(lm, plan):
+            positions = torch.arange(split, width).expand(rows, -1)
+            with shared_prefix(lm, first_layer, copies), applied(lm, plan):
                 hidden = lm.model.base_model(
-                    input_ids=repeat_rows(ids[:, split:], copies).to(lm.device),
-                    attention_mask=repeat_rows(attention, copies).to(lm.device),
+                    input_ids=ids[:, split:].to(lm.device),
+                    attention_mask=attention.to(lm.device),
                     position_ids=positions.to(lm.device),
                     cache=cache,
                     use_cache=True,
                 ).last_hidden_state
+        if hidden.shape[0] != copies * rows:  # no condition edits anything: the rows are shared
+            hidden = repeat_rows(hidden, copies)
     return hidden.view(copies, rows, width - split, -1)
 
 

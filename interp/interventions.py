@@ -127,8 +127,9 @@ def shared_prefix(lm: LoadedModel, first_layer: int, copies: int) -> Iterator[No
 
     Conditions only differ from their first edited layer onwards, so a batch of B sequences enters the
     model once and is repeated (condition-major, like ``repeat_rows``) when it reaches ``first_layer``:
-    every tensor argument of that and later decoder blocks whose first dimension is B (hidden states,
-    attention masks, position ids, rotary cos/sin) is repeated.
+    every tensor argument of that and later decoder blocks with 2+ dimensions whose first is B (hidden states,
+    attention masks, position ids, rotary cos/sin) is repeated; with a KV cache, the caller repeats the rows of
+    the cache layers from ``first_layer`` on.
     """
     if copies == 1:
         yield
@@ -136,8 +137,8 @@ def shared_prefix(lm: LoadedModel, first_layer: int, copies: int) -> Iterator[No
     blocks = lm.spec.layers(lm.model)
     state = {"rows": -1}
 
-    def expand(value):
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == state["rows"]:
+    def expand(value):  # batch-first tensors have 2+ dimensions (cache positions [T] are shared, never repeated)
+        if isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[0] == state["rows"]:
             return repeat_rows(value, copies)
         if isinstance(value, tuple):
             return tuple(expand(item) for item in value)

@@ -29,7 +29,7 @@ def ablate(model, diff_dir: Path, prompts: str, out: Path, *extra: str) -> dict:
     return run_json(argv, out / "ablation.json")
 
 
-def test_planted_neurons_are_significant_on_held_out_prompts(tiny_llama_dir, planted_tiny, tmp_path):
+def test_planted_neurons_are_significant_on_held_out_prompts(tiny_llama_dir, planted_tiny, tmp_path, capsys):
     planted_dir, planted = planted_tiny
     summary = diff(tiny_llama_dir, planted_dir, "persona-demo[0::2]", tmp_path / "diff")
     assert summary["emoji"]["direction"] == "rises" and summary["emoji"]["onset_probability"]["ratio_ci95"][0] > 1
@@ -46,8 +46,10 @@ def test_planted_neurons_are_significant_on_held_out_prompts(tiny_llama_dir, pla
     matching = report["nulls"]["matched"]["matching"]
     assert len(matching["per_neuron"]) == 6 and "neurons_without_good_match" in matching
 
+    capsys.readouterr()
     same = ablate(planted_dir, tmp_path / "diff", "persona-demo[0::2]", tmp_path / "same", "--controls", "3")
     assert same["selection_overlap"] == 1.0
+    assert "100% of these prompts also selected the neurons" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "same")]) == 0
     assert "tested on the prompts they were selected on: 100% overlap" in (tmp_path / "same" / "report.html").read_text(
         encoding="utf-8"
