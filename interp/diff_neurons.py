@@ -299,10 +299,13 @@ def _onset_per_prompt(sequences, ft_capture, halves, half_captures) -> dict[str,
 
 
 def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
-    """Two disjoint halves by prompt (even / odd prompt index): ((seqs_a, masks_a), (seqs_b, masks_b))."""
+    """Two disjoint halves by prompt, alternating over the distinct prompts in order (a sliced prompt set such
+    as ``SET[0::2]`` keeps only even indices, so index parity would not split it): ((seqs_a, masks_a),
+    (seqs_b, masks_b))."""
+    rank = {index: number for number, index in enumerate(dict.fromkeys(s.prompt_index for s in sequences))}
     halves = (([], []), ([], []))
     for seq, mask in zip(sequences, masks):
-        half = halves[seq.prompt_index % 2]
+        half = halves[rank[seq.prompt_index] % 2]
         half[0].append(seq)
         half[1].append(mask)
     return halves
