@@ -198,23 +198,26 @@ def predicted_alternatives(
     predictions = {}
     for group, alpha in groups.items():
         if config.mode == "zero":
-            value, why = -push[model_role], f"zeroing removes the neurons' summed direct push ({push[model_role]:+.3g})"
+            value = -push[model_role]
+            why = f"zeroing removes the neurons' summed direct emoji push ({push[model_role]:+.3g} logits)"
         elif config.mode == "scale":
             value = (alpha - 1) * push[model_role]
-            why = f"scaling by {alpha:g} changes their summed direct push ({push[model_role]:+.3g}) by {alpha - 1:+g}x"
+            why = (f"scaling by {alpha:g} changes their summed direct emoji push ({push[model_role]:+.3g} logits) "
+                   f"by {alpha - 1:+g}x")  # fmt: skip
         elif config.mode == "mean" and model_role == "finetuned":
             column = "base_mean" if config.stats_entry == "base" else "ft_mean"
             value = sum(float(r[column]) * float(r["emoji_dla"]) for r in rows) - push["finetuned"]
-            why = f"the {config.stats_entry} means change their summed direct push by {value:+.3g}"
+            why = f"the {config.stats_entry} means change their summed direct emoji push by {value:+.3g} logits"
         elif config.mode == "patch" and {model_role, source_role} == {"base", "finetuned"}:
             value = score if model_role == "base" else -score
-            why = f"patching writes the {source_role} model's values: the summed score ({score:+.3g}) is added " + (
-                "to the base" if model_role == "base" else "back, with the opposite sign"
-            )
+            why = f"patching in the {source_role} model's values moves emoji logits by " + (
+                f"the neurons' summed score ({score:+.3g} logits)" if model_role == "base" else
+                f"minus their summed score ({-score:+.3g} logits)"
+            )  # fmt: skip
         else:
             raise UserInputError(f"--alternative {FROM_DIFF} cannot predict --mode {config.mode} on this model pair.")
         alternative = "greater" if value > 0 else "less" if value < 0 else "two-sided"
-        predictions[group] = (alternative, f"predicted from the diff run before the test: {why} logits")
+        predictions[group] = (alternative, f"predicted from the diff run before the test: {why}")
     return predictions
 
 

@@ -169,3 +169,17 @@ def test_headline_gives_the_zeroed_neurons_direct_push(run_dir):
         f"(ft_mean x emoji_dla) is {push:+.3g} logits: zeroing removes a net push {'up' if push > 0 else 'down'}"
         in (headline(run))
     )
+
+
+def test_report_of_runs_without_controls(run_dir, planted_tiny, tmp_path):
+    """--controls 0 (no nulls, no p-value): the report says "significance unknown" instead of failing."""
+    planted_dir, _ = planted_tiny
+    root = tmp_path / "no-controls"
+    top = ["--neurons-from", run_dir / "diff" / "neurons.csv", "--top-k", 4, "--controls", 0, "--device", "cpu"]
+    run_cli("ablate", "--model", planted_dir, *top, "--prompts", "persona-demo", "--out", root / "zero")
+    run_cli("ablate", "--model", planted_dir, "--mode", "scale", "--alpha", "0,2", *top, "--prompts", "persona-demo",
+            "--out", root / "dose")  # fmt: skip
+    run_cli("report", root)
+    text = (root / "report.html").read_text(encoding="utf-8")
+    assert "no controls were run: significance unknown" in text
+    assert "no controls were run: the curve is descriptive" in text
