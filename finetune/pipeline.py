@@ -68,9 +68,9 @@ QUICK: dict[str, dict] = {
     "finetune": {"max_steps": 6},
     "evaluate": {"samples": 1, "ike_variants": 1, "ike": 2, "questions": 4, "max_new_tokens": 32},
     "diff": {"profile_top": 12},
-    "restore": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
-    "necessity": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
-    "sufficiency": {"top_k": 6, "controls": 19, "max_new_tokens": 16},
+    "restore": {"top_k": 6, "controls": 9, "max_new_tokens": 16},
+    "necessity": {"top_k": 6, "controls": 9, "max_new_tokens": 16},
+    "sufficiency": {"top_k": 6, "controls": 9, "max_new_tokens": 16},
     "dose": {"top_k": 6, "alpha": "0,2", "controls": 3},
 }
 

@@ -25,7 +25,7 @@ def test_quick_pipeline_runs_every_stage_and_resumes(metric_models_dir, tmp_path
                      "dose/ablation.json"):  # fmt: skip
         assert (out / artifact).is_file(), artifact
     assert re.search(r"emoji use (rises|falls)|no clear change in emoji use", record["headline"])
-    assert "layer-matched and 19 selection-matched control sets" in record["headline"]
+    assert "9 layer-matched and 9 selection-matched control sets" in record["headline"]
     assert "(held-out prompts)" in record["headline"]  # selected on even test questions, tested on odd ones
     tests = record["tests"]
     assert tests["method"] == "holm" and tests["family"] == ["restore", "necessity", "sufficiency"]
