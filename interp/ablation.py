@@ -48,7 +48,7 @@ from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
 from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
-from probes.metrics import emoji_rate, kl_divergence, onset_mass
+from probes.metrics import emoji_rate, kl_from_log_probs
 
 NULLS = ("both", "layer", "matched")  # which control sets to draw: both nulls, or one of them
 SIDE_EFFECT_CONTROLS = 20  # control sets per null whose neutral-text perplexity is measured
@@ -505,7 +505,7 @@ def measure_conditions(
             source_values, source_hidden = _source_pass(source, conditions, ids, attention)
             if not nll and SOURCE in metrics:
                 logits = source.logits_from_hidden(source_hidden[measured.to(source.device)]).float().cpu()
-                _fold_onset(metrics[SOURCE], logits, onset_ids, batch, measured)
+                _fold_onset(metrics[SOURCE], torch.log_softmax(logits, dim=-1), onset_ids, batch, measured)
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
         prefix_cache = None
@@ -516,32 +516,33 @@ def measure_conditions(
                 use_cache=True,
             ).cache
         measured_rest, first_rest = measured[:, split:], first[:, split:]
-        reference = None
+        reference = None  # (log p, p) of conditions[0], the unedited model
         for begin in range(0, len(conditions), chunk):
             group = conditions[begin : begin + chunk]
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
             hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
             for c, condition in enumerate(group):
                 logits = lm.logits_from_hidden(hidden[c][measured_rest.to(lm.device)]).float().cpu()
-                if reference is None:  # conditions[0] is the unedited model
-                    reference = logits
                 target = metrics[condition.name]
                 if nll:
                     targets = ids[:, split + 1 :][measured_rest[:, :-1]]
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
                     continue
-                mass = _fold_onset(target, logits, onset_ids, batch, measured_rest)
-                target.kl_sum += float(kl_divergence(reference, logits).double().sum())
+                logp = torch.log_softmax(logits, dim=-1)  # one pass over the vocabulary serves both metrics
+                if reference is None:
+                    reference = (logp, logp.exp())
+                mass = _fold_onset(target, logp, onset_ids, batch, measured_rest)
+                target.kl_sum += float(kl_from_log_probs(*reference, logp).double().sum())
                 is_first = first_rest[measured_rest]
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
 
 
-def _fold_onset(target: ConditionMetrics, logits, onset_ids, batch: list[Sequence], measured) -> torch.Tensor:
-    """Fold the emoji-onset mass of ``logits`` (one row per True of ``measured`` [B, T], row-major) into
-    ``target`` per prompt; returns the per-position mass."""
-    mass = onset_mass(logits, onset_ids).double()
+def _fold_onset(target: ConditionMetrics, logp, onset_ids, batch: list[Sequence], measured) -> torch.Tensor:
+    """Fold the emoji-onset mass of log-probabilities ``logp`` (one row per True of ``measured`` [B, T],
+    row-major) into ``target`` per prompt; returns the per-position mass."""
+    mass = logp[:, onset_ids].exp().sum(-1).double()
     rows = torch.nonzero(measured)[:, 0]
     sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, mass)
     counts = torch.bincount(rows, minlength=len(batch))

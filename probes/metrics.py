@@ -10,16 +10,9 @@ import torch
 from probes.emoji import count_emojis
 
 
-def onset_mass(logits: torch.Tensor, onset_ids: list[int]) -> torch.Tensor:
-    """[N] probability mass on emoji-onset tokens from [N, vocab] logits."""
-    return torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1)
-
-
-def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """[N] KL(reference || edited) in nats, from [N, vocab] logits of the unedited and the edited model."""
-    ref = torch.log_softmax(reference_logits.float(), dim=-1)
-    new = torch.log_softmax(logits.float(), dim=-1)
-    return (ref.exp() * (ref - new)).sum(-1)
+def kl_from_log_probs(reference_logp: torch.Tensor, reference_p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """[N] KL(reference || edited) from log-probabilities (the reference's computed once for many edits)."""
+    return (reference_p * (reference_logp - logp)).sum(-1)
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
