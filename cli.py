@@ -601,7 +601,7 @@ def pipeline_command(model, trait, out, quick, config_file, device) -> None:
 
     \b
     Examples:
-      interp pipeline                                   # extraversion on smollm2-135m, about 15 minutes on 2 cores
+      interp pipeline                                   # extraversion on smollm2-135m, about 30 minutes on 2 cores
       interp pipeline --trait neuroticism --out runs/neuro --config pipeline.toml
       interp pipeline --quick --out runs/smoke          # about 3 minutes
     """

@@ -54,7 +54,7 @@ SELECTION_PROMPTS = "opinionqa:test[0::2]"  # the diff selects neurons here ...
 TEST_PROMPTS = "opinionqa:test[1::2]"  # ... and the causal stages test them here
 
 CAUSAL_DEFAULTS = {"top_k": 20, "sign": "follow", "controls": 100, "alternative": "from-diff"}
-# Settings per stage: the defaults (about 15 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
+# Settings per stage: the defaults (about 30 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
 DEFAULTS: dict[str, dict] = {
     "finetune": {},
     "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
