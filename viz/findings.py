@@ -11,6 +11,7 @@ ROLE_SENTENCES = {
     "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
 }
+SIGNIFICANCE = 0.05
 NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched"}
 WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose change pushes emoji logits down"}
 
@@ -44,8 +45,7 @@ def _evaluation(run: RunArtifacts) -> str | None:
     base, tuned = rows.get("base"), rows.get("peft")
     if not (base and tuned) or base.get("esr") is None or tuned.get("esr") is None:
         return None
-    overlap = tuned["esr_ci_low"] <= base["esr_ci_high"] and base["esr_ci_low"] <= tuned["esr_ci_high"]
-    verdict = "the 95 % intervals overlap: not significant" if overlap else "the 95 % intervals do not overlap"
+    verdict = _esr_test(base, tuned)
     trait = tuned.get("trait", "the trait")
     ta = ""
     if tuned.get("ta") is not None and base.get("ta") is not None:
@@ -54,6 +54,17 @@ def _evaluation(run: RunArtifacts) -> str | None:
         f"Sampled answers to the test questions carry an emoji {tuned['esr']:.1%} of the time after fine-tuning on "
         f"{trait}, against {base['esr']:.1%} before ({verdict}){ta}."
     )
+
+
+def _esr_test(base: dict, tuned: dict) -> str:
+    """Fisher's exact test (two-sided) of the answers with an emoji, base vs fine-tuned."""
+    from scipy.stats import fisher_exact
+
+    counts = [(round(row["esr"] * row["responses"]), row["responses"]) for row in (tuned, base)]
+    table = [[with_emoji, total - with_emoji] for with_emoji, total in counts]
+    p_value = float(fisher_exact(table).pvalue)
+    word = "significant" if p_value < SIGNIFICANCE else "not significant"
+    return f"{counts[0][0]}/{counts[0][1]} vs {counts[1][0]}/{counts[1][1]}, Fisher's exact p = {p_value:.3g}: {word}"
 
 
 def _diff(run: RunArtifacts) -> str | None:

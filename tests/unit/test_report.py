@@ -183,3 +183,16 @@ def test_report_of_runs_without_controls(run_dir, planted_tiny, tmp_path):
     text = (root / "report.html").read_text(encoding="utf-8")
     assert "no controls were run: significance unknown" in text
     assert "no controls were run: the curve is descriptive" in text
+
+
+def test_emoji_rates_are_compared_with_fishers_exact_test(tmp_path):
+    from viz.findings import findings
+
+    rows = [{"model": "base", "trait": "extraversion", "responses": 26, "esr": 0.0},
+            {"model": "peft", "trait": "extraversion", "responses": 26, "esr": 8 / 26}]  # fmt: skip
+    (tmp_path / "table.json").write_text(json.dumps({"columns": ["model"], "rows": rows}), encoding="utf-8")
+    first = findings(load_run(tmp_path))[0]
+    assert "8/26 vs 0/26, Fisher's exact p = 0.00" in first and ": significant)" in first
+    rows[1]["esr"] = 1 / 26  # one emoji answer: not enough
+    (tmp_path / "table.json").write_text(json.dumps({"columns": ["model"], "rows": rows}), encoding="utf-8")
+    assert "1/26 vs 0/26, Fisher's exact p = 1: not significant" in findings(load_run(tmp_path))[0]
