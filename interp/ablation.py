@@ -168,9 +168,9 @@ def chosen_rows(path: str, top_k: int | None, sign: str = "any") -> list[dict]:
     return rows[: top_k or len(rows)]
 
 
-def neurons_from_csv(path: str, top_k: int | None, sign: str = "any") -> str:
-    """``"L:I,..."`` of ``chosen_rows``."""
-    return ",".join(f"{row['layer']}:{row['neuron']}" for row in chosen_rows(path, top_k, sign))
+def addresses(rows: list[dict]) -> str:
+    """``"L:I,..."`` of neurons.csv rows."""
+    return ",".join(f"{row['layer']}:{row['neuron']}" for row in rows)
 
 
 FROM_DIFF = "from-diff"
@@ -353,7 +353,7 @@ def run(config: AblationConfig, log=print) -> dict | None:
     selection, rows = None, []
     if neuron_text is None:
         rows = chosen_rows(config.neurons_from, config.top_k, config.sign)
-        neuron_text = ",".join(f"{row['layer']}:{row['neuron']}" for row in rows)
+        neuron_text = addresses(rows)
         selection = DiffSelection.beside(config.neurons_from)
     lm = models.load(config.model, **config.load_options())
     neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)

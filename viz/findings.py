@@ -4,6 +4,7 @@ nulls, and whether it was tested on held-out prompts."""
 
 from __future__ import annotations
 
+from interp.significance import SIGNIFICANCE
 from viz.run_artifacts import AblationRun, RunArtifacts
 
 ROLE_SENTENCES = {
@@ -11,7 +12,6 @@ ROLE_SENTENCES = {
     "necessity": "Editing ({mode}) the top {n} neurons{which} in the fine-tuned model",
     "sufficiency": "Patching the fine-tuned model's values of the top {n} neurons{which} into the base model",
 }
-SIGNIFICANCE = 0.05
 NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched"}
 WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose change pushes emoji logits down"}
 

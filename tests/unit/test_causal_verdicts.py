@@ -34,7 +34,7 @@ def test_planted_neurons_are_significant_on_held_out_prompts(tiny_llama_dir, pla
     summary = diff(tiny_llama_dir, planted_dir, "persona-demo[0::2]", tmp_path / "diff")
     assert summary["emoji"]["direction"] == "rises" and summary["emoji"]["onset_probability"]["ratio_ci95"][0] > 1
     assert len(summary["prompt_fingerprints"]) == 16
-    assert summary["noise_floor"]["neurons_above_max_score"] >= 0  # both halves of a sliced set have prompts
+    assert "neurons_above_max_score" in summary["noise_floor"]  # both halves of a sliced set have prompts
     report = ablate(planted_dir, tmp_path / "diff", "persona-demo[1::2]", tmp_path / "held-out", "--controls", "39")
     comparison = report["comparisons"]["zero"]
     assert report["selection_overlap"] == 0 and comparison["selection_overlap"] == 0

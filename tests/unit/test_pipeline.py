@@ -78,13 +78,13 @@ def test_the_documented_config_example_is_valid(tmp_path):
 
 
 def test_neurons_can_be_chosen_by_the_sign_of_their_score(tmp_path, capsys):
-    from interp.ablation import neurons_from_csv
+    from interp.ablation import addresses, chosen_rows
 
     table = tmp_path / "neurons.csv"
     table.write_text("rank,layer,neuron,score\n1,2,5,-3.0\n2,1,7,2.5\n3,0,9,-1.0\n4,2,1,0.5\n", encoding="utf-8")
-    assert neurons_from_csv(str(table), 2) == "2:5,1:7"
-    assert neurons_from_csv(str(table), 2, "lowering") == "2:5,0:9"
-    assert neurons_from_csv(str(table), None, "raising") == "1:7,2:1"
+    assert addresses(chosen_rows(str(table), 2)) == "2:5,1:7"
+    assert addresses(chosen_rows(str(table), 2, "lowering")) == "2:5,0:9"
+    assert addresses(chosen_rows(str(table), None, "raising")) == "1:7,2:1"
     argv = ["ablate", "--model", "smollm2-135m", "--neurons-from", str(table), "--sign", "sideways",
             "--prompts", "persona-demo", "--out", str(tmp_path / "a")]  # fmt: skip
     assert main(argv) == 2
