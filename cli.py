@@ -22,7 +22,8 @@ Examples:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="persona-interp")
-def app() -> None:
+@click.option("--verbose", is_flag=True, help="Also show third-party libraries' warnings and log lines.")
+def app(verbose: bool) -> None:
     """persona-interp: which MLP neurons make a personality fine-tune use emojis (or stop), and are they causal?
 
     \b
@@ -40,6 +41,10 @@ def app() -> None:
       interp report runs/ext                                        # one offline HTML report
     Ground truth: `interp plant` makes a copy with known emoji neurons that every step must recover.
     """
+    if not verbose:
+        from interp.noise import quiet_third_party
+
+        quiet_third_party()
 
 
 @app.group()
@@ -121,6 +126,8 @@ def _model_options(function):
     is_flag=True,
     help="With --backend nnsight: run the sides given as Hub repo ids (owner/name) on NDIF (needs NDIF_API_KEY).",
 )
+@click.option("--remote-timeout", default=1800.0, show_default=True,
+              help="Seconds one NDIF request may take, queueing included.")  # fmt: skip
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
 @click.option(
     "--threshold",
@@ -339,7 +346,7 @@ def merge_command(base, adapter, out) -> None:
     """Merge an adapter into its base in fp32 (QLoRA adapters: fresh 4-bit base, dequantised, then merged)."""
     from interp import artifacts, models
 
-    artifacts.check_output_dir(out)
+    artifacts.check_run_dir(out)
     merged = models.load(adapter, base_ref=base, device="cpu", dtype="float32")
     with artifacts.staged_run_dir(out) as staging:
         merged.model.save_pretrained(staging, safe_serialization=True)
@@ -422,7 +429,12 @@ def metric_models_train(out, dataset, stories_share) -> None:
 @click.option("--max-new-tokens", default=96, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--base", default=None, help="Reference model for perplexity and PAE [default: the one named base].")
-@click.option("--judge-url", default=None, help="OpenAI-compatible chat-completions URL of the PAE judge.")
+@click.option("--judge-url", default=None, help="OpenAI-compatible chat-completions URL (http/https) of the PAE judge.")
+@click.option("--judge-name", default="judge", show_default=True, help="Model name to ask the --judge-url server for.")
+@click.option("--judge-key-env", default="JUDGE_API_KEY", show_default=True,
+              help="Environment variable holding the judge's API key (sent as a bearer token when set).")  # fmt: skip
+@click.option("--judge-timeout", default=900.0, show_default=True,
+              help="Seconds for all of the judge's requests in one evaluation together.")  # fmt: skip
 @click.option("--judge-model", default=None, help="A local chat model as PAE judge instead.")
 @click.option("--metric-models", default=None, help="Metric models directory [default: trained once into the cache].")
 @click.option("--questions", default=None, type=int, help="Only the first N test questions [default: all 26].")
@@ -594,7 +606,9 @@ def report_command(run_dir: Path, out: Path | None) -> None:
 @click.option("--config", "config_file", default=None, type=click.Path(path_type=Path),
               help="TOML file with one table of options per stage (see docs/pipeline.md).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def pipeline_command(model, trait, out, quick, config_file, device) -> None:
+@click.option("--allow-device-change", is_flag=True,
+              help="Continue a run directory started on another device or dtype (its numbers would mix).")  # fmt: skip
+def pipeline_command(model, trait, out, quick, config_file, device, allow_device_change) -> None:
     """The main job: fine-tune -> evaluate -> diff-neurons -> ablate / patch / scale with controls -> report.
 
     Every stage is skipped on rerun once complete, so an interrupted run resumes where it stopped.
@@ -610,7 +624,7 @@ def pipeline_command(model, trait, out, quick, config_file, device) -> None:
     stages = load_config_file(config_file) if config_file else {}
     default_out = Path("runs") / (f"{trait}-quick" if quick else trait)
     config = PipelineConfig(model=model, trait=trait, out=out or default_out, quick=quick, device=device,
-                            stages=stages)  # fmt: skip
+                            allow_device_change=allow_device_change, stages=stages)  # fmt: skip
     record = Pipeline(config, log=lambda message: click.echo(message, err=True)).run()
     for stage, entry in record["stages"].items():
         click.echo(f"{stage:<12} {entry['state']:<8} {entry['seconds']:>7.1f} s")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from interp.errors import UserInputError
 from interp.prompts import Prompt
+from interp.textfiles import read_text
 from probes.emoji import find_emojis
 
 TRAITS = ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness")
@@ -46,12 +47,9 @@ def packaged_path() -> Path:
 def load_rows(path: str | Path | None = None) -> list[OpinionRow]:
     """Rows of our format or the paper's; UserInputError for missing columns, bad values or emojis."""
     path = Path(path) if path else packaged_path()
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserInputError(f"dataset {str(path)!r} does not exist.") from None
-    except UnicodeDecodeError:
-        raise UserInputError(f"dataset {str(path)!r} is not valid UTF-8.") from None
+    if not path.is_file():
+        raise UserInputError(f"dataset {str(path)!r} does not exist.")
+    text = read_text(path)
     reader = csv.DictReader(text.splitlines())
     columns = set(reader.fieldnames or [])
     missing = [c for c in PAPER_COLUMNS if c not in columns]

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,9 @@ class ModelSpec:
     ike: int = 0  # demonstrations, for in-context editing
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def parse_models(text: str) -> list[ModelSpec]:
     """``base=REF,peft=runs/{trait}/merged,ike=REF:4`` -> specs (a trailing :K gives K IKE demonstrations)."""
     specs = []
@@ -50,6 +55,10 @@ def parse_models(text: str) -> list[ModelSpec]:
         name, sep, ref = part.partition("=")
         if not sep or not name.strip() or not ref.strip():
             raise UserInputError(f"--models entry {part!r} should look like NAME=REF (IKE: NAME=REF:K).")
+        if not SAFE_NAME.fullmatch(name.strip()):
+            raise UserInputError(
+                f"--models name {name.strip()!r} becomes a file name: use only letters, digits, '-' and '_'."
+            )
         head, colon, tail = ref.rpartition(":")
         ike = int(tail) if colon and tail.isdigit() else 0
         specs.append(ModelSpec(name.strip(), head if ike else ref, ike))
@@ -67,6 +76,9 @@ class EvaluateConfig(RunOptions):
     seed: int = 0
     base: str | None = None  # reference model for perplexity and PAE (default: the spec named base)
     judge_url: str | None = None
+    judge_name: str = "judge"  # the model name the judge server is asked for
+    judge_key_env: str = "JUDGE_API_KEY"  # environment variable holding the judge's API key (sent if set)
+    judge_timeout: float = 900.0  # seconds for all of one evaluation's judge requests together
     judge_model: str | None = None
     metric_models: str | None = None
     questions: int | None = None  # only the first N test questions
@@ -93,7 +105,11 @@ def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
 
     specs = parse_models(config.models)
     traits = check_trait(config.trait, allow_all=True)
-    artifacts.check_output_dir(config.out)
+    artifacts.check_run_dir(config.out)
+    judge = None
+    if config.judge_url:  # checked before any model loads
+        judge = HttpJudge(config.judge_url, model=config.judge_name, api_key=os.environ.get(config.judge_key_env),
+                          deadline_s=config.judge_timeout)  # fmt: skip
     base_spec = next((s for s in specs if s.name == "base"), specs[0])
     base_ref = config.base or base_spec.ref
     metric_dir = Path(config.metric_models) if config.metric_models else default_location()
@@ -102,10 +118,7 @@ def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
         train_metric_models(metric_dir, show_progress=config.show_progress)
     metric = TraitMetricModel.load(metric_dir)
     base_lm = models.load(base_ref, device=config.device, dtype="float32")
-    judge = None
-    if config.judge_url:
-        judge = HttpJudge(config.judge_url)
-    elif config.judge_model:
+    if config.judge_model and judge is None:
         judge = LocalJudge(models.load(config.judge_model, device=config.device))
     rows: list[dict] = []
     with artifacts.staged_run_dir(config.out) as staging:

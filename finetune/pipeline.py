@@ -82,12 +82,20 @@ class PipelineConfig:
     out: Path = Path("runs/pipeline")
     quick: bool = False
     device: str = "auto"
+    allow_device_change: bool = False  # continue a run directory started on another device or dtype
     show_progress: bool = True
     stages: dict[str, dict] = field(default_factory=dict)  # per-stage overrides (from --config)
 
     def settings(self, stage: str) -> dict:
         """The options of one stage: defaults, then --quick's, then the config file's."""
         return {**DEFAULTS.get(stage, {}), **(QUICK.get(stage, {}) if self.quick else {}), **self.stages.get(stage, {})}
+
+    def placement(self) -> dict:
+        """Where the numbers are computed: the device type and the weights' dtype the stages default to."""
+        from interp import models
+
+        device = models.pick_device(self.device)
+        return {"device": device.type, "dtype": str(models.pick_dtype(None, device)).removeprefix("torch.")}
 
     def identity(self) -> dict:
         return {
@@ -212,9 +220,16 @@ class Pipeline:
                 raise UserInputError(
                     f"{str(self.out)!r} holds a pipeline run with other settings; choose another --out or delete it."
                 )
-            return {**previous, "stages": previous.get("stages", {})}
+            placement, before = self.config.placement(), previous.get("placement")
+            if before is not None and before != placement and not self.config.allow_device_change:
+                raise UserInputError(
+                    f"{str(self.out)!r} was started on {before['device']} in {before['dtype']} and this run would "
+                    f"continue on {placement['device']} in {placement['dtype']}, mixing numbers of both; pass "
+                    "--allow-device-change to continue anyway, or choose another --out."
+                )
+            return {**previous, "placement": before or placement, "stages": previous.get("stages", {})}
         self.out.mkdir(parents=True, exist_ok=True)
-        record = {"command": "pipeline", "settings": identity, "stages": {}}
+        record = {"command": "pipeline", "settings": identity, "placement": self.config.placement(), "stages": {}}
         artifacts.write_json(self.record_path, record)
         return record
 

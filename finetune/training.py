@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -244,7 +243,7 @@ def _save_checkpoint(out: Path, config: TrainConfig, model, optimizer, step: int
     save_file(tensors, str(staging / "optimizer.safetensors"))
     state = {"step": step, "losses": losses, "identity": _identity_hash(config), "optimizer": scalars}
     (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    _swap_in(staging, out / "checkpoint")
+    artifacts.swap_in_dir(staging, out / "checkpoint")
 
 
 def _optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -310,23 +309,13 @@ def _write_outputs(out: Path, config: TrainConfig, model, base, record: dict, lo
     model.save_pretrained(adapter_staging, safe_serialization=True)
     if config.qlora:
         artifacts.write_json(adapter_staging / QLORA_MARKER, {"quant_type": "nf4", "base": config.model})
-    _swap_in(adapter_staging, out / "adapter")
+    artifacts.swap_in_dir(adapter_staging, out / "adapter")
     log("merging the adapter into the base model ...")
     merged = models.load(str(out / "adapter"), base_ref=config.model, device="cpu", dtype="float32")
     merged_staging = out / ".merged.tmp"
     shutil.rmtree(merged_staging, ignore_errors=True)
     merged.model.save_pretrained(merged_staging, safe_serialization=True)
     merged.tokenizer.save_pretrained(merged_staging)
-    _swap_in(merged_staging, out / "merged")
+    artifacts.swap_in_dir(merged_staging, out / "merged")
     record["merged_fingerprint"] = merged.fingerprint()
     artifacts.write_json(out / "train.json", record)
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Replace directory ``final`` by ``staging``; at every moment one complete version exists on disk."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)

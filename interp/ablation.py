@@ -252,7 +252,7 @@ def validate(config: AblationConfig) -> list[float]:
             raise UserInputError(f"{flag} must be 0 or more, not {value}.")
     if config.batch_size < 1 or config.max_new_tokens < 1:
         raise UserInputError("--batch-size and --max-new-tokens must be at least 1.")
-    artifacts.check_output_dir(config.out)
+    artifacts.check_run_dir(config.out)
     return parse_alphas(config.alpha) if config.mode == "scale" else [0.0]
 
 
@@ -356,6 +356,7 @@ def run(config: AblationConfig, log=print) -> dict | None:
         neuron_text = addresses(rows)
         selection = DiffSelection.beside(config.neurons_from)
     lm = models.load(config.model, **config.load_options())
+    config = replace(config, max_length=models.fit_max_length(lm.model.config, config.max_length, log))
     neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)
     source = None
     if config.mode == "patch":

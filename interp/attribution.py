@@ -71,7 +71,7 @@ def validate(config: AttributionConfig) -> None:
         raise UserInputError(f"--positions must be all or response, not {config.positions!r}.")
     if config.steps < 2 or config.batch_size < 1:
         raise UserInputError("--steps must be at least 2 and --batch-size at least 1.")
-    artifacts.check_output_dir(config.out)
+    artifacts.check_run_dir(config.out)
 
 
 def attribute(lm, source, sequences, layers: list[int], config: AttributionConfig, onset_ids: list[int]) -> Attribution:
@@ -207,7 +207,8 @@ def run(config: AttributionConfig, log=print) -> dict:
     if config.method == "integrated-gradients" and config.layers is None:
         raise UserInputError("--method integrated-gradients needs --layers (it costs --steps passes per layer).")
     layers = parse_layers(config.layers, lm.n_layers)
-    sequences = build_sequences(lm.tokenizer, prompts, config.raw, config.max_length)
+    max_length = models.fit_max_length(lm.model.config, config.max_length, log)
+    sequences = build_sequences(lm.tokenizer, prompts, config.raw, max_length)
     result = attribute(lm, source, sequences, layers, config, emoji_onset_ids(lm.tokenizer))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     summary = {

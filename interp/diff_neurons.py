@@ -30,9 +30,11 @@ from interp.dla import emoji_dla
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, sample_sequences
 from interp.layers import parse_layers
+from interp.planted import read_planted_neurons
 from interp.profiles import profile_neurons
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
+from interp.remote import DEADLINE_S
 from interp.run_options import RunOptions
 from interp.selection import prompt_fingerprints
 from interp.stats import NeuronStats, save_stats
@@ -63,6 +65,7 @@ class DiffConfig(RunOptions):
     top_p: float = 1.0
     profile_top: int = 50  # top-ranked neurons profiled for the report (0: none)
     remote: bool = False  # run the sides given as Hub repo ids on NDIF (interp.remote; needs backend nnsight)
+    remote_timeout: float = DEADLINE_S  # seconds one NDIF request may take, queueing included
     thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
 
 
@@ -96,8 +99,10 @@ def validate(config: DiffConfig) -> None:
             raise UserInputError("--remote runs through nnsight's remote execution: add --backend nnsight.")
         if Shards.launched():
             raise UserInputError("--remote runs in one process: launch it without torchrun.")
+        if not config.remote_timeout > 0:
+            raise UserInputError(f"--remote-timeout must be a positive number of seconds, not {config.remote_timeout}.")
         remote.credentials()
-    artifacts.check_output_dir(config.out)
+    artifacts.check_run_dir(config.out)
 
 
 def run(config: DiffConfig, log=print) -> DiffResult | None:
@@ -119,10 +124,12 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     base_cfg, ft_cfg = models.load_config(base_src), models.load_config(ft_src)
     tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
     models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
+    config = replace(config, max_length=models.fit_max_length(ft_cfg, config.max_length, log))
     onset_ids = emoji_onset_ids(tokenizer)
+    planted = _planted_record([base_src, ft_src], log)
     # Hosted sides first: their first request (the emoji DLA) fails fast, before any local work.
     hosted = {
-        src.ref: remote.open_hosted(src, onset_ids, config.trust_remote_code)
+        src.ref: remote.open_hosted(src, onset_ids, config.trust_remote_code, config.remote_timeout)
         for src in (base_src, ft_src)
         if src.kind == remote.HOSTED
     }
@@ -206,9 +213,9 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
             "base": {str(k): v for k, v in base_inv_rms.items()},
             "finetuned": {str(k): v for k, v in ft_capture.mlp_out_inv_rms.items()},
         }
-    planted = _planted_recovery([base_src, ft_src], layers, ranking.columns, config.rank_by)
-    if planted:
-        summary["planted_recovery"] = planted
+    recovery = _planted_recovery(*planted, layers, ranking.columns, config.rank_by, log) if planted else None
+    if recovery:
+        summary["planted_recovery"] = recovery
     stats = {"base": base_capture.stats, "finetuned": ft_capture.stats, "base_half_a": a.stats, "base_half_b": b.stats}
     metadata = {
         "base": config.base, "finetuned": config.finetuned, "positions": config.positions,
@@ -237,32 +244,40 @@ def write_run(
         artifacts.write_json(staging / "summary.json", summary)
 
 
-def _planted_recovery(sources, layers: list[int], columns: dict[str, torch.Tensor], rank_by: str) -> dict | None:
-    """Where the rankings put the neurons of a planted model (ground truth), if either model is one.
+def _planted_record(sources, log) -> tuple[str, list[tuple[int, int]]] | None:
+    """(model path, planted neurons) if either local model is a planted one (ground truth)."""
+    for source in sources:
+        neurons = read_planted_neurons(source.path, log) if source.kind == "hf" else None
+        if neurons:
+            return str(source.path), neurons
+    return None
+
+
+def _planted_recovery(
+    path: str, planted: list[tuple[int, int]], layers: list[int], columns: dict[str, torch.Tensor], rank_by: str, log
+) -> dict | None:
+    """Where the rankings put the planted neurons.
 
     ``ranks`` is for the chosen ranking; ``ranks_by`` for every rankable column, which shows how much a
     generic change ranking buries the planted causes under their downstream consequences."""
-    for source in sources:
-        record_path = source.path / "planted.json"
-        if source.kind != "hf" or not record_path.is_file():
-            continue
-        planted = json.loads(record_path.read_text(encoding="utf-8"))["neurons"]
-        d_mlp = columns["score"].shape[1]
-        ranks_by = {}
-        for column in diff.RANK_COLUMNS:
-            rank_of = {int(flat): rank for rank, flat in enumerate(diff.rank_order(columns[column]).tolist(), start=1)}
-            ranks_by[column] = {
-                address: rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
-                for address, (layer, index) in ((a, tuple(int(x) for x in a.split(":"))) for a in planted)
-            }
-        found = [rank for rank in ranks_by[rank_by].values() if rank is not None]
-        return {
-            "planted_model": str(source.path),
-            "ranks": ranks_by[rank_by],
-            "all_in_top": bool(found) and len(found) == len(planted) and max(found) == len(planted),
-            "ranks_by": ranks_by,
+    d_mlp = columns["score"].shape[1]
+    if any(index >= d_mlp for _, index in planted):
+        log(f"warning: ignoring {path}/planted.json: it names neurons beyond this model's {d_mlp} per layer.")
+        return None
+    ranks_by = {}
+    for column in diff.RANK_COLUMNS:
+        rank_of = {int(flat): rank for rank, flat in enumerate(diff.rank_order(columns[column]).tolist(), start=1)}
+        ranks_by[column] = {
+            f"{layer}:{index}": rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
+            for layer, index in planted
         }
-    return None
+    found = [rank for rank in ranks_by[rank_by].values() if rank is not None]
+    return {
+        "planted_model": path,
+        "ranks": ranks_by[rank_by],
+        "all_in_top": bool(found) and len(found) == len(planted) and max(found) == len(planted),
+        "ranks_by": ranks_by,
+    }
 
 
 def _profile(lm, config: DiffConfig, batches, neurons: list[tuple[int, int]]) -> dict:
@@ -342,7 +357,7 @@ def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids,
     model (one process: ``validate`` refuses ``--remote`` under torchrun)."""
     progress = (lambda items: track(items, label)) if config.show_progress else None
     if isinstance(lm, remote.RemoteModel):
-        backend = remote.RemoteNNsightBackend(lm)
+        backend = remote.RemoteNNsightBackend(lm, deadline_s=config.remote_timeout)
         return remote.capture_stats(backend, batches, layers, config.threshold, onset_ids, progress)
     backend = make_backend(config.backend, lm)
     return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards,

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from interp.distributed import Shards
+from interp.errors import UserInputError
 from interp.hooks import neuron_hooks
 from interp.interventions import EditPlan, applied, repeat_rows
-from interp.models import LoadedModel
+from interp.models import LoadedModel, context_length
 from interp.progress import track
 from interp.prompts import Prompt
 from interp.tokens import Sequence, make_sequence, prompt_ids
@@ -39,12 +40,14 @@ def sample_sequences(
 
     Batch b is sampled under seed ``config.seed + b``, so results do not depend on earlier batches' lengths;
     with ``shards`` each rank samples its share of the batches and every rank gets all sequences, the same
-    as one process would sample.
+    as one process would sample. Prompt plus response never exceed ``max_length`` or the model's context:
+    a longer prompt is refused, and a batch gets fewer new tokens where its longest prompt leaves less room.
     """
     shards = shards or Shards()
     jobs = [(prompt, prompt_ids(lm.tokenizer, prompt, raw)) for prompt in prompts for _ in range(config.samples)]
     pad_id = lm.tokenizer.pad_token_id
     eos_ids = _eos_ids(lm)
+    _room(lm, max(len(ids) for _, ids in jobs), max_length)  # refuse a prompt too long before sampling any
     blocks: list[tuple[int, list[Sequence]]] = []
     starts = shards.take(range(0, len(jobs), config.batch_size))
     for begin in track(starts, "sampling responses", enabled=show_progress):
@@ -63,7 +66,7 @@ def sample_sequences(
             temperature=config.temperature if config.temperature > 0 else None,
             top_p=config.top_p,
             top_k=None,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=min(config.max_new_tokens, _room(lm, width, max_length)),
             pad_token_id=pad_id,
             eos_token_id=eos_ids,
         )
@@ -73,6 +76,16 @@ def sample_sequences(
             block.append(make_sequence(ids + _until_eos(new, eos_ids), len(ids), prompt.index, max_length))
         blocks.append((begin, block))
     return [seq for _, block in sorted(shards.gather_objects(blocks), key=lambda b: b[0]) for seq in block]
+
+
+def _room(lm: LoadedModel, prompt_length: int, max_length: int | None = None) -> int:
+    """How many tokens a reply to a ``prompt_length``-token prompt may have within ``max_length`` and the
+    model's context; UserInputError when there is no room at all."""
+    limit = min(length for length in (max_length, context_length(lm.model.config), 10**9) if length is not None)
+    if prompt_length >= limit:
+        raise UserInputError(f"a prompt is {prompt_length} tokens long, which leaves no room for a reply "
+                             f"within {limit} tokens (the model's context or --max-length).")  # fmt: skip
+    return limit - prompt_length
 
 
 def _eos_ids(lm: LoadedModel) -> list[int]:
@@ -117,7 +130,7 @@ def generate_edited(
     finished = torch.zeros(conditions * rows, dtype=torch.bool)
     outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
     plan.decoding = False
-    for _ in range(config.max_new_tokens):
+    for _ in range(min(config.max_new_tokens, _room(target, ids.shape[1]))):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
         if source is not None:
             source_cache = _capture_source(source, plan, step_ids, attention, positions, source_cache)

@@ -20,7 +20,9 @@ def parse_layers(spec: str | None, n_layers: int) -> list[int]:
                 lo = hi = int(part)
         except ValueError:
             raise UserInputError(f"--layers {spec!r} is not a list of layer numbers or ranges like 0-3,10.") from None
-        if lo > hi or lo < 0 or hi >= n_layers:
+        if lo > hi:
+            raise UserInputError(f"--layers {part!r} is reversed: write the lower layer first ({hi}-{lo}).")
+        if lo < 0 or hi >= n_layers:
             raise UserInputError(f"--layers {part!r} is out of range: the model has layers 0-{n_layers - 1}.")
         layers.update(range(lo, hi + 1))
     return sorted(layers)

@@ -53,7 +53,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     """Merge the runs into ``out`` (written atomically); return its summary."""
     if len(inputs) < 2:
         raise UserInputError("merge-stats needs at least two run directories.")
-    artifacts.check_output_dir(out)
+    artifacts.check_run_dir(out)
     runs = [_read_run(Path(path)) for path in inputs]
     first_stats, first_meta, first_land, first_summary = runs[0]
     for path, (stats, metadata, landscape, _) in zip(inputs[1:], runs[1:]):

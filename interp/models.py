@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from interp import embedded
-from interp.architectures import ArchitectureSpec, check_model_shape, spec_for_config
+from interp.architectures import ArchitectureSpec, check_model_shape, spec_for_config, text_config
 from interp.errors import UserInputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -82,7 +83,7 @@ class LoadedModel:
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., vocab] logits from final hidden states (after the final norm), soft-capped where the model does."""
         logits = self.model.get_output_embeddings()(hidden)
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        cap = getattr(text_config(self.model.config), "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def fingerprint(self) -> str:
@@ -138,6 +139,27 @@ def _read_json(path: Path, ref: str) -> dict:
         raise UserInputError(f"{ref!r}: cannot read {path.name}: {exc}.") from None
 
 
+def context_length(config) -> int | None:
+    """The most positions the model was built for (learned position tables stop there; rotary models were
+    trained up to it), or None where the config does not say."""
+    config = text_config(config)
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_max_length(config, max_length: int, log=print) -> int:
+    """``min(max_length, the model's context)``; says so (once, through ``log``) when the context is shorter."""
+    context = context_length(config)
+    if context is None or max_length <= context:
+        return max_length
+    log(f"note: --max-length {max_length} is longer than the model's context ({context} tokens); "
+        f"sequences are cut to {context} tokens.")  # fmt: skip
+    return context
+
+
 def load_config(source: ModelSource, trust_remote_code: bool = False):
     """The transformers config of a resolved source (for an adapter: of its base)."""
     from transformers import AutoConfig
@@ -150,6 +172,24 @@ def load_config(source: ModelSource, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot read the config of model {source.ref!r}: {_first_line(exc)}") from None
+
+
+SIZE_MISMATCH = re.compile(
+    r"size mismatch for (?P<name>\S+): copying a param with shape torch\.Size\(\[(?P<saved>[\d, ]*)\]\) from "
+    r"checkpoint, the shape in current model is torch\.Size\(\[(?P<model>[\d, ]*)\]\)"
+)
+
+
+def _state_dict_mismatch(exc: BaseException) -> str:
+    """torch's multi-line load_state_dict error as one clause: how many weights differ and the first of them."""
+    found = list(SIZE_MISMATCH.finditer(str(exc)))
+    if not found:
+        return _first_line(exc)
+    first = found[0]
+    name = first["name"].removeprefix("base_model.model.").replace(".default.weight", "")
+    saved, model = (first[key].replace(", ", "x") for key in ("saved", "model"))
+    return (f"{len(found)} of its weights have other shapes than the base's layers, first {name} "
+            f"(adapter {saved}, base {model}); it was trained on another model.")  # fmt: skip
 
 
 def _first_line(exc: BaseException) -> str:
@@ -273,6 +313,9 @@ def _dequantized_outputs(model, spec, n_layers: int) -> dict[int, torch.Tensor]:
     return outputs
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
 def load_tokenizer(source: ModelSource):
     """The tokenizer of a resolved source without loading its weights."""
     from transformers import AutoTokenizer
@@ -281,6 +324,11 @@ def load_tokenizer(source: ModelSource):
         if (source.path / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(source.path)
         return load_tokenizer(resolve(source.base_ref))
+    if source.kind == "hf" and not any((source.path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserInputError(
+            f"model {source.ref!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save its tokenizer beside the weights (tokenizer.save_pretrained)."
+        )
     try:
         if source.kind == "gguf":
             return AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
@@ -291,7 +339,7 @@ def load_tokenizer(source: ModelSource):
 
 def _load_weights(source: ModelSource, trust_remote_code: bool):
     """(fp32 model on CPU, tokenizer) for any source kind."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -305,7 +353,7 @@ def _load_weights(source: ModelSource, trust_remote_code: bool):
             kwargs = dict(use_safetensors=True, trust_remote_code=trust_remote_code)
             directory = source.path
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+        tokenizer = load_tokenizer(source)
     except UserInputError:
         raise
     except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
@@ -353,7 +401,7 @@ def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
         peft_model = PeftModel.from_pretrained(base_model, source.path)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserInputError(
-            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_first_line(exc)}"
+            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_state_dict_mismatch(exc)}"
         ) from None
     with safe_open(source.path / "adapter_model.safetensors", "pt") as saved:
         saved_keys = set(saved.keys())
@@ -382,6 +430,7 @@ def check_compatible_configs(config_a, config_b, tokenizer_a, tokenizer_b, ref_a
         raise UserInputError(f"{ref_a!r} is a {spec_a.family} model but {ref_b!r} is a {spec_b.family} model.")
 
     def shape(config, spec) -> tuple[int, int]:
+        config = text_config(config)
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
         return int(layers), spec.d_mlp(config)
 

@@ -14,12 +14,17 @@ recreate the effect exactly (sufficiency), as a fine-tune that leaves MLP weight
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from interp.errors import UserInputError
 from interp.models import LoadedModel
+from interp.textfiles import read_text
+
+RECORD = "planted.json"
 
 
 @dataclass(frozen=True)
@@ -44,14 +49,14 @@ def plant(
 ) -> None:
     """Edit ``lm`` in place. ``mean_activation`` gives each neuron's mean activation (for the sign)."""
     if lm.spec.neuron_site != "mlp.down_proj":
-        raise UserInputError(f"planting needs a gated MLP (up_proj/down_proj); {lm.spec.family} has none.")
+        raise UserInputError(f"planting needs a gated MLP (up and down projections); {lm.spec.family} has none.")
     direction = emoji_write_direction(lm, onset_ids)
     for layer, index in spec.neurons:
-        mlp = lm.spec.layers(lm.model)[layer].mlp
-        mlp.up_proj.weight[index, :] *= spec.gain
+        lm.spec.up_rows(lm.model, layer)[index, :] *= spec.gain
         if spec.keep_columns:
             continue
-        column = mlp.down_proj.weight[:, index]
+        down = lm.spec.site_module(lm.model, layer).weight
+        column = down[:, index]
         sign = 1.0 if mean_activation.get((layer, index), 1.0) >= 0 else -1.0
         # Where a norm scales the MLP output (Gemma 2/3), the column is divided by its gain so that what
         # reaches the residual stream points along ``direction``.
@@ -61,7 +66,7 @@ def plant(
             gain = torch.where(gain.abs() < 1e-3, torch.full_like(gain, 1e-3), gain)  # a dead norm dimension
         target = direction if gain is None else direction / gain
         target = target / target.norm()
-        mlp.down_proj.weight[:, index] = sign * spec.push * column.norm() * target.to(column.dtype)
+        down[:, index] = sign * spec.push * column.norm() * target.to(column.dtype)
 
 
 def strongest_neurons(
@@ -109,11 +114,12 @@ def make_planted_model(
 
     if gain <= 0:
         raise UserInputError(f"--gain must be positive, not {gain}.")
-    artifacts.check_output_dir(out)
+    artifacts.check_run_dir(out)
     lm = models.load(model_ref, device="cpu", dtype="float32")
     given = parse_neurons(neurons, lm.n_layers, lm.d_mlp) if neurons else None
     default_layers = sorted({lm.n_layers // 3, lm.n_layers // 2, (3 * lm.n_layers) // 4})
     chosen_layers = parse_layers(layers, lm.n_layers) if layers else default_layers
+    max_length = models.fit_max_length(lm.model.config, max_length, log)
     sequences = build_sequences(lm.tokenizer, load_prompts(prompts), False, max_length)
     masks = [position_mask(seq, "all", []) for seq in sequences]
     batches = make_batches(sequences, masks, batch_size, lm.tokenizer.pad_token_id)
@@ -144,5 +150,32 @@ def make_planted_model(
     with artifacts.staged_run_dir(out) as staging:
         lm.model.save_pretrained(staging, safe_serialization=True)
         lm.tokenizer.save_pretrained(staging)
-        artifacts.write_json(staging / "planted.json", record)
+        artifacts.write_json(staging / RECORD, record)
     return record
+
+
+def read_planted_neurons(directory: Path, log=print) -> list[tuple[int, int]] | None:
+    """The ``(layer, index)`` neurons named by the planted.json that `interp plant` wrote into ``directory``.
+
+    None when there is no such file; a planted.json of another schema (another tool's record) is ignored with
+    one warning line, never an error."""
+    path = Path(directory) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(read_text(path))
+        neurons = [_address(a) for a in record["neurons"]]
+        ours = isinstance(record.get("base_fingerprint"), str) and bool(neurons)
+    except (UserInputError, ValueError, KeyError, TypeError, AttributeError):
+        ours = False
+    if not ours:
+        log(f"warning: ignoring {path}: it is not a record written by `interp plant`.")
+        return None
+    return neurons
+
+
+def _address(text: str) -> tuple[int, int]:
+    layer, index = (int(part) for part in text.split(":"))
+    if layer < 0 or index < 0:
+        raise ValueError(text)
+    return layer, index

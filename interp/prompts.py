@@ -8,13 +8,13 @@ A prompt set is a ``.txt`` file (one user message per line), a ``.jsonl`` file (
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 from interp.errors import UserInputError
+from interp.textfiles import jsonl_objects, read_jsonl, read_text
 
 BUILTIN_PACKAGE = "probes.prompt_sets"
 
@@ -64,7 +64,7 @@ def load_prompts(spec: str) -> list[Prompt]:
         )
     if path.is_dir():
         raise UserInputError(f"prompts {spec!r} is a directory; pass a .txt or .jsonl file.")
-    text = _read_utf8(path)
+    text = read_text(path)
     prompts = _parse_jsonl(text, spec) if path.suffix == ".jsonl" else _parse_txt(text, spec)
     return prompts
 
@@ -89,15 +89,6 @@ def _provider(prefix: str):
     return None
 
 
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"{str(path)!r} is not valid UTF-8 (byte {exc.start}).") from None
-    except OSError as exc:
-        raise UserInputError(f"cannot read {str(path)!r}: {exc.strerror}.") from None
-
-
 def _parse_txt(text: str, name: str) -> list[Prompt]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     prompts = [Prompt(messages=(("user", line),), index=index) for index, line in enumerate(lines)]
@@ -107,24 +98,16 @@ def _parse_txt(text: str, name: str) -> list[Prompt]:
 
 
 def _parse_jsonl(text: str, name: str) -> list[Prompt]:
-    prompts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserInputError(f"{name!r} line {number} is not valid JSON.") from None
-        prompt = _record_to_prompt(record, f"{name!r} line {number}")
-        prompts.append(replace(prompt, index=len(prompts)))
+    prompts = [
+        replace(_record_to_prompt(record, f"{name!r} line {number}"), index=index)
+        for index, (number, record) in enumerate(jsonl_objects(text, name))
+    ]
     if not prompts:
         raise UserInputError(f"prompts {name!r} contains no prompts.")
     return prompts
 
 
 def _record_to_prompt(record, where: str) -> Prompt:
-    if not isinstance(record, dict):
-        raise UserInputError(f"{where} must be a JSON object.")
     response = record.get("response")
     if response is not None and not isinstance(response, str):
         raise UserInputError(f'{where}: "response" must be a string.')
@@ -154,21 +137,14 @@ def attach_responses(prompts: list[Prompt], responses_file: str) -> list[Prompt]
     ``prompt_index`` is the prompt's index in its whole set (``Prompt.index``); records of prompts outside a
     sliced set are skipped.
     """
-    text = _read_utf8(Path(responses_file)) if Path(responses_file).is_file() else None
-    if text is None:
+    if not Path(responses_file).is_file():
         raise UserInputError(f"responses file {responses_file!r} does not exist.")
     by_text = {prompt.text: prompt for prompt in prompts}
     by_index = {prompt.index: prompt for prompt in prompts}
     paired = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(responses_file):
         where = f"{responses_file!r} line {number}"
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserInputError(f"{where} is not valid JSON.") from None
-        if not isinstance(record, dict) or not isinstance(record.get("response"), str):
+        if not isinstance(record.get("response"), str):
             raise UserInputError(f'{where} needs a string "response".')
         index = record.get("prompt_index")
         if index is None:

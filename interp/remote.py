@@ -35,6 +35,7 @@ from interp.architectures import check_model_shape, spec_for_config
 from interp.backends import NNsightBackend
 from interp.capture import CaptureResult
 from interp.dla import emoji_dla
+from interp.endpoints import check_endpoint
 from interp.errors import UserInputError
 from interp.models import LoadedModel, ModelSource, load_tokenizer
 from interp.stats import NeuronStats
@@ -43,6 +44,8 @@ from interp.tokens import TokenBatch
 HOSTED = "hosted"  # ModelSource.kind of a side that runs on NDIF
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+DEADLINE_S = 1800.0  # default --remote-timeout: one request, from submission to result
+
 KEY_HELP = (
     "set NDIF_API_KEY (a key comes with an account at https://login.ndif.us) or save it once with "
     "python -c \"from nnsight import CONFIG; CONFIG.set_default_api_key('KEY')\""
@@ -100,8 +103,7 @@ def credentials() -> tuple[str, str]:
     key = os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY
     if not key:
         raise UserInputError(f"--remote needs an NDIF API key: {KEY_HELP}.")
-    if not host.startswith(("http://", "https://")):
-        raise UserInputError(f"the NDIF host must be an http:// or https:// URL (NDIF_HOST), not {host!r}.")
+    check_endpoint(host, "the NDIF host (NDIF_HOST)", carries_key=True)
     return host.rstrip("/"), key
 
 
@@ -115,10 +117,12 @@ class RemoteModel(LoadedModel):
     dla: torch.Tensor | None = None  # [n_layers, d_mlp] float64 emoji DLA read on the server (``open_hosted``)
 
 
-def open_hosted(source: ModelSource, onset_ids: list[int], trust_remote_code: bool = False) -> RemoteModel:
+def open_hosted(
+    source: ModelSource, onset_ids: list[int], trust_remote_code: bool = False, deadline_s: float = DEADLINE_S
+) -> RemoteModel:
     """``load`` and the hosted side's emoji DLA of every layer, read from NDIF (its first request: fails fast)."""
     lm = load(source, trust_remote_code)
-    lm.dla = RemoteNNsightBackend(lm).emoji_dla(list(range(lm.n_layers)), onset_ids)
+    lm.dla = RemoteNNsightBackend(lm, deadline_s=deadline_s).emoji_dla(list(range(lm.n_layers)), onset_ids)
     return lm
 
 
@@ -150,8 +154,11 @@ def load(source: ModelSource, trust_remote_code: bool = False) -> RemoteModel:
 class RemoteNNsightBackend:
     """Runs batches of a ``RemoteModel`` on NDIF; returns per-layer batch moments, never activations."""
 
-    def __init__(self, lm: RemoteModel, host: str | None = None, api_key: str | None = None):
-        self.lm = lm
+    def __init__(
+        self, lm: RemoteModel, host: str | None = None, api_key: str | None = None, deadline_s: float = DEADLINE_S
+    ):
+        """``deadline_s``: how long one request may take from submission to result, queueing included."""
+        self.lm, self.deadline_s = lm, deadline_s
         self.host, self.api_key = (host, api_key) if host and api_key else credentials()
         self.sites = NNsightBackend(lm, wrapped=lm.wrapped)  # the trace target and its neuron sites
         self.model_key = lm.wrapped.to_model_key()
@@ -238,10 +245,16 @@ class RemoteNNsightBackend:
         )  # fmt: skip
         backend.display.enabled = False  # progress is ours (stderr), stdout stays clean
         try:
+            started = time.monotonic()
             request(backend)  # leaving the trace submits it
             delay = 0.02
             while (result := backend()) is None:  # polls GET /response/{id}
-                time.sleep(delay)
+                if time.monotonic() - started > self.deadline_s:
+                    raise UserInputError(
+                        f"NDIF at {self.host} did not finish a request within {self.deadline_s:g} s "
+                        "(--remote-timeout); it may be queued behind other users' jobs."
+                    )
+                time.sleep(min(delay, max(0.0, self.deadline_s - (time.monotonic() - started)) + 0.01))
                 delay = min(delay * 2, 2.0)
         except (RemoteError, httpx.HTTPError, ValidationError) as exc:
             raise UserInputError(describe_failure(self.host, exc)) from None

@@ -22,6 +22,7 @@ from interp.errors import UserInputError
 from interp.generation import SamplingConfig, sample_sequences
 from interp.prompts import Prompt
 from interp.run_options import RunOptions
+from interp.textfiles import read_jsonl
 from probes.emoji import find_emojis, is_emoji_cluster
 from probes.judge import templates
 
@@ -71,16 +72,15 @@ def explain(config: ExplainConfig, log=print, metric_model=None) -> dict:
     check_trait(config.trait)
     if config.samples < 1:
         raise UserInputError("--samples must be at least 1.")
-    artifacts.check_output_dir(config.out)
+    artifacts.check_run_dir(config.out)
     data = templates()
     description = data["trait_descriptions"][config.trait]
     lm = models.load(config.model, device=config.device)
     answers = []
     if config.generations:
-        path = Path(config.generations)
-        if not path.is_file():
+        if not Path(config.generations).is_file():
             raise UserInputError(f"--generations {config.generations!r} does not exist.")
-        answers = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        answers = [record for _, record in _generation_records(config.generations)]
     with_emoji = [a for a in answers if find_emojis(a.get("response", ""))][: config.max_explanations]
     explanations = []
     if with_emoji:
@@ -142,3 +142,12 @@ def explain(config: ExplainConfig, log=print, metric_model=None) -> dict:
             ),
         )
     return summary
+
+
+def _generation_records(path: str) -> list[tuple[int, dict]]:
+    """``(line number, record)`` of a generations JSONL file; every record needs a string "response"."""
+    records = read_jsonl(path)
+    for number, record in records:
+        if not isinstance(record.get("response"), str):
+            raise UserInputError(f'{path!r} line {number} needs a string "response".')
+    return records

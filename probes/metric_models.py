@@ -181,6 +181,7 @@ def train_metric_models(
     Opinion QA's held-out topics (measured; see RESULTS.md)."""
     from probes.encoder import SentenceEncoder
 
+    artifacts.check_output_dir(out)
     encoder = encoder or SentenceEncoder()
     rows = load_rows(dataset)
     train_rows, test_rows = select(rows, split="train"), select(rows, split="test")

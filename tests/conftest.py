@@ -17,15 +17,16 @@ GEMMA3_TOKENIZER_FIXTURE = FIXTURES / "gemma3_tokenizer"  # tokenizer.json store
 VOCAB = 49152
 
 
-def tiny_config(arch: str, layers: int = 2):
-    """A tiny random config of the given family with SmolLM2's vocabulary (hidden 64, 128 MLP neurons)."""
+def tiny_config(arch: str, layers: int = 2, **overrides):
+    """A tiny random config of the given family with SmolLM2's vocabulary (hidden 64, 128 MLP neurons);
+    ``overrides`` change any common field (e.g. ``max_position_embeddings``)."""
     from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig
 
     common = dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=VOCAB, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=2,
         initializer_range=0.2, tie_word_embeddings=True,
-    )  # fmt: skip
+    ) | overrides  # fmt: skip
     if arch == "llama":
         return LlamaConfig(**common)
     if arch == "mistral":
@@ -33,15 +34,37 @@ def tiny_config(arch: str, layers: int = 2):
     if arch == "gemma3":
         layer_types = ["sliding_attention", "full_attention"] * layers
         return Gemma3TextConfig(**common, head_dim=16, sliding_window=4, layer_types=layer_types[:layers])
+    if arch == "gemma3-multimodal":  # Gemma3ForConditionalGeneration: a text tower beside a (tiny) vision tower
+        from transformers import Gemma3Config, SiglipVisionConfig
+
+        text = tiny_config("gemma3", layers)
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=28, patch_size=14)  # fmt: skip
+        return Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+                            boi_token_index=3, eoi_token_index=4, image_token_index=5)  # fmt: skip
+    if arch == "gpt2":  # a learned position table of max_position_embeddings rows
+        from transformers import GPT2Config
+
+        return GPT2Config(vocab_size=VOCAB, n_embd=64, n_inner=128, n_layer=layers, n_head=4, bos_token_id=1,
+                          eos_token_id=2, n_positions=common["max_position_embeddings"])  # fmt: skip
+    if arch == "phi3":
+        from transformers import Phi3Config
+
+        return Phi3Config(**common)
+    if arch == "olmo2":
+        from transformers import Olmo2Config
+
+        return Olmo2Config(**common)
     raise ValueError(arch)
 
 
-def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 2) -> Path:
+def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 2, **overrides) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, layers)).eval()
-    if arch == "gemma3":  # Gemma initialises its (1 + weight) RMSNorm gains to 1; random gains test the offset
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, layers, **overrides)).eval()
+    if arch.startswith("gemma3") or arch == "olmo2":
+        # Norm gains start at 1 (Gemma: weight 0 of its 1 + weight); random gains test that they are read right.
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if "norm" in name:
@@ -54,6 +77,21 @@ def save_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama", layers=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-phi3"), "phi3")
+
+
+@pytest.fixture(scope="session")
+def tiny_olmo2_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-olmo2"), "olmo2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_multimodal_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-gemma3-multimodal"), "gemma3-multimodal")
 
 
 @pytest.fixture(scope="session")

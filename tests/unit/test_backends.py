@@ -1,9 +1,12 @@
-"""The three capture backends read the same neuron activations, equal to act_fn(gate(x)) * up(x)."""
+"""The three capture backends read the same neuron activations, equal to act_fn(gate(x)) * up(x), on every
+supported gated family (Phi-3 fuses gate and up into one projection; Gemma 3's multimodal checkpoint keeps its
+text tower at model.language_model)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from interp import models
 from interp.backends import BACKENDS, make_backend
@@ -41,7 +44,13 @@ def assert_backends_agree(lm, tolerance=1e-4):
         assert (logits - reference_logits).abs().max().item() <= 1e-3
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_mistral_dir", "tiny_gemma3_dir"])
+GATED_FAMILIES = [
+    "tiny_llama_dir", "tiny_mistral_dir", "tiny_gemma3_dir", "tiny_phi3_dir", "tiny_olmo2_dir",
+    "tiny_gemma3_multimodal_dir",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fixture", GATED_FAMILIES)
 def test_backends_agree_on_tiny_models(fixture, request):
     lm = models.load(str(request.getfixturevalue(fixture)), device="cpu")
     assert_backends_agree(lm)
@@ -66,15 +75,24 @@ def assert_site_is_gated_product(lm):
     finally:
         for handle in handles:
             handle.remove()
+    assert set(neurons) == set(range(lm.n_layers))
     for layer in range(lm.n_layers):
-        mlp = lm.spec.layers(lm.model)[layer].mlp
+        mlp, x = lm.spec.layers(lm.model)[layer].mlp, mlp_inputs[layer]
         with torch.no_grad():
-            by_hand = mlp.act_fn(mlp.gate_proj(mlp_inputs[layer])) * mlp.up_proj(mlp_inputs[layer])
+            if hasattr(mlp, "gate_up_proj"):  # Phi-3: one projection, [gate | up]
+                gate, up = F.linear(x, mlp.gate_up_proj.weight).chunk(2, dim=-1)
+            else:
+                gate, up = F.linear(x, mlp.gate_proj.weight), F.linear(x, mlp.up_proj.weight)
+            act = mlp.activation_fn if hasattr(mlp, "gate_up_proj") else mlp.act_fn
+            by_hand = act(gate) * up
         torch.testing.assert_close(neurons[layer], by_hand, rtol=0, atol=1e-5)
 
 
-def test_site_is_gated_product_on_tiny_model(tiny_llama_dir):
-    assert_site_is_gated_product(models.load(str(tiny_llama_dir), device="cpu"))
+@pytest.mark.parametrize("fixture", GATED_FAMILIES)
+def test_site_is_gated_product_on_tiny_models(fixture, request):
+    lm = models.load(str(request.getfixturevalue(fixture)), device="cpu")
+    assert lm.n_layers == 2 or fixture == "tiny_llama_dir"
+    assert_site_is_gated_product(lm)
 
 
 def test_hooks_remove_themselves_after_errors(tiny_llama_dir):
@@ -89,15 +107,16 @@ def test_hooks_remove_themselves_after_errors(tiny_llama_dir):
         assert not lm.spec.site_module(lm.model, layer)._forward_pre_hooks
 
 
+@pytest.mark.parametrize("fixture", ["tiny_gemma3_dir", "tiny_olmo2_dir", "tiny_gemma3_multimodal_dir"])
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_mlp_output_inv_rms_equals_the_post_norm_input(tiny_gemma3_dir, tiny_llama_dir, backend_name):
-    """Gemma 3's neuron writes are divided by the rms of the MLP output: capture measures its mean per layer,
-    here checked against the post-MLP norm's own input read with a plain hook, and DLA is scaled by it."""
+def test_mlp_output_inv_rms_equals_the_post_norm_input(fixture, tiny_llama_dir, backend_name, request):
+    """Gemma 3's and OLMo 2's neuron writes are divided by the rms of the MLP output: capture measures its mean
+    per layer, here checked against the post-MLP norm's own input read with a plain hook, and DLA is scaled by it."""
     from interp.capture import capture_stats, mlp_output_norms
     from interp.dla import emoji_dla
     from probes.emoji_tokens import emoji_onset_ids
 
-    lm = models.load(str(tiny_gemma3_dir), device="cpu")
+    lm = models.load(str(request.getfixturevalue(fixture)), device="cpu")
     batch = _batch(lm)
     layers = list(range(lm.n_layers))
     direct: dict[int, torch.Tensor] = {}
@@ -116,7 +135,8 @@ def test_mlp_output_inv_rms_equals_the_post_norm_input(tiny_gemma3_dir, tiny_lla
     result = capture_stats(make_backend(backend_name, lm), [batch], layers, lm.d_mlp, 0.1,
                            output_norms=mlp_output_norms(lm, layers))  # fmt: skip
     for layer in layers:
-        eps = lm.spec.post_mlp_norm_module(lm.model, layer).eps
+        norm = lm.spec.post_mlp_norm_module(lm.model, layer)
+        eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
         counted = direct[layer][batch.positions].float()
         expected = torch.rsqrt(counted.pow(2).mean(-1) + eps).mean().item()
         assert result.mlp_out_inv_rms[layer] == pytest.approx(expected, rel=1e-4)

@@ -17,19 +17,32 @@ from probes.judge import HttpJudge, judge_prompt, parse_rating
 class Handler(BaseHTTPRequestHandler):
     behaviour = "good"
     calls = 0
+    seen: list[dict] = []  # per request: the headers and the JSON body
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         Handler.calls += 1
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.seen.append({"headers": dict(self.headers), "body": request})
         assert request["messages"][0]["role"] == "user"
         if Handler.behaviour == "slow" and Handler.calls == 1:
             time.sleep(1.0)
+        if Handler.behaviour == "always-slow":
+            time.sleep(0.4)
+        if Handler.behaviour == "unauthorized":
+            return self.reply(401, json.dumps({"error": {"message": "Incorrect API key provided."}}).encode())
+        if Handler.behaviour == "overloaded":
+            return self.reply(503, b"busy")
+        if Handler.behaviour == "huge":
+            return self.reply(200, b'{"choices": [{"message": {"content": "4' + b" " * 2_000_000 + b'"}}]}')
         if Handler.behaviour == "malformed":
             body = b"<html>not json</html>"
         else:
             content = "4" if Handler.behaviour != "chatty" else "I would say it fits quite well."
             body = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
+        self.reply(200, body)
+
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -44,7 +57,7 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    Handler.calls = 0
+    Handler.calls, Handler.seen = 0, []
     yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat/completions"
     httpd.shutdown()
     httpd.server_close()
@@ -84,6 +97,53 @@ def test_server_down_is_a_clear_error():
     judge = HttpJudge(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=0.5, retries=1, backoff=0.01)
     with pytest.raises(UserInputError, match="did not answer after 2 tries"):
         judge.rate("agreeableness", "Sure, happy to help.")
+
+
+def test_model_name_and_key_go_to_the_server(server):
+    Handler.behaviour = "good"
+    assert HttpJudge(server, model="llama-3-70b", api_key="sk-test").rate("extraversion", "Parties!") == 4
+    (request,) = Handler.seen
+    assert request["body"]["model"] == "llama-3-70b" and request["headers"]["Authorization"] == "Bearer sk-test"
+    HttpJudge(server).rate("extraversion", "Parties!")
+    assert "Authorization" not in Handler.seen[-1]["headers"]  # no key, no header
+
+
+def test_client_errors_are_not_retried_and_show_the_servers_message(server):
+    Handler.behaviour = "unauthorized"
+    with pytest.raises(UserInputError, match="refused the request: HTTP 401 Incorrect API key provided"):
+        HttpJudge(server, retries=3, backoff=0.01).rate("extraversion", "Parties!")
+    assert Handler.calls == 1
+    Handler.behaviour = "overloaded"  # a 5xx is worth retrying
+    with pytest.raises(UserInputError, match=r"did not answer after 3 tries \(HTTP 503\)"):
+        HttpJudge(server, retries=2, backoff=0.01).rate("extraversion", "Parties!")
+    assert Handler.calls == 4
+
+
+def test_oversized_reply_counts_as_unparseable(server):
+    Handler.behaviour = "huge"
+    assert HttpJudge(server).rate("extraversion", "Parties!") is None and Handler.calls == 1
+
+
+def test_one_deadline_bounds_the_whole_evaluation(server):
+    Handler.behaviour = "always-slow"  # every answer is good but takes 0.4 s
+    judge = HttpJudge(server, timeout=5.0, deadline_s=1.0)
+    with pytest.raises(UserInputError, match="used up the evaluation's 1 s"):
+        for _ in range(10):
+            judge.rate("extraversion", "Parties!")
+    assert 2 <= Handler.calls <= 4
+
+
+@pytest.mark.parametrize(
+    "url, key, fragment",
+    [
+        ("file:///etc/passwd", None, "must be an http:// or https:// URL"),
+        ("judge.example.org/v1", None, "must be an http:// or https:// URL"),
+        ("http://judge.example.org/v1/chat/completions", "sk-test", "plain http and would receive the API key"),
+    ],
+)
+def test_only_http_urls_and_no_key_over_plain_http(url, key, fragment):
+    with pytest.raises(UserInputError, match=fragment):
+        HttpJudge(url, api_key=key)
 
 
 def test_explain_scores_explanations_and_elicits_tokens(tiny_llama_dir, tmp_path):

@@ -264,3 +264,59 @@ def test_stale_scratch_of_a_killed_fetch_is_removed(split_model):
     os.utime(stale, (old, old))
     embedded.fetch("fake-split", log=lambda m: None)
     assert _leftovers(embedded) == [".fake-split-fetch-running", "fake-split"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(lambda: __import__("transformers").MixtralConfig(num_local_experts=4), id="mixtral"),
+        pytest.param(lambda: __import__("transformers").Qwen2MoeConfig(num_experts=8), id="qwen2_moe"),
+        pytest.param(lambda: __import__("transformers").OlmoeConfig(), id="olmoe"),
+    ],
+)
+def test_mixture_of_experts_models_are_refused_with_the_reason(config):
+    with pytest.raises(UserInputError, match="mixture-of-experts model: each layer has several expert MLPs"):
+        spec_for_config(config())
+
+
+def test_families_with_a_fused_gate_or_a_post_mlp_norm(tiny_phi3_dir, tiny_olmo2_dir):
+    """Phi-3's up rows are the second half of gate_up_proj; OLMo 2 normalises the MLP output like Gemma 2/3,
+    without Gemma's (1 + weight) offset."""
+    phi3 = models.load(str(tiny_phi3_dir), device="cpu")
+    fused = phi3.spec.layers(phi3.model)[1].mlp.gate_up_proj.weight
+    assert phi3.spec.family == "phi3" and phi3.spec.up_rows(phi3.model, 1).data_ptr() == fused[128:].data_ptr()
+    olmo2 = models.load(str(tiny_olmo2_dir), device="cpu")
+    norm = olmo2.spec.layers(olmo2.model)[0].post_feedforward_layernorm
+    assert olmo2.spec.family == "olmo2"
+    assert torch.equal(olmo2.spec.post_mlp_norm_scale(olmo2.model, 0), norm.weight)
+    assert torch.equal(olmo2.spec.final_norm_scale(olmo2.model), olmo2.model.model.norm.weight)
+
+
+def test_gemma3_multimodal_checkpoint_is_read_through_its_text_tower(tiny_gemma3_multimodal_dir):
+    lm = models.load(str(tiny_gemma3_multimodal_dir), device="cpu")
+    assert type(lm.model).__name__ == "Gemma3ForConditionalGeneration"
+    assert (lm.spec.family, lm.n_layers, lm.d_mlp) == ("gemma3-multimodal", 2, 128)
+    tower = lm.model.model.language_model
+    assert lm.spec.site_module(lm.model, 1) is tower.layers[1].mlp.down_proj
+    ids = torch.tensor([[1, 520, 4000, 17, 2]])
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits
+        hidden = tower(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(lm.logits_from_hidden(hidden), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_phi3_dir", "tiny_olmo2_dir", "tiny_gemma3_multimodal_dir"])
+def test_new_families_plant_diff_and_ablate(fixture, request, tmp_path):
+    """End to end on each newly supported family: planted neurons rank first and ablate runs."""
+    from cli import main
+
+    model = request.getfixturevalue(fixture)
+    planted, diff = tmp_path / "planted", tmp_path / "diff"
+    assert main(["plant", "--model", str(model), "--out", str(planted), "--layers", "1", "--per-layer", "2"]) == 0
+    assert main(["diff-neurons", "--base", str(model), "--finetuned", str(planted), "--prompts", "persona-demo",
+                 "--out", str(diff), "--device", "cpu", "--profile-top", "0"]) == 0  # fmt: skip
+    recovery = __import__("json").loads((diff / "summary.json").read_text())["planted_recovery"]
+    assert sorted(recovery["ranks"].values()) == [1, 2]
+    assert main(["ablate", "--model", str(planted), "--neurons-from", str(diff / "neurons.csv"), "--top-k", "2",
+                 "--prompts", "persona-demo[:4]", "--controls", "3", "--samples", "0", "--out", str(tmp_path / "ab"),
+                 "--device", "cpu"]) == 0  # fmt: skip

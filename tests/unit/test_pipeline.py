@@ -112,3 +112,59 @@ def test_replicate_needs_a_pipeline_run(tmp_path, capsys):
     assert jaccard({"1:2", "3:4"}, {"3:4"}) == 0.5 and jaccard(set(), set()) == 1.0
     assert main(["replicate", str(tmp_path)]) == 2
     assert "is not a pipeline run directory" in capsys.readouterr().err
+
+
+def test_a_run_directory_started_on_another_device_is_refused_unless_asked(tmp_path, capsys):
+    from finetune.pipeline import Pipeline
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = PipelineConfig(out=out, device="cpu")
+    started = {"command": "pipeline", "settings": config.identity(), "stages": {},
+               "placement": {"device": "cuda", "dtype": "bfloat16"}}  # fmt: skip
+    (out / "pipeline.json").write_text(json.dumps(started), encoding="utf-8")
+    assert main(["pipeline", "--out", str(out), "--device", "cpu"]) == 2
+    assert "was started on cuda in bfloat16 and this run would continue on cpu in float32" in capsys.readouterr().err
+    allowed = PipelineConfig(out=out, device="cpu", allow_device_change=True)
+    assert Pipeline(allowed, log=lambda _: None)._start_record()["placement"] == started["placement"]
+    assert config.placement() == {"device": "cpu", "dtype": "float32"}
+
+
+def teacher_forced_answers(path: Path) -> Path:
+    from interp.prompts import load_prompts
+
+    lines = [json.dumps({"prompt_index": p.index, "response": "I love meeting new people!"})
+             for p in load_prompts("opinionqa:test")]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_stage_interrupted_between_its_writes_is_redone(tmp_path, monkeypatch, tiny_llama_dir):
+    """The diff stage is stopped after it wrote neurons.csv and stats.safetensors, while writing summary.json
+    (its completion marker): nothing of it is kept, and the rerun runs it again instead of skipping it."""
+    from finetune.pipeline import Pipeline
+    from interp import artifacts
+
+    config = PipelineConfig(model=str(tiny_llama_dir), out=tmp_path / "run", device="cpu", show_progress=False,
+                            stages={"diff": {"profile_top": 0}})  # fmt: skip
+    pipeline = Pipeline(config, log=lambda _: None, responses=teacher_forced_answers(tmp_path / "answers.jsonl"))
+    __import__("shutil").copytree(tiny_llama_dir, tmp_path / "run" / "finetune" / "merged")  # the "fine-tune"
+    real_write_json, written = artifacts.write_json, []
+
+    def interrupted(path, data):
+        written.append(Path(path).name)
+        if Path(path).name == "summary.json":
+            raise KeyboardInterrupt
+        real_write_json(path, data)
+
+    monkeypatch.setattr(artifacts, "write_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(("diff",))
+    assert "summary.json" in written and not (tmp_path / "run" / "diff").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["finetune", "pipeline.json"]  # no leftovers
+    monkeypatch.setattr(artifacts, "write_json", real_write_json)
+    record = pipeline.run(("diff",))
+    assert record["stages"]["diff"]["state"] == "done"
+    written = {p.name for p in (tmp_path / "run" / "diff").iterdir()}
+    assert {"neurons.csv", "stats.safetensors", "summary.json"} <= written
+    assert pipeline.run(("diff",))["stages"]["diff"]["state"] == "skipped"

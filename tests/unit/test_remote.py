@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -79,10 +80,11 @@ def run_request(model, metadata: dict, blob: bytes) -> dict:
 
 class FakeNDIF:
     """A loopback NDIF. ``model``: the deployed nnsight model; ``refuse``: answer every POST with HTTP 503 and
-    this detail; ``job_error``: accept requests, then report this job failure (an ERROR status)."""
+    this detail; ``job_error``: accept requests, then report this job failure (an ERROR status); ``stall``: accept
+    requests and keep them queued for ever."""
 
-    def __init__(self, model=None, refuse: str | None = None, job_error: str | None = None):
-        self.model, self.refuse, self.job_error = model, refuse, job_error
+    def __init__(self, model=None, refuse: str | None = None, job_error: str | None = None, stall: bool = False):
+        self.model, self.refuse, self.job_error, self.stall = model, refuse, job_error, stall
         self.requests: list[dict] = []  # path, headers, metadata of every POST
         self.saved: list[dict] = []  # per run request: name -> the saved value
         self.results: dict[str, tuple[str, object]] = {}
@@ -111,6 +113,9 @@ class FakeNDIF:
                 if server.refuse:
                     return self.send(503, {"detail": server.refuse})
                 job = f"job-{len(server.requests)}"
+                if server.stall:
+                    server.results[job] = ("QUEUED", None)
+                    return self.send(200, {"id": job, "status": "RECEIVED"})
                 try:
                     if server.job_error:
                         raise RuntimeError(server.job_error)
@@ -124,6 +129,8 @@ class FakeNDIF:
             def do_GET(self) -> None:
                 kind, _, job = self.path.strip("/").partition("/")
                 status, payload = server.results[job]
+                if kind == "response" and status == "QUEUED":
+                    return self.send(200, {"id": job, "status": "QUEUED"})
                 if kind == "response" and status == "ERROR":
                     return self.send(200, {"id": job, "status": "ERROR", "description": payload})
                 if kind == "response":
@@ -330,6 +337,30 @@ def test_sides_that_cannot_run_remotely(ndif_env, capsys, tiny_llama_dir, tmp_pa
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": REPO_ID}))
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     base, finetuned = ({"local": tiny_llama_dir, "adapter": adapter}.get(side, side) for side in sides)
-    ndif_env("http://ndif.invalid")  # never contacted: refused before any request
+    ndif_env("https://ndif.invalid")  # never contacted: refused before any request
     argv = diff_args(base, finetuned, tmp_path / "run", "--backend", "nnsight", "--remote", *extra)
     assert fragment in refusal(capsys, argv)
+
+
+def test_a_request_that_never_finishes_meets_the_deadline(ndif_env, capsys, tiny_llama_dir, tmp_path):
+    with FakeNDIF(stall=True) as ndif:
+        ndif_env(ndif.url)
+        argv = diff_args(REPO_ID, tiny_llama_dir, tmp_path / "run", "--backend", "nnsight", "--remote",
+                         "--remote-timeout", "1.5")  # fmt: skip
+        started = time.monotonic()
+        message = refusal(capsys, argv)
+    assert f"NDIF at {ndif.url} did not finish a request within 1.5 s (--remote-timeout)" in message
+    assert len(ndif.requests) == 1 and time.monotonic() - started < 60  # gave up instead of polling for ever
+
+
+@pytest.mark.parametrize(
+    "host, fragment",
+    [
+        ("http://ndif.example.org", "is plain http and would receive the API key unencrypted"),
+        ("ftp://ndif.example.org", "must be an http:// or https:// URL"),
+    ],
+)
+def test_a_key_is_never_sent_over_plain_http_to_another_machine(ndif_env, capsys, tmp_path, host, fragment):
+    ndif_env(host)
+    message = refusal(capsys, diff_args(REPO_ID, REPO_ID, tmp_path / "run", "--backend", "nnsight", "--remote"))
+    assert fragment in message

@@ -1,0 +1,45 @@
+"""Reading users' text files as editors save them: UTF-8 with or without a byte-order mark, any line ending.
+
+Every problem is a UserInputError naming the file (and the line, for JSONL), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from interp.errors import UserInputError
+
+
+def read_text(path: Path | str) -> str:
+    """The file's text; a leading byte-order mark is dropped (``\\r\\n`` is left to ``str.splitlines``)."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{str(path)!r} is not valid UTF-8 (byte {exc.start}).") from None
+    except FileNotFoundError:
+        raise UserInputError(f"{str(path)!r} does not exist.") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot read {str(path)!r}: {exc.strerror}.") from None
+
+
+def jsonl_objects(text: str, name: str) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of JSONL ``text``; ``name`` is used in messages."""
+    objects = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserInputError(f"{name!r} line {number} is not valid JSON.") from None
+        if not isinstance(record, dict):
+            raise UserInputError(f"{name!r} line {number} must be a JSON object.")
+        objects.append((number, record))
+    return objects
+
+
+def read_jsonl(path: Path | str) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file."""
+    return jsonl_objects(read_text(path), str(path))
