@@ -36,7 +36,7 @@ import torch
 from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
-from interp.errors import UserInputError
+from interp.errors import UserInputError, check_at_least
 from interp.generation import SamplingConfig, generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
 from interp.layers import parse_neurons
@@ -245,8 +245,7 @@ def validate(config: AblationConfig) -> list[float]:
         raise UserInputError(f"--nulls must be one of {', '.join(NULLS)}, not {config.nulls!r}.")
     if config.nulls == "matched" and not config.neurons_from:
         raise UserInputError("--nulls matched needs --neurons-from a neurons.csv of a diff run (its statistics).")
-    if config.top_k is not None and config.top_k < 1:
-        raise UserInputError(f"--top-k must be at least 1, not {config.top_k}.")
+    check_at_least("--top-k", config.top_k, 1)
     for flag, value in (("--controls", config.controls), ("--samples", config.samples)):
         if value < 0:
             raise UserInputError(f"{flag} must be 0 or more, not {value}.")

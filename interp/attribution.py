@@ -22,7 +22,7 @@ import torch
 from interp import artifacts, models
 from interp.ablation import forced_batch, source_activations
 from interp.diff import rank_order
-from interp.errors import UserInputError
+from interp.errors import UserInputError, check_at_least
 from interp.hooks import neuron_hooks
 from interp.layers import parse_layers
 from interp.progress import track
@@ -71,6 +71,7 @@ def validate(config: AttributionConfig) -> None:
         raise UserInputError(f"--positions must be all or response, not {config.positions!r}.")
     if config.steps < 2 or config.batch_size < 1:
         raise UserInputError("--steps must be at least 2 and --batch-size at least 1.")
+    check_at_least("--top-k", config.top_k, 1)
     artifacts.check_run_dir(config.out)
 
 

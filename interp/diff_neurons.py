@@ -27,7 +27,7 @@ from interp.backends import BACKENDS, make_backend
 from interp.capture import CaptureResult, capture_stats, mlp_output_norms
 from interp.distributed import Shards
 from interp.dla import emoji_dla
-from interp.errors import UserInputError
+from interp.errors import UserInputError, check_at_least
 from interp.generation import SamplingConfig, sample_sequences
 from interp.layers import parse_layers
 from interp.planted import read_planted_neurons
@@ -88,8 +88,7 @@ def validate(config: DiffConfig) -> None:
             raise UserInputError(f"{flag} must be at least 1, not {value}.")
     if config.profile_top < 0:
         raise UserInputError(f"--profile-top must be 0 or more, not {config.profile_top}.")
-    if config.top_k is not None and config.top_k < 1:
-        raise UserInputError(f"--top-k must be at least 1, not {config.top_k}.")
+    check_at_least("--top-k", config.top_k, 1)
     if config.generate < 0:
         raise UserInputError(f"--generate must be 0 or more, not {config.generate}.")
     if config.generate and config.responses:

@@ -20,7 +20,7 @@ import torch
 
 from interp import artifacts, diff
 from interp.diff_neurons import package_versions, results_summary, write_run
-from interp.errors import UserInputError
+from interp.errors import UserInputError, check_at_least
 from interp.stats import NeuronStats, load_stats
 
 ENTRIES = ("base_half_a", "base_half_b", "finetuned")
@@ -53,6 +53,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
     """Merge the runs into ``out`` (written atomically); return its summary."""
     if len(inputs) < 2:
         raise UserInputError("merge-stats needs at least two run directories.")
+    check_at_least("--top-k", top_k, 1)
     artifacts.check_run_dir(out)
     runs = [_read_run(Path(path)) for path in inputs]
     first_stats, first_meta, first_land, first_summary = runs[0]

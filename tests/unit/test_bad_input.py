@@ -368,3 +368,15 @@ def test_a_run_directory_is_whole_or_absent_at_every_rename(capsys, tmp_path, mo
         monkeypatch.setattr(os, "replace", real_replace)
         assert code in (0, 130)
         assert not out.exists() or sorted(p.name for p in out.iterdir()) == complete
+
+
+@pytest.mark.parametrize("command", ["diff-neurons", "ablate", "attribute", "merge-stats"])
+def test_top_k_below_one_is_refused_everywhere(capsys, tmp_path, tiny_llama_dir, command):
+    model, out = str(tiny_llama_dir), str(tmp_path / "run")
+    argv = {
+        "diff-neurons": diff_args(model, model, "persona-demo", out),
+        "ablate": ablate_args(model, out, "--neurons-from", str(tmp_path / "neurons.csv")),
+        "attribute": ["attribute", "--model", model, "--prompts", "persona-demo", "--out", out],
+        "merge-stats": ["merge-stats", str(tmp_path / "a"), str(tmp_path / "b"), "--out", out],
+    }[command]
+    assert_refused(capsys, tmp_path, [*argv, "--top-k", "0"], "--top-k must be at least 1, not 0")
