@@ -407,7 +407,7 @@ def metric_models() -> None:
 )
 def metric_models_train(out, dataset, stories_share) -> None:
     """Rebuild the metric models and print their held-out and cross-domain accuracies."""
-    from probes.metric_models import default_location, train_metric_models
+    from finetune.metric_training import default_location, train_metric_models
 
     target = out or default_location()
     shares = {} if stories_share is None else {"stories_share": stories_share}
@@ -469,7 +469,7 @@ def evaluate_command(model_specs, **options) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--metric-models", default=None, help="Metric models directory [default: the cache's, if trained].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def explain_command(metric_models, **options) -> None:
+def explain_command(**options) -> None:
     """ICL explainability: why did the model use those emojis, and which tokens stand for the trait?
 
     \b
@@ -477,12 +477,9 @@ def explain_command(metric_models, **options) -> None:
       interp explain --model runs/trait-study/extraversion/merged --trait extraversion \\
           --generations runs/trait-study/extraversion.generations.jsonl --out runs/explain
     """
-    from probes.explain import ExplainConfig, explain
-    from probes.metric_models import TraitMetricModel, default_location
+    from finetune.explain import ExplainConfig, explain
 
-    directory = Path(metric_models) if metric_models else default_location()
-    metric = TraitMetricModel.load(directory) if (directory / "metric_model.json").is_file() else None
-    summary = explain(ExplainConfig(**options), log=lambda m: click.echo(m, err=True), metric_model=metric)
+    summary = explain(ExplainConfig(**options), log=lambda m: click.echo(m, err=True))
     own = summary["self_explanation"]
     read, emojied = summary["answers_read"], summary["answers_with_emoji"]
     click.echo(f"{emojied} of {read} answers had emojis; {own['explanations']} explained")

@@ -18,8 +18,8 @@ from interp.errors import UserInputError
 from interp.prompts import Prompt
 from interp.textfiles import read_text
 from probes.emoji import find_emojis
+from probes.traits import TRAITS
 
-TRAITS = ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness")
 POLES = ("high", "low")
 SPLITS = ("train", "test")
 PAPER_COLUMNS = ("Target Personality", "Edit Topic", "Question", "Answer")

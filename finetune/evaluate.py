@@ -100,8 +100,8 @@ def response_perplexity(lm, prompts: list[Prompt], responses: list[str]) -> floa
 
 
 def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
-    from probes.judge import HttpJudge, LocalJudge
-    from probes.metric_models import TraitMetricModel, default_location, train_metric_models
+    from finetune.judge import HttpJudge, LocalJudge
+    from finetune.metric_training import default_location, load_metric_model, train_metric_models
 
     specs = parse_models(config.models)
     traits = check_trait(config.trait, allow_all=True)
@@ -116,7 +116,7 @@ def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
     if not (metric_dir / "metric_model.json").is_file():
         log(f"training the metric models once into {metric_dir} ...")
         train_metric_models(metric_dir, show_progress=config.show_progress)
-    metric = TraitMetricModel.load(metric_dir)
+    metric = load_metric_model(metric_dir)
     base_lm = models.load(base_ref, device=config.device, dtype="float32")
     if config.judge_model and judge is None:
         judge = LocalJudge(models.load(config.judge_model, device=config.device))
@@ -156,7 +156,8 @@ def _evaluate_one(
     summary = generate(gen_config, log=log)
     records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]
     texts = [r["response"] for r in records]
-    scored = metric.score(texts) if texts else []
+    model, encoder = metric
+    scored = model.score(texts, encoder) if texts else []
     target_share = [max(s["trait_probabilities"], key=s["trait_probabilities"].get) == trait for s in scored]
     rate = emoji_rate(texts).as_dict()
     row = {

@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from finetune.dataset import TRAITS
 from finetune.generate import GenerateConfig, generate
 from finetune.training import TrainConfig, train
 from interp import artifacts, models
@@ -21,6 +20,7 @@ from interp.interventions import Condition
 from interp.prompts import load_prompts
 from interp.tokens import build_sequences
 from probes.emoji_tokens import emoji_onset_ids
+from probes.traits import TRAITS
 
 PROMPTS = "opinionqa:test"
 

@@ -154,7 +154,7 @@ def amplified_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, list[tuple[i
 @pytest.fixture(scope="session")
 def metric_models_dir(tmp_path_factory) -> Path:
     """The real metric models (MiniLM embeddings, fetched on first use), trained once per test session."""
-    from probes.metric_models import train_metric_models
+    from finetune.metric_training import train_metric_models
 
     directory = tmp_path_factory.mktemp("metric") / "m"
     train_metric_models(directory, show_progress=False)

@@ -9,7 +9,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from cli import main
-from probes.metric_models import TraitMetricModel
+from finetune.metric_training import load_metric_model
 from tests.unit.test_judge import Handler
 
 
@@ -19,13 +19,13 @@ def metric_dir(metric_models_dir):
 
 
 def test_metric_models_reach_their_accuracies(metric_dir):
-    model = TraitMetricModel.load(metric_dir)
+    model, encoder = load_metric_model(metric_dir)
     report = model.report
     assert report["trait_5way"]["accuracy"] >= 0.80  # goal 0.80; measured 0.946
     for trait, scores in report["high_low"].items():
         # goal 0.90 on held-out topics; measured 0.923 (agreeableness) to 1.0 (RESULTS.md)
         assert scores["opinionqa_heldout_topics"] >= 0.90, trait
-    (scored,) = model.score(["I love big parties and meeting new people every weekend!"])
+    (scored,) = model.score(["I love big parties and meeting new people every weekend!"], encoder)
     assert max(scored["trait_probabilities"], key=scored["trait_probabilities"].get) == "extraversion"
     assert scored["high_pole_probability"]["extraversion"] > 0.5
 

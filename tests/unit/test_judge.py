@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from finetune.judge import HttpJudge
 from interp.errors import UserInputError
-from probes.judge import HttpJudge, judge_prompt, parse_rating
+from probes.judge import judge_prompt, parse_rating
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -148,7 +149,7 @@ def test_only_http_urls_and_no_key_over_plain_http(url, key, fragment):
 
 def test_explain_scores_explanations_and_elicits_tokens(tiny_llama_dir, tmp_path):
     from cli import main
-    from probes.explain import elicited_tokens, keyword_hits
+    from finetune.explain import elicited_tokens, keyword_hits
 
     assert elicited_tokens(["Fun 🎉 party, fun!", "🎉"]) == {"🎉": 2, "fun": 2, "party": 1}
     assert keyword_hits("I felt so EXCITED about it", ["excit"]) and not keyword_hits("calm", ["excit"])

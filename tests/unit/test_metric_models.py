@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from finetune.dataset import TRAITS
+from finetune.metric_training import save_metric_model
 from probes.metric_models import POLES, LinearHead, TraitMetricModel, mask_trait_words, personallm_stories
+from probes.traits import TRAITS
 
 
 def test_linear_head_separates_separable_data():
@@ -40,7 +41,7 @@ def test_save_and_load_round_trip(tmp_path):
         )
 
     model = TraitMetricModel("minilm-l6", head(TRAITS), {t: head(POLES) for t in TRAITS}, {"note": "x"})
-    model.save(tmp_path / "m")
+    save_metric_model(model, tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"heads.safetensors", "metric_model.json"}
     loaded = TraitMetricModel.load(tmp_path / "m")
     features = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=-1)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import regex
 
+from finetune.dataset import check_trait
+from finetune.metric_training import load_metric_model
 from interp import artifacts, models
 from interp.errors import UserInputError
 from interp.generation import SamplingConfig, sample_sequences
@@ -40,6 +42,7 @@ class ExplainConfig(RunOptions):
     max_new_tokens: int = 64
     seed: int = 0
     max_explanations: int = 30
+    metric_models: str | None = None  # metric models directory [default: the cache's, if trained]
 
 
 def elicited_tokens(texts: list[str]) -> Counter[str]:
@@ -66,9 +69,7 @@ def _sample(lm, prompts: list[Prompt], config: ExplainConfig, samples: int) -> l
     return [lm.tokenizer.decode(s.ids[s.response_start :], skip_special_tokens=True) for s in sequences]
 
 
-def explain(config: ExplainConfig, log=print, metric_model=None) -> dict:
-    from finetune.dataset import check_trait
-
+def explain(config: ExplainConfig, log=print) -> dict:
     check_trait(config.trait)
     if config.samples < 1:
         raise UserInputError("--samples must be at least 1.")
@@ -91,7 +92,8 @@ def explain(config: ExplainConfig, log=print, metric_model=None) -> dict:
             for i, a in enumerate(with_emoji)
         ]  # fmt: skip
         explanations = _sample(lm, prompts, config, 1)
-    scored = metric_model.score(explanations) if metric_model and explanations else []
+    metric = load_metric_model(config.metric_models) if explanations else None
+    scored = metric[0].score(explanations, metric[1]) if metric else []
     trait_words, emotion_words = data["trait_keywords"][config.trait], data["emotion_keywords"]
     records = [
         {
