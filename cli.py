@@ -192,7 +192,8 @@ Examples:
 @click.option("--top-k", default=None, type=int, help="Rows of --neurons-from to use [default: all].")
 @click.option(
     "--sign", default="any", show_default=True,
-    help="With --neurons-from: only neurons whose score raises (raising) or lowers (lowering) emoji logits.",
+    help="With --neurons-from: only neurons whose score raises (raising) or lowers (lowering) emoji logits; "
+    "follow: the sign of the emoji change the diff run beside the file measured.",
 )  # fmt: skip
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
@@ -495,10 +496,10 @@ def explain_command(**options) -> None:
 
 
 def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | None = None) -> None:
-    import csv
-
     from rich.console import Console
     from rich.table import Table
+
+    from interp.neuron_set import NeuronSet
 
     table = Table(title=f"top {count} neurons", show_edge=False)
     columns = columns or (
@@ -514,11 +515,10 @@ def _print_top_neurons(csv_path: Path, count: int, columns: tuple[str, ...] | No
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "category" else "right")
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for row, _ in zip(csv.DictReader(handle), range(count)):
-            table.add_row(
-                *(row[c] if c in ("rank", "layer", "neuron", "category") else f"{float(row[c]):.3g}" for c in columns)
-            )
+    for row in NeuronSet.read(csv_path).top(count):
+        table.add_row(
+            *(row[c] if c in ("rank", "layer", "neuron", "category") else f"{float(row[c]):.3g}" for c in columns)
+        )
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)

@@ -280,10 +280,7 @@ class Pipeline:
     def _ablate(self, stage: str, model: str, **fixed) -> None:
         from interp.ablation import AblationConfig, run
 
-        settings = {**self.config.settings(stage), **fixed}
-        if settings.get("sign") == "follow":  # the neurons that push emojis the way the fine-tune moved them
-            summary = json.loads(self.path("diff", "summary.json").read_text(encoding="utf-8"))
-            settings["sign"] = {"rises": "raising", "falls": "lowering"}.get(summary["emoji"]["direction"], "any")
+        settings = {**self.config.settings(stage), **fixed}  # sign "follow": as the diff measured (ablate resolves it)
         run(AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
                            neurons_from=str(self.path("diff", "neurons.csv")), role=stage, **self._common(),
                            **settings), log=self.log)  # fmt: skip

@@ -13,7 +13,6 @@ The report labels each finding "replicated with seed S" or "does not replicate w
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from finetune.pipeline import CAUSAL, Pipeline, PipelineConfig, family_tests
 from interp import artifacts
 from interp.errors import UserInputError
+from interp.neuron_set import NeuronSet
 
 JACCARD_TOP = 20  # neurons.csv rows compared by |score|
 
@@ -75,9 +75,7 @@ def jaccard(first: set, second: set) -> float:
 
 
 def _top(neurons_csv: Path) -> set[str]:
-    with open(neurons_csv, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:JACCARD_TOP]
-    return {f"{row['layer']}:{row['neuron']}" for row in rows}
+    return set(NeuronSet.read(neurons_csv).top(JACCARD_TOP).labels)
 
 
 def _tested(ablation_json: Path) -> set[str]:

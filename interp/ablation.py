@@ -21,7 +21,6 @@ The procedure is ``interp.significance``'s; docs/design.md ("Causal verdicts") e
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import statistics
@@ -39,7 +38,8 @@ from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least
 from interp.generation import SamplingConfig, generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
-from interp.layers import parse_neurons
+from interp.layers import check_neurons, parse_neurons
+from interp.neuron_set import SIGNS, NeuronSet
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
 from interp.run_options import RunOptions
@@ -146,54 +146,28 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
-SIGNS = ("any", "raising", "lowering")
-
-
-def chosen_rows(path: str, top_k: int | None, sign: str = "any") -> list[dict]:
-    """The first ``top_k`` rows of a neurons.csv (columns layer, neuron), keeping only rows whose score raises
-    (> 0) or lowers (< 0) emoji-onset logits when ``sign`` says so."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read --neurons-from {path!r}: {exc}.") from None
-    if not rows or not {"layer", "neuron"} <= set(rows[0]):
-        raise UserInputError(f"--neurons-from {path!r} needs a neurons.csv with columns layer and neuron.")
-    if sign != "any":
-        if "score" not in rows[0]:
-            raise UserInputError(f"--sign {sign} needs a score column in --neurons-from {path!r}.")
-        rows = [row for row in rows if (float(row["score"]) > 0) == (sign == "raising") and float(row["score"]) != 0]
-        if not rows:
-            raise UserInputError(f"--neurons-from {path!r} has no neuron with a {sign} score.")
-    return rows[: top_k or len(rows)]
-
-
-def addresses(rows: list[dict]) -> str:
-    """``"L:I,..."`` of neurons.csv rows."""
-    return ",".join(f"{row['layer']}:{row['neuron']}" for row in rows)
-
-
 FROM_DIFF = "from-diff"
 
 
 def predicted_alternatives(
-    config: AblationConfig, rows: list[dict], groups: dict[str, float], model_role: str | None,
+    config: AblationConfig, chosen: NeuronSet, groups: dict[str, float], model_role: str | None,
     source_role: str | None,
 ) -> dict[str, tuple[str, str]]:  # fmt: skip
     """group -> (alternative, why): the direction each comparison's effect should take, predicted from the
     diff's selection data alone (before any edit is measured), as the chosen neurons' direct emoji push.
 
-    With ``push_ft = sum(ft_mean x emoji_dla)`` and ``push_base = push_ft - sum(score)`` over the chosen rows:
+    With ``push_ft = sum(ft_mean x emoji_dla)`` and ``push_base = push_ft - sum(score)`` over the chosen neurons:
     zeroing model X moves emoji logits by -push_X; scaling by (alpha - 1) x push_X; mean (on the fine-tuned
     model) by sum(mean x emoji_dla) - push_ft; patching the fine-tuned values into the base by +sum(score), the
     base values into the fine-tuned model by -sum(score)."""
     need = {"score", "ft_mean", "base_mean", "emoji_dla"}
-    if not rows or not need <= set(rows[0]):
+    if not need <= set(chosen.columns):
         raise UserInputError(f"--alternative {FROM_DIFF} needs a neurons.csv with columns {', '.join(sorted(need))}.")
     if model_role is None:
         raise UserInputError(f"--alternative {FROM_DIFF}: --model is neither of the diff run's models.")
-    score = sum(float(r["score"]) for r in rows)
-    push = {"finetuned": sum(float(r["ft_mean"]) * float(r["emoji_dla"]) for r in rows)}
+    dla = chosen.values("emoji_dla")
+    score = sum(chosen.values("score"))
+    push = {"finetuned": sum(mean * push for mean, push in zip(chosen.values("ft_mean"), dla))}
     push["base"] = push["finetuned"] - score
     predictions = {}
     for group, alpha in groups.items():
@@ -206,7 +180,7 @@ def predicted_alternatives(
                    f"by {alpha - 1:+g}x")  # fmt: skip
         elif config.mode == "mean" and model_role == "finetuned":
             column = "base_mean" if config.stats_entry == "base" else "ft_mean"
-            value = sum(float(r[column]) * float(r["emoji_dla"]) for r in rows) - push["finetuned"]
+            value = sum(mean * push for mean, push in zip(chosen.values(column), dla)) - push["finetuned"]
             why = f"the {config.stats_entry} means change their summed direct emoji push by {value:+.3g} logits"
         elif config.mode == "patch" and {model_role, source_role} == {"base", "finetuned"}:
             value = score if model_role == "base" else -score
@@ -348,15 +322,22 @@ def run(config: AblationConfig, log=print) -> dict | None:
     prompts = load_prompts(config.prompts)
     if config.responses:
         prompts = attach_responses(prompts, config.responses)
-    neuron_text = config.neurons
-    selection, rows = None, []
-    if neuron_text is None:
-        rows = chosen_rows(config.neurons_from, config.top_k, config.sign)
-        neuron_text = addresses(rows)
+    chosen, selection = None, None
+    if config.neurons_from is not None:
+        ranked = NeuronSet.read(config.neurons_from)
+        if config.sign == "follow":  # recorded as the sign it resolved to
+            config = replace(config, sign=ranked.followed_sign())
+        chosen = ranked.with_sign(config.sign).top(config.top_k)
+        if not len(chosen):
+            raise UserInputError(f"--neurons-from {config.neurons_from!r} holds no neurons.")
         selection = DiffSelection.beside(config.neurons_from)
     lm = models.load(config.model, **config.load_options())
     config = replace(config, max_length=models.fit_max_length(lm.model.config, config.max_length, log))
-    neurons = parse_neurons(neuron_text, lm.n_layers, lm.d_mlp)
+    if chosen is None:
+        neurons = parse_neurons(config.neurons, lm.n_layers, lm.d_mlp)
+    else:
+        neurons = chosen.addresses
+        check_neurons(neurons, lm.n_layers, lm.d_mlp)
     source = None
     if config.mode == "patch":
         source = models.load(config.source_model, base_ref=config.model, **config.load_options())
@@ -366,7 +347,7 @@ def run(config: AblationConfig, log=print) -> dict | None:
         mean_values = _mean_values(config, lm, {layer for layer, _ in neurons})
     control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection)
     conditions = build_conditions(neurons, config.mode, alphas, mean_values, control_sets)
-    alternatives = _alternatives(config, conditions, rows, selection, lm, source)
+    alternatives = _alternatives(config, conditions, chosen, selection, lm, source)
     onset_ids = emoji_onset_ids(lm.tokenizer)
     tokenizer = lm.tokenizer
 
@@ -410,14 +391,14 @@ def run(config: AblationConfig, log=print) -> dict | None:
     return report
 
 
-def _alternatives(config, conditions, rows, selection, lm, source) -> dict[str, tuple[str, str]]:
+def _alternatives(config, conditions, chosen, selection, lm, source) -> dict[str, tuple[str, str]]:
     """group -> (alternative, where it came from), fixed before anything is measured."""
     groups = {c.group: c.alpha for c in conditions if c.kind == "tested"}
     if config.alternative == FROM_DIFF:
         if selection is None:
             raise UserInputError(f"--alternative {FROM_DIFF}: no summary.json beside --neurons-from.")
         source_role = selection.role_of(source.fingerprint()) if source is not None else None
-        return predicted_alternatives(config, rows, groups, selection.role_of(lm.fingerprint()), source_role)
+        return predicted_alternatives(config, chosen, groups, selection.role_of(lm.fingerprint()), source_role)
     why = "the user's --alternative" if config.alternative != "two-sided" else "default (no direction given)"
     return {group: (config.alternative, why) for group in groups}
 

@@ -25,6 +25,7 @@ from interp.diff import rank_order
 from interp.errors import UserInputError, check_at_least
 from interp.hooks import neuron_hooks
 from interp.layers import parse_layers
+from interp.neuron_set import NeuronSet
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.run_options import RunOptions
@@ -175,23 +176,19 @@ def _integrated_gradients(lm, ids, attention, measured, edit, layer, targets, on
     return -attributions.detach().float().cpu(), acts.float().cpu(), value
 
 
-def neurons_csv(result: Attribution, top_k: int | None) -> str:
-    import csv
-    import io
-
+def neuron_set(result: Attribution, top_k: int | None) -> NeuronSet:
+    """The ranked neuron set (neurons.csv) of an attribution: score, mean activation and mean change."""
     order = rank_order(result.score).tolist()
     d_mlp = result.score.shape[1]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    records = []
     for rank, flat in enumerate(order[: top_k or len(order)], start=1):
         slot, neuron = divmod(flat, d_mlp)
-        writer.writerow([
-            rank, result.layers[slot], neuron, format(float(result.score[slot, neuron]), ".8g"),
-            format(float(result.mean_activation[slot, neuron]), ".8g"),
-            format(float(result.mean_delta[slot, neuron]), ".8g"),
-        ])  # fmt: skip
-    return buffer.getvalue()
+        records.append({
+            "rank": rank, "layer": result.layers[slot], "neuron": neuron, "score": float(result.score[slot, neuron]),
+            "mean_activation": float(result.mean_activation[slot, neuron]),
+            "mean_delta": float(result.mean_delta[slot, neuron]),
+        })  # fmt: skip
+    return NeuronSet.from_records(CSV_COLUMNS, records)
 
 
 def run(config: AttributionConfig, log=print) -> dict:
@@ -227,6 +224,6 @@ def run(config: AttributionConfig, log=print) -> dict:
         "timings": {"total_s": time.perf_counter() - started},
     }
     with artifacts.staged_run_dir(config.out) as staging:
-        artifacts.write_text(staging / "neurons.csv", neurons_csv(result, config.top_k))
+        neuron_set(result, config.top_k).write(staging / "neurons.csv")
         artifacts.write_json(staging / "summary.json", summary)
     return summary

@@ -10,13 +10,12 @@ Generic change rankings stay available (``--rank-by mean_diff | cohens_d | ratio
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from interp.neuron_set import NeuronSet
 from interp.stats import NeuronStats
 
 RANK_COLUMNS = ("score", "mean_diff", "cohens_d", "ratio", "freq_diff", "emoji_dla")
@@ -127,38 +126,22 @@ def rank_neurons(
     return Ranking(base, columns, category, rank_order(columns[rank_by]), floor, above_noise)
 
 
-def _format(value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if value != value:  # NaN
-        return "nan"
-    return format(value, ".8g")
-
-
-def neurons_csv(
+def neuron_set(
     layers: list[int], columns: dict[str, torch.Tensor], category: torch.Tensor, order: torch.Tensor,
     above_noise: torch.Tensor, top_k: int | None,
-) -> str:  # fmt: skip
-    """The ranked ``neurons.csv`` text: one row per neuron (the first ``top_k`` if given)."""
+) -> NeuronSet:  # fmt: skip
+    """The ranked neuron set (``neurons.csv``): one row per neuron in ``order`` (the first ``top_k`` if given)."""
     d_mlp = category.shape[1]
     flat = {name: values.reshape(-1).tolist() for name, values in columns.items()}
     flat_category = category.reshape(-1).tolist()
     flat_noise = above_noise.reshape(-1).tolist()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
     chosen = order.tolist() if top_k is None else order[:top_k].tolist()
-    for rank, index in enumerate(chosen, start=1):
-        row = {
-            "rank": rank,
-            "layer": layers[index // d_mlp],
-            "neuron": index % d_mlp,
-            "category": CATEGORIES[flat_category[index]],
-            "above_noise": bool(flat_noise[index]),
-        }
-        writer.writerow([_format(row[c]) if c in row else _format(flat[c][index]) for c in CSV_COLUMNS])
-    return buffer.getvalue()
+    records = (
+        {
+            **{name: flat[name][index] for name in flat},
+            "rank": rank, "layer": layers[index // d_mlp], "neuron": index % d_mlp,
+            "category": CATEGORIES[flat_category[index]], "above_noise": bool(flat_noise[index]),
+        }  # fmt: skip
+        for rank, index in enumerate(chosen, start=1)
+    )
+    return NeuronSet.from_records(CSV_COLUMNS, records)

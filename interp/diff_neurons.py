@@ -232,10 +232,8 @@ def write_run(
     """Write a diff run directory atomically: neurons.csv, stats.safetensors, landscape.safetensors (score,
     category and both models' emoji_dla for every neuron), summary.json and any ``extra_json`` files."""
     with artifacts.staged_run_dir(out) as staging:
-        csv_text = diff.neurons_csv(
-            layers, ranking.columns, ranking.category, ranking.order, ranking.above_noise, top_k
-        )
-        artifacts.write_text(staging / "neurons.csv", csv_text)
+        ranked = diff.neuron_set(layers, ranking.columns, ranking.category, ranking.order, ranking.above_noise, top_k)
+        ranked.write(staging / "neurons.csv")
         save_stats(staging / "stats.safetensors", stats, metadata=metadata)
         _save_landscape(staging / "landscape.safetensors", layers, ranking, dla_base, dla_ft)
         for name, content in extra_json.items():

@@ -38,11 +38,18 @@ def parse_neurons(spec: str, n_layers: int, d_mlp: int) -> list[tuple[int, int]]
             layer, index = int(layer_text), int(index_text)
         except ValueError:
             raise UserInputError(f"neuron address {part!r} is not of the form LAYER:INDEX.") from None
-        if not (0 <= layer < n_layers and 0 <= index < d_mlp):
-            raise UserInputError(
-                f"neuron {part!r} is out of range: the model has layers 0-{n_layers - 1} and neurons 0-{d_mlp - 1}."
-            )
         neurons.append((layer, index))
     if not neurons:
         raise UserInputError("no neurons given.")
+    check_neurons(neurons, n_layers, d_mlp)
     return neurons
+
+
+def check_neurons(neurons: list[tuple[int, int]], n_layers: int, d_mlp: int) -> None:
+    """UserInputError naming the first neuron outside a model of ``n_layers`` x ``d_mlp``."""
+    for layer, index in neurons:
+        if not (0 <= layer < n_layers and 0 <= index < d_mlp):
+            raise UserInputError(
+                f"neuron '{layer}:{index}' is out of range: the model has layers 0-{n_layers - 1} and neurons "
+                f"0-{d_mlp - 1}."
+            )

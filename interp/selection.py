@@ -51,12 +51,8 @@ class DiffSelection:
     def beside(cls, neurons_csv: str | Path) -> DiffSelection | None:
         """The diff run in the folder of ``neurons_csv``, or None if that folder holds no summary.json."""
         folder = Path(neurons_csv).parent
-        summary_path = folder / "summary.json"
-        if not summary_path.is_file():
-            return None
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        summary = diff_summary(folder)
+        if summary is None:
             return None
         models = summary.get("models") or {}
         fingerprints = {role: (models.get(role) or {}).get("fingerprint") for role in ("base", "finetuned")}
@@ -65,6 +61,18 @@ class DiffSelection:
     def role_of(self, fingerprint: str) -> str | None:
         """ "base" or "finetuned" if ``fingerprint`` is one of the diff's models, else None."""
         return next((role for role, value in self.model_fingerprints.items() if value == fingerprint), None)
+
+
+def diff_summary(folder: Path) -> dict | None:
+    """The summary.json of the diff run in ``folder``; None when there is none or it is not readable JSON."""
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _features(folder: Path) -> SelectionFeatures | None:

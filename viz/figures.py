@@ -39,7 +39,7 @@ def landscape(diff: DiffRun) -> go.Figure:
             hovertemplate="layer %{y}, neuron %{x}<br>score %{z:.3g}<extra></extra>",
         )  # fmt: skip
     )
-    top = diff.neurons[:HOVER_NEURONS]
+    top = diff.neurons.top(HOVER_NEURONS)
     if top:
         details = [
             [html.escape(row.get(key, "")) for key in ("base_mean", "ft_mean", "base_freq", "ft_freq", "category",

@@ -140,7 +140,7 @@ def _direct_push(run: RunArtifacts, neurons: list[str]) -> float | None:
     """Sum over ``neurons`` ("L:I") of ft_mean x emoji_dla from neurons.csv, or None if any row is missing."""
     if run.diff is None:
         return None
-    rows = {f"{row['layer']}:{row['neuron']}": row for row in run.diff.neurons}
+    rows = run.diff.neurons.by_label()
     if not all(address in rows for address in neurons):
         return None
     return sum(float(rows[a]["ft_mean"]) * float(rows[a]["emoji_dla"]) for a in neurons)

@@ -180,7 +180,7 @@ def _landscape(diff: DiffRun) -> str:
 
 def _top_neurons(diff: DiffRun) -> str:
     definition = diff.summary.get("ranking", {}).get("score_definition", "")
-    rows = [[row.get(c, "") for c in NEURON_COLUMNS] for row in diff.neurons[:TABLE_NEURONS]]
+    rows = [[row.get(c, "") for c in NEURON_COLUMNS] for row in diff.neurons.top(TABLE_NEURONS)]
     parts = [
         f"<p>Ranked by {e(diff.summary.get('ranking', {}).get('rank_by', 'score'))}: {e(definition)}. "
         f"Click a column to sort. Showing {len(rows)} of {len(diff.neurons)} rows of neurons.csv.</p>",

@@ -8,7 +8,6 @@ runs without one from its settings, not its folder's name.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.errors import UserInputError
+from interp.neuron_set import NeuronSet
 
 ROLES = ("restore", "necessity", "sufficiency", "dose")
 
@@ -33,7 +33,7 @@ class Landscape:
 class DiffRun:
     path: Path
     summary: dict
-    neurons: list[dict]  # neurons.csv rows, ranked (values as strings)
+    neurons: NeuronSet  # neurons.csv, ranked
     landscape: Landscape | None
     profiles: dict | None  # profiles.json: {"neurons": [...], "models": {model: {address: profile}}}
 
@@ -109,11 +109,7 @@ def load_run(root: Path) -> RunArtifacts:
 
 
 def _diff_run(folder: Path) -> DiffRun:
-    try:
-        with open(folder / "neurons.csv", encoding="utf-8", newline="") as handle:
-            neurons = list(csv.DictReader(handle))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserInputError(f"{str(folder / 'neurons.csv')!r} is not a readable CSV: {exc}.") from None
+    neurons = NeuronSet.read(folder / "neurons.csv", flag="run file")
     summary = _json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
     profiles = _json(folder / "profiles.json") if (folder / "profiles.json").is_file() else None
     landscape = _landscape(folder / "landscape.safetensors") if (folder / "landscape.safetensors").is_file() else None

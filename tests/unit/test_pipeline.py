@@ -78,17 +78,25 @@ def test_the_documented_config_example_is_valid(tmp_path):
 
 
 def test_neurons_can_be_chosen_by_the_sign_of_their_score(tmp_path, capsys):
-    from interp.ablation import addresses, chosen_rows
+    from interp.neuron_set import NeuronSet
 
     table = tmp_path / "neurons.csv"
     table.write_text("rank,layer,neuron,score\n1,2,5,-3.0\n2,1,7,2.5\n3,0,9,-1.0\n4,2,1,0.5\n", encoding="utf-8")
-    assert addresses(chosen_rows(str(table), 2)) == "2:5,1:7"
-    assert addresses(chosen_rows(str(table), 2, "lowering")) == "2:5,0:9"
-    assert addresses(chosen_rows(str(table), None, "raising")) == "1:7,2:1"
+    ranked = NeuronSet.read(table)
+    assert ranked.top(2).addresses == [(2, 5), (1, 7)]
+    assert ranked.with_sign("lowering").top(2).labels == ["2:5", "0:9"]
+    assert ranked.with_sign("raising").top(None).addresses == [(1, 7), (2, 1)]
+    assert ranked.to_csv() == table.read_text(encoding="utf-8")  # read and written back unchanged
+    for direction, sign in (("falls", "lowering"), ("rises", "raising"), ("no clear change", "any")):
+        (tmp_path / "summary.json").write_text(json.dumps({"emoji": {"direction": direction}}), encoding="utf-8")
+        assert ranked.followed_sign() == sign  # "follow" reads the diff run beside the table
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(__import__("interp.errors").errors.UserInputError, match="needs the diff run's summary.json"):
+        ranked.with_sign("follow")
     argv = ["ablate", "--model", "smollm2-135m", "--neurons-from", str(table), "--sign", "sideways",
             "--prompts", "persona-demo", "--out", str(tmp_path / "a")]  # fmt: skip
     assert main(argv) == 2
-    assert "--sign must be one of any, raising, lowering" in capsys.readouterr().err
+    assert "--sign must be one of any, raising, lowering, follow" in capsys.readouterr().err
 
 
 def test_causal_stages_are_holm_adjusted_as_one_family(tmp_path):

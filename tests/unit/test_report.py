@@ -92,7 +92,7 @@ def test_report_has_every_section_from_real_artifacts(run_dir):
     assert elements.tags["script"] >= 2 + 6  # plotly.js, our script, and one per figure
     run = load_run(run_dir)
     assert {a.role for a in run.ablations} == {"necessity", "sufficiency", "dose"}
-    first = run.diff.neurons[0]
+    first = run.diff.neurons.rows[0]
     assert f"neuron {first['layer']}:{first['neuron']}" in text  # per-neuron details of the top neuron
     # the headline's findings, with both nulls, the adjusted p-value and whether the prompts were held out
     assert "emoji use" in text and "layer-matched and 4 selection-matched control sets" in text
