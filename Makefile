@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench
 
 trait-study: $(STAMP)
-	$(BIN)/python -m finetune.trait_study --out $(RUNS)/trait-study
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m finetune.trait_study --out $(RUNS)/trait-study
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

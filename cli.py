@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
+from interp.offline import forbid_hub_access
 
-import interp  # noqa: F401  (sets HF_HUB_OFFLINE before anything imports transformers)
-from interp.errors import UserInputError
+forbid_hub_access()  # before anything imports transformers
+
+import click  # noqa: E402
+
+from interp.errors import UserInputError  # noqa: E402
 
 EPILOG_DIFF = """\b
 Examples:

@@ -1,12 +1,17 @@
-"""persona-interp core: models, neuron capture, streaming statistics, neuron diffing.
+"""persona-interp core: models, neuron capture, streaming statistics, neuron diffing and interventions.
 
-Importing this package forbids hub access for the whole process: nothing may reach a
-model hub at run time.
+The Python API (docs/api.md) is three functions, each doing what its command does and able to write the
+same run directory:
+
+    import interp
+    lm = interp.load("smollm2-135m")                                   # a LoadedModel
+    result = interp.diff(base, finetuned, "persona-demo")               # ranked neurons, statistics, summary
+    report = interp.ablate(finetuned, result.neurons.top(10), "persona-demo")
+
+Importing the package changes nothing in the process's environment; the ``interp`` command forbids hub access
+for its own process (``interp.offline``).
 """
 
-import os
+from interp.api import AblationResult, DiffResult, ablate, diff, load
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+__all__ = ["AblationResult", "DiffResult", "ablate", "diff", "load"]

@@ -61,6 +61,7 @@ class AblationConfig(RunOptions):
     out: Path
     neurons: str | None = None
     neurons_from: str | None = None
+    neuron_set: NeuronSet | None = None  # Python API: the chosen neurons themselves (their file's diff run counts)
     top_k: int | None = None
     sign: str = "any"  # with neurons_from: any | raising | lowering (the sign of the score column)
     mode: str = "zero"
@@ -198,7 +199,7 @@ def predicted_alternatives(
 def validate(config: AblationConfig) -> list[float]:
     if config.mode not in MODES:
         raise UserInputError(f"--mode must be one of {', '.join(MODES)}, not {config.mode!r}.")
-    if (config.neurons is None) == (config.neurons_from is None):
+    if sum(given is not None for given in (config.neurons, config.neurons_from, config.neuron_set)) != 1:
         raise UserInputError("give exactly one of --neurons and --neurons-from.")
     if config.mode == "mean" and not config.stats:
         raise UserInputError("--mode mean needs --stats FILE (a stats.safetensors written by diff-neurons).")
@@ -213,11 +214,12 @@ def validate(config: AblationConfig) -> list[float]:
             f"--alternative must be one of {', '.join(significance.ALTERNATIVES)} or {FROM_DIFF}, "
             f"not {config.alternative!r}."
         )
-    if config.alternative == FROM_DIFF and not config.neurons_from:
+    from_diff_run = config.neurons_from or (config.neuron_set is not None and config.neuron_set.source)
+    if config.alternative == FROM_DIFF and not from_diff_run:
         raise UserInputError(f"--alternative {FROM_DIFF} needs --neurons-from a diff run's neurons.csv.")
     if config.nulls not in NULLS:
         raise UserInputError(f"--nulls must be one of {', '.join(NULLS)}, not {config.nulls!r}.")
-    if config.nulls == "matched" and not config.neurons_from:
+    if config.nulls == "matched" and not from_diff_run:
         raise UserInputError("--nulls matched needs --neurons-from a neurons.csv of a diff run (its statistics).")
     check_at_least("--top-k", config.top_k, 1)
     for flag, value in (("--controls", config.controls), ("--samples", config.samples)):
@@ -331,6 +333,9 @@ def run(config: AblationConfig, log=print) -> dict | None:
         if not len(chosen):
             raise UserInputError(f"--neurons-from {config.neurons_from!r} holds no neurons.")
         selection = DiffSelection.beside(config.neurons_from)
+    elif config.neuron_set is not None:
+        chosen = config.neuron_set
+        selection = DiffSelection.beside(chosen.source) if chosen.source else None
     lm = models.load(config.model, **config.load_options())
     config = replace(config, max_length=models.fit_max_length(lm.model.config, config.max_length, log))
     if chosen is None:
@@ -780,7 +785,11 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
         comparison["selection_overlap"] = context["selection_overlap"]
         comparisons[group] = comparison
     adjust(comparisons)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(config, neuron_set=None)).items()}
+    if config.neuron_set is not None:
+        neuron_file = config.neuron_set.source
+        settings["neuron_set"] = {"source": str(neuron_file) if neuron_file else None,
+                                  "neurons": config.neuron_set.labels}  # fmt: skip
     return {
         "command": "ablate",
         "argv": sys.argv,

@@ -21,13 +21,13 @@ import torch
 
 from interp import artifacts, models
 from interp.ablation import forced_batch, source_activations
-from interp.diff import rank_order
 from interp.errors import UserInputError, check_at_least
 from interp.hooks import neuron_hooks
 from interp.layers import parse_layers
 from interp.neuron_set import NeuronSet
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
+from interp.rankings import rank_order
 from interp.run_options import RunOptions
 from interp.tokens import build_sequences
 from probes.emoji_tokens import emoji_onset_ids

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interp import artifacts, diff, models, remote, significance
+from interp import artifacts, models, rankings, remote, significance
 from interp.backends import BACKENDS, make_backend
 from interp.capture import CaptureResult, capture_stats, mlp_output_norms
 from interp.distributed import Shards
@@ -66,7 +66,7 @@ class DiffConfig(RunOptions):
     profile_top: int = 50  # top-ranked neurons profiled for the report (0: none)
     remote: bool = False  # run the sides given as Hub repo ids on NDIF (interp.remote; needs backend nnsight)
     remote_timeout: float = DEADLINE_S  # seconds one NDIF request may take, queueing included
-    thresholds: diff.CategoryThresholds = field(default_factory=diff.CategoryThresholds)
+    thresholds: rankings.CategoryThresholds = field(default_factory=rankings.CategoryThresholds)
 
 
 @dataclass
@@ -79,8 +79,8 @@ def validate(config: DiffConfig) -> None:
     """Check every flag that can be checked without a model; UserInputError on the first bad one."""
     if config.positions not in POSITION_MODES:
         raise UserInputError(f"--positions must be one of {', '.join(POSITION_MODES)}, not {config.positions!r}.")
-    if config.rank_by not in diff.RANK_COLUMNS:
-        raise UserInputError(f"--rank-by must be one of {', '.join(diff.RANK_COLUMNS)}, not {config.rank_by!r}.")
+    if config.rank_by not in rankings.RANK_COLUMNS:
+        raise UserInputError(f"--rank-by must be one of {', '.join(rankings.RANK_COLUMNS)}, not {config.rank_by!r}.")
     if config.backend not in BACKENDS:
         raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}, not {config.backend!r}.")
     for flag, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length)):
@@ -178,7 +178,9 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
     dla_base, base_fingerprint = _emoji_dla(base, layers, onset_ids, base_inv_rms), base.fingerprint()
 
     a, b = half_captures
-    ranking = diff.rank_neurons(a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by)
+    ranking = rankings.rank_neurons(
+        a.stats, b.stats, ft_capture.stats, dla_base, dla_ft, config.thresholds, config.rank_by
+    )
     base_capture = CaptureResult(
         ranking.base, a.tokens + b.tokens, a.processed_tokens + b.processed_tokens,
         a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
@@ -226,13 +228,15 @@ def run(config: DiffConfig, log=print) -> DiffResult | None:
 
 
 def write_run(
-    out: Path, layers: list[int], stats: dict[str, NeuronStats], metadata: dict[str, str], ranking: diff.Ranking,
+    out: Path, layers: list[int], stats: dict[str, NeuronStats], metadata: dict[str, str], ranking: rankings.Ranking,
     dla_base: torch.Tensor, dla_ft: torch.Tensor, summary: dict, top_k: int | None, extra_json: dict[str, dict],
 ) -> None:  # fmt: skip
     """Write a diff run directory atomically: neurons.csv, stats.safetensors, landscape.safetensors (score,
     category and both models' emoji_dla for every neuron), summary.json and any ``extra_json`` files."""
     with artifacts.staged_run_dir(out) as staging:
-        ranked = diff.neuron_set(layers, ranking.columns, ranking.category, ranking.order, ranking.above_noise, top_k)
+        ranked = rankings.neuron_set(
+            layers, ranking.columns, ranking.category, ranking.order, ranking.above_noise, top_k
+        )
         ranked.write(staging / "neurons.csv")
         save_stats(staging / "stats.safetensors", stats, metadata=metadata)
         _save_landscape(staging / "landscape.safetensors", layers, ranking, dla_base, dla_ft)
@@ -262,8 +266,8 @@ def _planted_recovery(
         log(f"warning: ignoring {path}/planted.json: it names neurons beyond this model's {d_mlp} per layer.")
         return None
     ranks_by = {}
-    for column in diff.RANK_COLUMNS:
-        rank_of = {int(flat): rank for rank, flat in enumerate(diff.rank_order(columns[column]).tolist(), start=1)}
+    for column in rankings.RANK_COLUMNS:
+        rank_of = {int(flat): rank for rank, flat in enumerate(rankings.rank_order(columns[column]).tolist(), start=1)}
         ranks_by[column] = {
             f"{layer}:{index}": rank_of[layers.index(layer) * d_mlp + index] if layer in layers else None
             for layer, index in planted
@@ -281,7 +285,7 @@ def _profile(lm, config: DiffConfig, batches, neurons: list[tuple[int, int]]) ->
     return profile_neurons(lm, batches, neurons, show_progress=config.show_progress) if neurons else {}
 
 
-def _save_landscape(path: Path, layers: list[int], ranking: diff.Ranking, dla_base, dla_ft) -> None:
+def _save_landscape(path: Path, layers: list[int], ranking: rankings.Ranking, dla_base, dla_ft) -> None:
     """Every neuron's score, category index and emoji_dla in both models ([layers, d_mlp]); metadata names
     the layers and categories."""
     from safetensors.torch import save_file
@@ -290,7 +294,7 @@ def _save_landscape(path: Path, layers: list[int], ranking: diff.Ranking, dla_ba
         "score": ranking.columns["score"].float(), "category": ranking.category.to(torch.int8),
         "emoji_dla_base": dla_base.double(), "emoji_dla_finetuned": dla_ft.double(),
     }  # fmt: skip
-    metadata = {"layers": json.dumps(layers), "categories": json.dumps(diff.CATEGORIES)}
+    metadata = {"layers": json.dumps(layers), "categories": json.dumps(rankings.CATEGORIES)}
     with artifacts.atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
@@ -400,9 +404,9 @@ def _summary(
 
 
 def results_summary(
-    layers: list[int], ranking: diff.Ranking, tokens: dict[str, int], onset_probability: dict[str, float],
+    layers: list[int], ranking: rankings.Ranking, tokens: dict[str, int], onset_probability: dict[str, float],
     onset_ids: list[int], onset_tokens: list[str], rank_by: str, top_k: int | None,
-    thresholds: diff.CategoryThresholds, active_threshold: float, per_prompt: dict[str, list[float]] | None = None,
+    thresholds: rankings.CategoryThresholds, active_threshold: float, per_prompt: dict[str, list[float]] | None = None,
     seed: int = 0,
 ) -> dict:  # fmt: skip
     """The summary's findings: counted tokens and mean emoji-onset probability per model (``"base"``,
@@ -439,7 +443,7 @@ def results_summary(
             f"top_{len(top)}_raising": int((top_scores > 0).sum()),
             f"top_{len(top)}_lowering": int((top_scores < 0).sum()),
         },
-        "categories": {name: int((ranking.category == i).sum()) for i, name in enumerate(diff.CATEGORIES)},
+        "categories": {name: int((ranking.category == i).sum()) for i, name in enumerate(rankings.CATEGORIES)},
         "category_thresholds": {**asdict(thresholds), "active_threshold": active_threshold},
         "noise_floor": (
             {

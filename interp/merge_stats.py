@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from interp import artifacts, diff
+from interp import artifacts, rankings
 from interp.diff_neurons import package_versions, results_summary, write_run
 from interp.errors import UserInputError, check_at_least
 from interp.stats import NeuronStats, load_stats
@@ -69,12 +69,12 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
 
     merged = {name: reduce(NeuronStats.merge, [stats[name] for stats, *_ in runs]) for name in ENTRIES}
     config = first_summary.get("config", {})
-    thresholds = diff.CategoryThresholds(
+    thresholds = rankings.CategoryThresholds(
         **{k: v for k, v in first_summary.get("category_thresholds", {}).items() if k != "active_threshold"}
     )
     rank_by = config.get("rank_by", "score")
     dla_base, dla_ft = first_land["emoji_dla_base"], first_land["emoji_dla_finetuned"]
-    ranking = diff.rank_neurons(merged["base_half_a"], merged["base_half_b"], merged["finetuned"], dla_base, dla_ft,
+    ranking = rankings.rank_neurons(merged["base_half_a"], merged["base_half_b"], merged["finetuned"], dla_base, dla_ft,
                                 thresholds, rank_by)  # fmt: skip
     merged["base"] = ranking.base
     summaries = [summary for *_, summary in runs]

@@ -139,8 +139,11 @@ def neuron_set(
     records = (
         {
             **{name: flat[name][index] for name in flat},
-            "rank": rank, "layer": layers[index // d_mlp], "neuron": index % d_mlp,
-            "category": CATEGORIES[flat_category[index]], "above_noise": bool(flat_noise[index]),
+            "rank": rank,
+            "layer": layers[index // d_mlp],
+            "neuron": index % d_mlp,
+            "category": CATEGORIES[flat_category[index]],
+            "above_noise": bool(flat_noise[index]),
         }  # fmt: skip
         for rank, index in enumerate(chosen, start=1)
     )
