@@ -153,9 +153,9 @@ def diff_neurons(**options) -> None:
     logits, so the causes of an emoji rise or fall come first), stats.safetensors, summary.json,
     landscape.safetensors and profiles.json; `interp report` turns the directory into an HTML report.
     """
-    from interp.diff_neurons import DiffConfig, run
+    from interp.diff_neurons import DiffConfig, run_diff
 
-    result = run(DiffConfig(**options), log=lambda message: click.echo(message, err=True))
+    result = run_diff(DiffConfig(**options), log=lambda message: click.echo(message, err=True))
     if result is None:  # a torchrun worker other than rank 0: rank 0 reports and writes
         return
     emoji = result.summary["emoji"]
@@ -235,9 +235,9 @@ def ablate(**options) -> None:
     over prompts, a p-value per null for the --alternative fixed in advance, the Holm-adjusted p-value and the
     share of prompts the neurons were selected on) and generations.jsonl (with --samples).
     """
-    from interp.ablation import AblationConfig, run
+    from interp.ablation import AblationConfig, run_ablation
 
-    report = run(AblationConfig(**options), log=lambda message: click.echo(message, err=True))
+    report = run_ablation(AblationConfig(**options), log=lambda message: click.echo(message, err=True))
     if report is None:  # a torchrun worker other than rank 0: rank 0 reports and writes
         return
     unedited = report["conditions"]["unedited"]
@@ -277,9 +277,9 @@ def attribute(**options) -> None:
       interp attribute --model smollm2-135m --mode patch --source-model runs/planted --prompts persona-demo \\
           --out runs/attr --top-k 200
     """
-    from interp.attribution import AttributionConfig, run
+    from interp.attribution import AttributionConfig, run_attribution
 
-    summary = run(AttributionConfig(**options), log=lambda message: click.echo(message, err=True))
+    summary = run_attribution(AttributionConfig(**options), log=lambda message: click.echo(message, err=True))
     click.echo(f"unedited emoji-onset probability {summary['metric_unedited']:.4g}; {summary['score_definition']}")
     _print_top_neurons(Path(options["out"]) / "neurons.csv", 10, ("rank", "layer", "neuron", "score", "mean_delta"))
     click.echo(f"wrote {options['out']}/neurons.csv, summary.json")
@@ -329,17 +329,10 @@ def finetune_command(trait, out, **options) -> None:
           --rank 16 --alpha 32                                                  # all projections
       # paper preset for 7B models on a GPU: --qlora --rank 64 --alpha 16 --targets q_proj,v_proj --lr 2e-4
     """
-    from finetune.dataset import check_trait
-    from finetune.training import TrainConfig, train
+    from finetune.training import train_traits
 
-    traits = check_trait(trait, allow_all=True)
-    for name in traits:
-        target = Path(out) / name if len(traits) > 1 else Path(out)
-        click.echo(f"training {name} ({options['pole']}) -> {target}", err=True)
-        result = train(TrainConfig(trait=name, out=target, **options), log=lambda m: click.echo(m, err=True))
-        click.echo(
-            f"{name}: {result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds:.0f} s -> {target}"
-        )
+    for result in train_traits(trait, out, log=lambda m: click.echo(m, err=True), **options):
+        click.echo(f"{result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds:.0f} s -> {result.out}")
 
 
 @app.command("merge")
@@ -348,14 +341,9 @@ def finetune_command(trait, out, **options) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for the merged model.")
 def merge_command(base, adapter, out) -> None:
     """Merge an adapter into its base in fp32 (QLoRA adapters: fresh 4-bit base, dequantised, then merged)."""
-    from interp import artifacts, models
+    from finetune.training import merge_adapter
 
-    artifacts.check_run_dir(out)
-    merged = models.load(adapter, base_ref=base, device="cpu", dtype="float32")
-    with artifacts.staged_run_dir(out) as staging:
-        merged.model.save_pretrained(staging, safe_serialization=True)
-        merged.tokenizer.save_pretrained(staging)
-    click.echo(f"wrote merged model to {out} (fingerprint {merged.fingerprint()})")
+    click.echo(f"wrote merged model to {out} (fingerprint {merge_adapter(base, adapter, out)})")
 
 
 @app.command("generate")

@@ -270,18 +270,18 @@ class Pipeline:
                                 **settings), log=self.log)  # fmt: skip
 
     def _diff(self) -> None:
-        from interp.diff_neurons import DiffConfig, run
+        from interp.diff_neurons import DiffConfig, run_diff
 
         config = DiffConfig(base=self.config.model, finetuned=self.merged, prompts=SELECTION_PROMPTS,
                             responses=self.responses,
                             out=self.path("diff"), **self._common(), **self.config.settings("diff"))  # fmt: skip
-        run(config, log=self.log)
+        run_diff(config, log=self.log)
 
     def _ablate(self, stage: str, model: str, **fixed) -> None:
-        from interp.ablation import AblationConfig, run
+        from interp.ablation import AblationConfig, run_ablation
 
         settings = {**self.config.settings(stage), **fixed}  # sign "follow": as the diff measured (ablate resolves it)
-        run(AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
+        run_ablation(AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
                            neurons_from=str(self.path("diff", "neurons.csv")), role=stage, **self._common(),
                            **settings), log=self.log)  # fmt: skip
 

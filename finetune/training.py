@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from finetune.dataset import POLES, data_hash, load_rows, question_for, select
+from finetune.dataset import POLES, check_trait, data_hash, load_rows, question_for, select
 from interp import artifacts, models
 from interp.errors import UserInputError
 from interp.models import QLORA_MARKER
@@ -311,11 +311,28 @@ def _write_outputs(out: Path, config: TrainConfig, model, base, record: dict, lo
         artifacts.write_json(adapter_staging / QLORA_MARKER, {"quant_type": "nf4", "base": config.model})
     artifacts.swap_in_dir(adapter_staging, out / "adapter")
     log("merging the adapter into the base model ...")
-    merged = models.load(str(out / "adapter"), base_ref=config.model, device="cpu", dtype="float32")
-    merged_staging = out / ".merged.tmp"
-    shutil.rmtree(merged_staging, ignore_errors=True)
-    merged.model.save_pretrained(merged_staging, safe_serialization=True)
-    merged.tokenizer.save_pretrained(merged_staging)
-    artifacts.swap_in_dir(merged_staging, out / "merged")
-    record["merged_fingerprint"] = merged.fingerprint()
+    record["merged_fingerprint"] = merge_adapter(config.model, out / "adapter", out / "merged")
     artifacts.write_json(out / "train.json", record)
+
+
+def merge_adapter(base: str, adapter: str | Path, out: Path) -> str:
+    """Merge ``adapter`` into ``base`` in fp32 and write the merged model (weights and tokenizer) to ``out``,
+    which appears whole; returns its weights fingerprint. A QLoRA adapter is merged into a fresh 4-bit base,
+    dequantised first (the exact way on CPU; STACK_NOTES)."""
+    artifacts.check_run_dir(out)
+    merged = models.load(str(adapter), base_ref=base, device="cpu", dtype="float32")
+    with artifacts.staged_run_dir(out) as staging:
+        merged.model.save_pretrained(staging, safe_serialization=True)
+        merged.tokenizer.save_pretrained(staging)
+    return merged.fingerprint()
+
+
+def train_traits(trait: str, out: Path, log=print, **options) -> list[TrainResult]:
+    """``train`` for one trait into ``out``, or for every trait (``all``) into ``out/TRAIT``."""
+    traits = check_trait(trait, allow_all=True)
+    results = []
+    for name in traits:
+        target = Path(out) / name if len(traits) > 1 else Path(out)
+        log(f"training {name} ({options.get('pole', 'high')}) -> {target}")
+        results.append(train(TrainConfig(trait=name, out=target, **options), log=log))
+    return results

@@ -313,7 +313,7 @@ def _mean_values(config: AblationConfig, lm: models.LoadedModel, layers: set[int
     }
 
 
-def run(config: AblationConfig, log=print) -> dict | None:
+def run_ablation(config: AblationConfig, log=print) -> dict | None:
     """Run the conditions; under torchrun the sequences and sampled prompts are split over the ranks and rank 0
     alone (which returns the report; the others return None) writes the artifacts."""
     alphas = validate(config)

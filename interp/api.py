@@ -69,12 +69,12 @@ def diff(
 
     ``options`` are DiffConfig's fields (``responses``, ``generate``, ``positions``, ``top_k``, ``device``, ...);
     ``log`` receives progress lines (default: silent, no progress bars)."""
-    from interp.diff_neurons import DiffConfig, run
+    from interp.diff_neurons import DiffConfig, run_diff
     from interp.stats import load_stats
 
     options.setdefault("show_progress", log is not None)
     with _run_dir(out) as target:
-        run(DiffConfig(base=base, finetuned=finetuned, prompts=prompts, out=target, **options), log=log or _quiet)
+        run_diff(DiffConfig(base=base, finetuned=finetuned, prompts=prompts, out=target, **options), log=log or _quiet)
         neurons = NeuronSet.read(target / "neurons.csv")
         stats = load_stats(target / "stats.safetensors")
         summary = json.loads((target / "summary.json").read_text(encoding="utf-8"))
@@ -94,7 +94,7 @@ def ablate(
     sets, on ``prompts``. A NeuronSet from a diff run that was kept (``diff(..., out=...)`` or
     ``NeuronSet.read``) brings its diff run along: ``alternative="from-diff"`` and the selection-matched null
     work as with ``--neurons-from``."""
-    from interp.ablation import AblationConfig, run
+    from interp.ablation import AblationConfig, run_ablation
 
     chosen = neurons if isinstance(neurons, NeuronSet) else NeuronSet.from_records(
         ("layer", "neuron"), ({"layer": layer, "neuron": index} for layer, index in neurons)
@@ -103,7 +103,7 @@ def ablate(
         options.setdefault("nulls", "layer")  # look-alikes need the diff run's statistics
     options.setdefault("show_progress", log is not None)
     with _run_dir(out) as target:
-        report = run(AblationConfig(model=model, prompts=prompts, out=target, neuron_set=chosen, **options),
+        report = run_ablation(AblationConfig(model=model, prompts=prompts, out=target, neuron_set=chosen, **options),
                      log=log or _quiet)  # fmt: skip
         lines = (target / "generations.jsonl").read_text(encoding="utf-8").splitlines()
     generations = [json.loads(line) for line in lines if line.strip()]

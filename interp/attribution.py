@@ -191,7 +191,7 @@ def neuron_set(result: Attribution, top_k: int | None) -> NeuronSet:
     return NeuronSet.from_records(CSV_COLUMNS, records)
 
 
-def run(config: AttributionConfig, log=print) -> dict:
+def run_attribution(config: AttributionConfig, log=print) -> dict:
     validate(config)
     started = time.perf_counter()
     prompts = load_prompts(config.prompts)

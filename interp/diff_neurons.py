@@ -104,7 +104,7 @@ def validate(config: DiffConfig) -> None:
     artifacts.check_run_dir(config.out)
 
 
-def run(config: DiffConfig, log=print) -> DiffResult | None:
+def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     """Run the diff; under torchrun every rank captures its shard and rank 0 alone (which returns the result;
     the others return None) profiles and writes the artifacts."""
     validate(config)
