@@ -96,7 +96,10 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         text = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
         text = None
-    text = str(text or (body.strip().splitlines() or [exc.reason or ""])[0]).strip().rstrip(".")
+    if not text:
+        lines = body.strip().splitlines()
+        text = lines[0] if lines else exc.reason or ""
+    text = str(text).strip().rstrip(".")
     return (text[:200] + "...") if len(text) > 200 else text
 
 

@@ -60,12 +60,12 @@ class NeuronSet:
         columns = tuple(reader.fieldnames or ())
         if not {"layer", "neuron"} <= set(columns):
             raise UserInputError(f"{flag} {str(path)!r} needs a neurons.csv with columns layer and neuron.")
+        ranked = cls(columns, rows, path)
         try:
-            for row in rows:
-                int(row["layer"]), int(row["neuron"])
+            ranked.addresses  # noqa: B018 (parsed once here so that later reads cannot fail)
         except (TypeError, ValueError):
             raise UserInputError(f"{flag} {str(path)!r} has a layer or neuron that is not a number.") from None
-        return cls(columns, rows, path)
+        return ranked
 
     def write(self, path: Path) -> None:
         """Write neurons.csv atomically."""

@@ -91,6 +91,9 @@ def test_neurons_can_be_chosen_by_the_sign_of_their_score(tmp_path, capsys):
         (tmp_path / "summary.json").write_text(json.dumps({"emoji": {"direction": direction}}), encoding="utf-8")
         assert ranked.followed_sign() == sign  # "follow" reads the diff run beside the table
     (tmp_path / "summary.json").unlink()
+    (tmp_path / "bad.csv").write_text("rank,layer,neuron\n1,x,5\n", encoding="utf-8")
+    with pytest.raises(__import__("interp.errors").errors.UserInputError, match="not a number"):
+        NeuronSet.read(tmp_path / "bad.csv")
     with pytest.raises(__import__("interp.errors").errors.UserInputError, match="needs the diff run's summary.json"):
         ranked.with_sign("follow")
     argv = ["ablate", "--model", "smollm2-135m", "--neurons-from", str(table), "--sign", "sideways",
