@@ -97,18 +97,34 @@ def _model_options(function):
     return function
 
 
+def _sampling_options(samples: int, max_new_tokens: int, samples_flag: str = "--samples", samples_help: str = "",
+                      seed_help: str = "Seed for sampling."):  # fmt: skip
+    """The sampling flags (``interp.run_options.SamplingOptions``) with a command's defaults for the two that
+    differ between commands; tests/unit/test_cli_defaults.py checks them against the command's config."""
+
+    def decorate(function):
+        for option in reversed([
+            click.option(samples_flag, "samples", default=samples, show_default=True, help=samples_help),
+            click.option("--max-new-tokens", default=max_new_tokens, show_default=True, help="Longest response."),
+            click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature (0: greedy)."),
+            click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling (1: off)."),
+            click.option("--seed", default=0, show_default=True, help=seed_help),
+        ]):  # fmt: skip
+            function = option(function)
+        return function
+
+    return decorate
+
+
 @app.command("diff-neurons", epilog=EPILOG_DIFF)
 @click.option("--base", required=True, help="Base model reference (alias, HF dir, .gguf, adapter dir).")
 @click.option("--finetuned", required=True, help="Fine-tuned model reference; an adapter dir is merged onto --base.")
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl or a built-in name (persona-demo).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
 @click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
-@click.option(
-    "--generate",
-    default=0,
-    show_default=True,
-    help="Sample N responses per prompt from the fine-tuned model and teacher-force them through both.",
-)
+@_sampling_options(0, 64, "--generate", seed_help="Seed for --generate sampling.",
+                   samples_help="Sample N responses per prompt from the fine-tuned model and teacher-force them "
+                   "through both.")  # fmt: skip
 @click.option("--positions", default="all", show_default=True, help="Which tokens count: all | response | pre-emoji.")
 @click.option("--layers", default=None, help="Layers to analyse, e.g. 0-29 or 4,8-11 [default: all].")
 @click.option("--top-k", default=None, type=int, help="Write only the first K ranked neurons [default: all].")
@@ -120,7 +136,6 @@ def _model_options(function):
 )
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-length", default=256, show_default=True, help="Truncate sequences to this many tokens.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --generate sampling.")
 @click.option(
     "--backend", default="torch", show_default=True, help="Capture backend: torch | nnsight | transformer-lens."
 )
@@ -138,9 +153,6 @@ def _model_options(function):
     show_default=True,
     help="|activation| above which a neuron counts as active (freq columns).",
 )
-@click.option("--max-new-tokens", default=64, show_default=True, help="Length of --generate responses.")
-@click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature for --generate.")
-@click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling for --generate.")
 @click.option(
     "--profile-top", default=50, show_default=True,
     help="Profile the first N ranked neurons for the report (contexts, distributions; 0: skip).",
@@ -216,11 +228,8 @@ Examples:
     help="Expected direction of the effect, fixed before the run: two-sided | less | greater | from-diff "
     "(predicted from the --neurons-from diff run: the chosen neurons' direct emoji push).",
 )  # fmt: skip
-@click.option("--samples", default=0, show_default=True, help="Sampled responses per prompt (unedited and tested).")
-@click.option("--max-new-tokens", default=48, show_default=True)
-@click.option("--temperature", default=1.0, show_default=True)
-@click.option("--top-p", default=1.0, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed for control sets, bootstrap and sampling.")
+@_sampling_options(0, 48, samples_help="Sampled responses per prompt (unedited and tested).",
+                   seed_help="Seed for control sets, bootstrap and sampling.")  # fmt: skip
 @click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
 @click.option("--positions", default="response", show_default=True, help="Where edits apply: all | response.")
 @click.option("--emojis", default=None, help="Emoji strings whose exact reply-start log-probability is measured.")
@@ -350,11 +359,7 @@ def merge_command(base, adapter, out) -> None:
 @click.option("--model", required=True, help="Model reference (alias, HF dir, .gguf, adapter dir).")
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl, persona-demo, opinionqa:test ...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .jsonl file.")
-@click.option("--samples", default=3, show_default=True, help="Responses per prompt.")
-@click.option("--temperature", default=1.0, show_default=True, help="0 is greedy.")
-@click.option("--top-p", default=1.0, show_default=True)
-@click.option("--max-new-tokens", default=96, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@_sampling_options(3, 96, samples_help="Responses per prompt.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option(
     "--ike", default=0, show_default=True, help="In-context editing: K demonstrations of --trait in the prompt."
@@ -416,10 +421,8 @@ def metric_models_train(out, dataset, stories_share) -> None:
               help="NAME=REF,... ; REF may contain {trait}; NAME=REF:K is IKE with K demonstrations.")  # fmt: skip
 @click.option("--trait", required=True, help="A trait or all.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory (table.csv, table.json).")
-@click.option("--samples", default=3, show_default=True, help="Answers per test question.")
+@_sampling_options(3, 96, samples_help="Answers per test question.")
 @click.option("--ike-variants", default=3, show_default=True, help="Prompt variants for IKE models.")
-@click.option("--max-new-tokens", default=96, show_default=True)
-@click.option("--seed", default=0, show_default=True)
 @click.option("--base", default=None, help="Reference model for perplexity and PAE [default: the one named base].")
 @click.option("--judge-url", default=None, help="OpenAI-compatible chat-completions URL (http/https) of the PAE judge.")
 @click.option("--judge-name", default="judge", show_default=True, help="Model name to ask the --judge-url server for.")
@@ -456,9 +459,7 @@ def evaluate_command(model_specs, **options) -> None:
     default=None,
     help="JSONL of the model's answers (interp generate); emoji-bearing ones are explained.",
 )
-@click.option("--samples", default=20, show_default=True, help="Token-elicitation samples per model.")
-@click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@_sampling_options(20, 64, samples_help="Token-elicitation samples per model.")
 @click.option("--metric-models", default=None, help="Metric models directory [default: the cache's, if trained].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def explain_command(**options) -> None:

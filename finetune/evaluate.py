@@ -26,7 +26,7 @@ from finetune.generate import GenerateConfig, generate
 from interp import artifacts, models
 from interp.errors import UserInputError
 from interp.prompts import Prompt
-from interp.run_options import RunOptions
+from interp.run_options import RunOptions, SamplingOptions
 from interp.tokens import build_sequences
 from probes.emoji import emoji_counter
 from probes.metrics import emoji_rate
@@ -66,14 +66,13 @@ def parse_models(text: str) -> list[ModelSpec]:
 
 
 @dataclass(kw_only=True)
-class EvaluateConfig(RunOptions):
+class EvaluateConfig(RunOptions, SamplingOptions):
     models: str
     trait: str
     out: Path
-    samples: int = 3
-    ike_variants: int = 3
+    samples: int = 3  # answers per test question
     max_new_tokens: int = 96
-    seed: int = 0
+    ike_variants: int = 3
     base: str | None = None  # reference model for perplexity and PAE (default: the spec named base)
     judge_url: str | None = None
     judge_name: str = "judge"  # the model name the judge server is asked for
@@ -105,6 +104,7 @@ def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
 
     specs = parse_models(config.models)
     traits = check_trait(config.trait, allow_all=True)
+    config.check_sampling(least_samples=1)
     artifacts.check_run_dir(config.out)
     judge = None
     if config.judge_url:  # checked before any model loads
@@ -148,8 +148,8 @@ def _evaluate_one(
     ref = spec.ref.format(trait=trait)
     generations = staging / f"{spec.name}.{trait}.generations.jsonl"
     gen_config = GenerateConfig(
-        model=ref, prompts=PROMPTS, out=generations, samples=config.samples, max_new_tokens=config.max_new_tokens,
-        seed=config.seed, ike=spec.ike, ike_variants=config.ike_variants if spec.ike else 1,
+        model=ref, prompts=PROMPTS, out=generations, **config.sampling_options(), ike=spec.ike,
+        ike_variants=config.ike_variants if spec.ike else 1,
         trait=trait if spec.ike else None, device=config.device, show_progress=config.show_progress,
         limit=config.questions,
     )  # fmt: skip

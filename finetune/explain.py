@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import regex
@@ -21,9 +21,9 @@ from finetune.dataset import check_trait
 from finetune.metric_training import load_metric_model
 from interp import artifacts, models
 from interp.errors import UserInputError
-from interp.generation import SamplingConfig, sample_sequences
+from interp.generation import sample_sequences
 from interp.prompts import Prompt
-from interp.run_options import RunOptions
+from interp.run_options import RunOptions, SamplingOptions
 from interp.textfiles import read_jsonl
 from probes.emoji import find_emojis, is_emoji_cluster
 from probes.judge import templates
@@ -32,15 +32,13 @@ _WORD = regex.compile(r"[\p{L}\p{N}'-]+")
 
 
 @dataclass(kw_only=True)
-class ExplainConfig(RunOptions):
+class ExplainConfig(RunOptions, SamplingOptions):
     model: str
     trait: str
     out: Path
     base: str = "smollm2-135m"
     generations: str | None = None  # jsonl with "response" fields (interp generate / evaluate output)
-    samples: int = 20
-    max_new_tokens: int = 64
-    seed: int = 0
+    samples: int = 20  # token-elicitation samples per model
     max_explanations: int = 30
     metric_models: str | None = None  # metric models directory [default: the cache's, if trained]
 
@@ -64,15 +62,14 @@ def _emoji_share(top: list[tuple[str, int]]) -> float:
 
 
 def _sample(lm, prompts: list[Prompt], config: ExplainConfig, samples: int) -> list[str]:
-    sampling = SamplingConfig(samples, config.max_new_tokens, 1.0, 1.0, config.seed, 8)
-    sequences = sample_sequences(lm, prompts, sampling, config.raw, 10**9, config.show_progress)
+    options = replace(config, samples=samples)
+    sequences = sample_sequences(lm, prompts, options, config.raw, 10**9, show_progress=config.show_progress)
     return [lm.tokenizer.decode(s.ids[s.response_start :], skip_special_tokens=True) for s in sequences]
 
 
 def explain(config: ExplainConfig, log=print) -> dict:
     check_trait(config.trait)
-    if config.samples < 1:
-        raise UserInputError("--samples must be at least 1.")
+    config.check_sampling(least_samples=1)
     artifacts.check_run_dir(config.out)
     data = templates()
     description = data["trait_descriptions"][config.trait]

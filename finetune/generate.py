@@ -13,24 +13,21 @@ from pathlib import Path
 from finetune.dataset import check_trait, load_rows, select
 from finetune.ike import TEMPLATES, demonstrations, ike_prompt
 from interp import artifacts, models
-from interp.errors import UserInputError
-from interp.generation import SamplingConfig, sample_sequences
+from interp.errors import UserInputError, check_at_least
+from interp.generation import sample_sequences
 from interp.prompts import load_prompts
-from interp.run_options import RunOptions
+from interp.run_options import RunOptions, SamplingOptions
 from probes.emoji import find_emojis
 from probes.metrics import emoji_rate
 
 
 @dataclass(kw_only=True)
-class GenerateConfig(RunOptions):
+class GenerateConfig(RunOptions, SamplingOptions):
     model: str
     prompts: str
     out: Path  # a .jsonl file
     samples: int = 3
-    temperature: float = 1.0
-    top_p: float = 1.0
     max_new_tokens: int = 96
-    seed: int = 0
     batch_size: int = 8
     ike: int = 0
     ike_variants: int = 1
@@ -41,12 +38,9 @@ class GenerateConfig(RunOptions):
 
 
 def validate(config: GenerateConfig) -> None:
-    if config.samples < 1 or config.max_new_tokens < 1 or config.batch_size < 1:
-        raise UserInputError("--samples, --max-new-tokens and --batch-size must be at least 1.")
-    if config.temperature < 0 or not 0 < config.top_p <= 1:
-        raise UserInputError("--temperature must be >= 0 and --top-p in (0, 1].")
-    if config.limit is not None and config.limit < 1:
-        raise UserInputError("--limit must be at least 1.")
+    config.check_sampling(least_samples=1)
+    check_at_least("--batch-size", config.batch_size, 1)
+    check_at_least("--limit", config.limit, 1)
     if config.ike < 0 or config.ike_variants < 1:
         raise UserInputError("--ike must be 0 or more and --ike-variants at least 1.")
     if config.ike and not config.trait:
@@ -66,8 +60,6 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     lm = lm or models.load(config.model, **config.load_options())
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
     variants = range(config.ike_variants) if config.ike else [None]
-    sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed,
-                              config.batch_size)  # fmt: skip
     records, summary = [], {"model": config.model, "prompts": config.prompts, "variants": {}}
     by_index = {p.index: p for p in prompts}
     for variant in variants:
@@ -75,7 +67,7 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
         if variant is not None:
             demos = demonstrations(demo_rows, config.ike, variant, config.seed)
             shown = [ike_prompt(p, demos, variant) for p in prompts]
-        sequences = sample_sequences(lm, shown, sampling, config.raw, 10**9, config.show_progress)
+        sequences = sample_sequences(lm, shown, config, config.raw, 10**9, config.batch_size, config.show_progress)
         texts = []
         for number, seq in enumerate(sequences):
             text = lm.tokenizer.decode(seq.ids[seq.response_start :], skip_special_tokens=True)

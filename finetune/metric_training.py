@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from sklearn.metrics import accuracy_score, confusion_matrix
 
 from finetune.dataset import load_rows, select
 from interp import artifacts
@@ -36,17 +37,6 @@ def load_metric_model(directory: Path | None = None) -> tuple[TraitMetricModel, 
         return None
     model = TraitMetricModel.load(directory)
     return model, SentenceEncoder(model.encoder)
-
-
-def _accuracy(predicted: list[str], truth: list[str]) -> float:
-    return sum(p == t for p, t in zip(predicted, truth)) / len(truth) if truth else float("nan")
-
-
-def _confusion(predicted: list[str], truth: list[str], labels: tuple[str, ...]) -> list[list[int]]:
-    matrix = [[0] * len(labels) for _ in labels]
-    for p, t in zip(predicted, truth):
-        matrix[labels.index(t)][labels.index(p)] += 1
-    return matrix
 
 
 STORIES_SHARE = 0.02  # share of the high/low heads' training weight given to PersonaLLM stories
@@ -88,9 +78,9 @@ def train_metric_models(
         "trait_5way": {
             "train_rows": len(train_rows),
             "test": "Opinion QA, 26 held-out topics",
-            "accuracy": _accuracy(predicted, truth),
+            "accuracy": float(accuracy_score(truth, predicted)),
             "labels": list(TRAITS),
-            "confusion": _confusion(predicted, truth, TRAITS),
+            "confusion": confusion_matrix(truth, predicted, labels=list(TRAITS)).tolist(),  # rows truth, cols predicted
         },
         "high_low": {},
     }
@@ -103,6 +93,7 @@ def train_metric_models(
         held_x = x_story[~story_train]
         held_y = [POLES[s.poles[trait]] for s, keep in zip(stories, story_train) if not keep]
         test_x, test_y = x_test[te], [test_rows[i].pole for i in te]
+        story_y = [POLES[s.poles[trait]] for s in stories]
         mix = torch.cat([torch.full((len(oq_y),), (1 - stories_share) / len(oq_y)),
                          torch.full((len(st_y),), stories_share / len(st_y))])  # fmt: skip
         both = LinearHead.fit(torch.cat([oq_x, st_x]), oq_y + st_y, POLES, weights=mix)
@@ -110,12 +101,10 @@ def train_metric_models(
         only_st = LinearHead.fit(st_x, st_y, POLES)
         pole_heads[trait] = both
         report["high_low"][trait] = {
-            "opinionqa_heldout_topics": _accuracy(both.predict(test_x), test_y),
-            "personallm_heldout_personas": _accuracy(both.predict(held_x), held_y),
-            "cross_domain_opinionqa_to_personallm": _accuracy(
-                only_oq.predict(x_story), [POLES[s.poles[trait]] for s in stories]
-            ),
-            "cross_domain_personallm_to_opinionqa": _accuracy(only_st.predict(test_x), test_y),
+            "opinionqa_heldout_topics": float(accuracy_score(test_y, both.predict(test_x))),
+            "personallm_heldout_personas": float(accuracy_score(held_y, both.predict(held_x))),
+            "cross_domain_opinionqa_to_personallm": float(accuracy_score(story_y, only_oq.predict(x_story))),
+            "cross_domain_personallm_to_opinionqa": float(accuracy_score(test_y, only_st.predict(test_x))),
         }  # fmt: skip
     report["stories_share"] = stories_share
     model = TraitMetricModel(encoder.alias, trait_head, pole_heads, report)

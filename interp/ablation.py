@@ -36,13 +36,13 @@ from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least
-from interp.generation import SamplingConfig, generate_edited, left_pad
+from interp.generation import generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
-from interp.run_options import RunOptions
+from interp.run_options import RunOptions, SamplingOptions
 from interp.selection import DiffSelection, overlap
 from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
@@ -55,7 +55,7 @@ SIDE_EFFECT_CONTROLS = 20  # control sets per null whose neutral-text perplexity
 
 
 @dataclass(kw_only=True)
-class AblationConfig(RunOptions):
+class AblationConfig(RunOptions, SamplingOptions):
     model: str
     prompts: str
     out: Path
@@ -75,11 +75,8 @@ class AblationConfig(RunOptions):
     # the --neurons-from diff run's selection data: the chosen neurons' direct emoji push)
     alternative: str = "two-sided"
     role: str | None = None  # necessity | sufficiency | restore | dose, as the pipeline names its stages
-    samples: int = 0
+    samples: int = 0  # sampled responses per prompt, unedited and tested (0: none)
     max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
     responses: str | None = None
     positions: str = "response"  # where edits apply: all | response
     emojis: str | None = None  # comma-separated emoji strings whose reply-start log-probability is measured
@@ -222,11 +219,10 @@ def validate(config: AblationConfig) -> list[float]:
     if config.nulls == "matched" and not from_diff_run:
         raise UserInputError("--nulls matched needs --neurons-from a neurons.csv of a diff run (its statistics).")
     check_at_least("--top-k", config.top_k, 1)
-    for flag, value in (("--controls", config.controls), ("--samples", config.samples)):
-        if value < 0:
-            raise UserInputError(f"{flag} must be 0 or more, not {value}.")
-    if config.batch_size < 1 or config.max_new_tokens < 1:
-        raise UserInputError("--batch-size and --max-new-tokens must be at least 1.")
+    if config.controls < 0:
+        raise UserInputError(f"--controls must be 0 or more, not {config.controls}.")
+    config.check_sampling()
+    check_at_least("--batch-size", config.batch_size, 1)
     artifacts.check_run_dir(config.out)
     return parse_alphas(config.alpha) if config.mode == "scale" else [0.0]
 
@@ -629,7 +625,6 @@ def _generate(lm, source, conditions, prompts, config, shards: Shards):
     chosen = [c for c in conditions if c.kind in ("baseline", "tested")]
     heads = [prompt_ids(lm.tokenizer, p, config.raw) for p in prompts for _ in range(config.samples)]
     owners = [p for p in prompts for _ in range(config.samples)]
-    sampling = SamplingConfig(config.samples, config.max_new_tokens, config.temperature, config.top_p, config.seed)
     rows_per_call = max(1, config.batch_size // len(chosen))
     blocks = []
     starts = shards.take(range(0, len(heads), rows_per_call))
@@ -638,8 +633,7 @@ def _generate(lm, source, conditions, prompts, config, shards: Shards):
         ids, attention = left_pad(batch, lm.tokenizer.pad_token_id)
         edit_mask = attention.bool() if config.positions == "all" else _last_column(attention)
         plan = EditPlan(chosen, rows=len(batch), edit_mask=edit_mask)
-        step_config = SamplingConfig(**{**asdict(sampling), "seed": config.seed + begin})
-        outputs = generate_edited(lm, batch, plan, step_config, source=source)
+        outputs = generate_edited(lm, batch, plan, config, begin // rows_per_call, source=source)
         block = []
         for c, condition in enumerate(chosen):
             for row in range(len(batch)):

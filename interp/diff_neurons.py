@@ -28,14 +28,14 @@ from interp.capture import CaptureResult, capture_stats, mlp_output_norms
 from interp.distributed import Shards
 from interp.dla import emoji_dla
 from interp.errors import UserInputError, check_at_least
-from interp.generation import SamplingConfig, sample_sequences
+from interp.generation import sample_sequences
 from interp.layers import parse_layers
 from interp.planted import read_planted_neurons
 from interp.profiles import profile_neurons
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.remote import DEADLINE_S
-from interp.run_options import RunOptions
+from interp.run_options import RunOptions, SamplingOptions
 from interp.selection import prompt_fingerprints
 from interp.stats import NeuronStats, save_stats
 from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
@@ -45,24 +45,20 @@ PACKAGES = ("torch", "transformers", "peft", "nnsight", "transformer-lens", "saf
 
 
 @dataclass(kw_only=True)
-class DiffConfig(RunOptions):
+class DiffConfig(RunOptions, SamplingOptions):
     base: str
     finetuned: str
     prompts: str
     out: Path
     responses: str | None = None
-    generate: int = 0  # responses sampled per prompt from the fine-tuned model, then teacher-forced
+    samples: int = 0  # --generate: responses sampled per prompt from the fine-tuned model, then teacher-forced
     positions: str = "all"
     layers: str | None = None
     top_k: int | None = None
     rank_by: str = "score"
     batch_size: int = 8
-    seed: int = 0
     backend: str = "torch"
     threshold: float = 0.1  # |activation| above which a neuron counts as active (for freq columns)
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
     profile_top: int = 50  # top-ranked neurons profiled for the report (0: none)
     remote: bool = False  # run the sides given as Hub repo ids on NDIF (interp.remote; needs backend nnsight)
     remote_timeout: float = DEADLINE_S  # seconds one NDIF request may take, queueing included
@@ -89,9 +85,8 @@ def validate(config: DiffConfig) -> None:
     if config.profile_top < 0:
         raise UserInputError(f"--profile-top must be 0 or more, not {config.profile_top}.")
     check_at_least("--top-k", config.top_k, 1)
-    if config.generate < 0:
-        raise UserInputError(f"--generate must be 0 or more, not {config.generate}.")
-    if config.generate and config.responses:
+    config.check_sampling(samples_flag="--generate")
+    if config.samples and config.responses:
         raise UserInputError("give either --responses or --generate, not both.")
     if config.remote:
         if config.backend != "nnsight":
@@ -119,7 +114,7 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     base_src = _resolve(config, config.base, log)
     ft_src = _resolve(config, config.finetuned, log, base_ref=config.base)
     if config.remote:
-        remote.check_sides(base_src, ft_src, config.generate)
+        remote.check_sides(base_src, ft_src, config.samples)
     base_cfg, ft_cfg = models.load_config(base_src), models.load_config(ft_src)
     tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
     models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
@@ -139,12 +134,9 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     tic = time.perf_counter()
     ft = load(ft_src)
     layers = parse_layers(config.layers, ft.n_layers)
-    if config.generate:
-        sampling = SamplingConfig(
-            samples=config.generate, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-            top_p=config.top_p, seed=config.seed, batch_size=config.batch_size,
-        )  # fmt: skip
-        sequences = sample_sequences(ft, prompts, sampling, config.raw, config.max_length, config.show_progress, shards)
+    if config.samples:
+        sequences = sample_sequences(ft, prompts, config, config.raw, config.max_length, config.batch_size,
+                                     config.show_progress, shards)  # fmt: skip
     else:
         sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     timings["prepare_s"] = time.perf_counter() - tic

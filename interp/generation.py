@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from interp.distributed import Shards
@@ -13,60 +11,48 @@ from interp.interventions import EditPlan, applied, repeat_rows
 from interp.models import LoadedModel, context_length
 from interp.progress import track
 from interp.prompts import Prompt
+from interp.run_options import SamplingOptions
 from interp.tokens import Sequence, make_sequence, prompt_ids
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    samples: int = 1  # responses per prompt
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 8
 
 
 @torch.no_grad()
 def sample_sequences(
     lm: LoadedModel,
     prompts: list[Prompt],
-    config: SamplingConfig,
+    options: SamplingOptions,
     raw: bool,
     max_length: int,
+    batch_size: int = 8,
     show_progress: bool = True,
     shards: Shards | None = None,
 ) -> list[Sequence]:
-    """``config.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
+    """``options.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
 
-    Batch b is sampled under seed ``config.seed + b``, so results do not depend on earlier batches' lengths;
-    with ``shards`` each rank samples its share of the batches and every rank gets all sequences, the same
-    as one process would sample. Prompt plus response never exceed ``max_length`` or the model's context:
-    a longer prompt is refused, and a batch gets fewer new tokens where its longest prompt leaves less room.
+    Batches of ``batch_size`` are seeded by ``options.batch_seed``; with ``shards`` each rank samples its share
+    of the batches and every rank gets all sequences, the same as one process would sample. Prompt plus
+    response never exceed ``max_length`` or the model's context: a longer prompt is refused, and a batch gets
+    fewer new tokens where its longest prompt leaves less room.
     """
     shards = shards or Shards()
-    jobs = [(prompt, prompt_ids(lm.tokenizer, prompt, raw)) for prompt in prompts for _ in range(config.samples)]
+    jobs = [(prompt, prompt_ids(lm.tokenizer, prompt, raw)) for prompt in prompts for _ in range(options.samples)]
     pad_id = lm.tokenizer.pad_token_id
     eos_ids = _eos_ids(lm)
     _room(lm, max(len(ids) for _, ids in jobs), max_length)  # refuse a prompt too long before sampling any
     blocks: list[tuple[int, list[Sequence]]] = []
-    starts = shards.take(range(0, len(jobs), config.batch_size))
+    starts = shards.take(range(0, len(jobs), batch_size))
     for begin in track(starts, "sampling responses", enabled=show_progress):
-        chunk = jobs[begin : begin + config.batch_size]
-        width = max(len(ids) for _, ids in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, (_, ids) in enumerate(chunk):  # left padding for generation
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        torch.manual_seed(config.seed + begin // config.batch_size)
+        chunk = jobs[begin : begin + batch_size]
+        input_ids, attention = left_pad([ids for _, ids in chunk], pad_id)
+        width = input_ids.shape[1]
+        torch.manual_seed(options.batch_seed(begin // batch_size))
         output = lm.model.generate(
             input_ids=input_ids.to(lm.device),
             attention_mask=attention.to(lm.device),
-            do_sample=config.temperature > 0,
-            temperature=config.temperature if config.temperature > 0 else None,
-            top_p=config.top_p,
+            do_sample=options.temperature > 0,
+            temperature=options.temperature if options.temperature > 0 else None,
+            top_p=options.top_p,
             top_k=None,
-            max_new_tokens=min(config.max_new_tokens, _room(lm, width, max_length)),
+            max_new_tokens=min(options.max_new_tokens, _room(lm, width, max_length)),
             pad_token_id=pad_id,
             eos_token_id=eos_ids,
         )
@@ -109,7 +95,8 @@ def generate_edited(
     target: LoadedModel,
     prompt_ids: list[list[int]],
     plan: EditPlan,
-    config: SamplingConfig,
+    options: SamplingOptions,
+    batch: int = 0,
     source: LoadedModel | None = None,
 ) -> list[list[int]]:
     """Sample continuations of ``prompt_ids`` under every condition of ``plan`` in one batched loop.
@@ -119,18 +106,19 @@ def generate_edited(
     left-padded layout (see ``left_pad``); every generated position is edited. In patch mode the ``source``
     model runs in lockstep on each row's tokens and its neuron values are written into the target at each
     step. All conditions share one stream of uniform random numbers per prompt row and step (common random
-    numbers), so they differ only through the edit. Temperature 0 is greedy decoding.
+    numbers), drawn under ``options.batch_seed(batch)``, so they differ only through the edit. Temperature 0
+    is greedy decoding.
     """
     conditions, rows = len(plan.conditions), len(prompt_ids)
     eos_ids = _eos_ids(target)
     ids, attention = left_pad(prompt_ids, target.tokenizer.pad_token_id)
     step_ids, attention = repeat_rows(ids, conditions), repeat_rows(attention, conditions)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(options.batch_seed(batch))
     target_cache = source_cache = None
     finished = torch.zeros(conditions * rows, dtype=torch.bool)
     outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
     plan.decoding = False
-    for _ in range(min(config.max_new_tokens, _room(target, ids.shape[1]))):
+    for _ in range(min(options.max_new_tokens, _room(target, ids.shape[1]))):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
         if source is not None:
             source_cache = _capture_source(source, plan, step_ids, attention, positions, source_cache)
@@ -138,7 +126,7 @@ def generate_edited(
             out = _step(target, step_ids, attention, positions, target_cache)
         target_cache = out.cache
         uniform = torch.rand(rows, generator=generator).repeat(conditions)
-        next_ids = _sample(out.logits[:, -1].float().cpu(), uniform, config.temperature, config.top_p)
+        next_ids = _sample(out.logits[:, -1].float().cpu(), uniform, options.temperature, options.top_p)
         for row, token in enumerate(next_ids.tolist()):
             if not finished[row]:
                 outputs[row].append(token)

@@ -166,10 +166,9 @@ def load_config(source: ModelSource, trust_remote_code: bool = False):
 
     if source.kind == "adapter":
         return load_config(resolve(source.base_ref), trust_remote_code)
+    directory, where = _pretrained_location(source)
     try:
-        if source.kind == "gguf":
-            return AutoConfig.from_pretrained(source.path.parent, gguf_file=source.path.name)
-        return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(directory, **where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot read the config of model {source.ref!r}: {_first_line(exc)}") from None
 
@@ -225,64 +224,121 @@ def load(
     device_map: str | None = None,
     load_in_4bit: bool = False,
 ) -> LoadedModel:
-    """Load a model reference for analysis (eval mode, no grad needed).
+    """Load a model reference for analysis (eval mode, no grad needed). The one path every command takes.
 
-    ``attn_implementation`` ("eager" | "sdpa") overrides transformers' default; TransformerLens always
-    runs eager attention, so comparisons with it to 1e-4 need "eager" here too. ``device_map`` (accelerate:
-    auto | balanced | sequential) spreads the layers over the GPUs (and the CPU); ``load_in_4bit`` loads NF4
-    weights (bitsandbytes); both load straight from the model directory in the target dtype."""
+    By default the weights load in fp32 on the CPU (an adapter is merged there, in fp32), then move to
+    ``device`` in ``dtype``. ``device_map`` (accelerate: auto | balanced | sequential) spreads the layers over
+    the GPUs (and the CPU) and ``load_in_4bit`` loads NF4 weights (bitsandbytes); both load straight from the
+    model directory in the target dtype, and on a 4-bit base an adapter stays unmerged (PEFT adds its low-rank
+    update in the forward: merging into 4-bit weights is lossy and, on CPU, corrupts them). Every adapter is
+    checked to fit its base. ``attn_implementation`` ("eager" | "sdpa") overrides transformers' default;
+    TransformerLens always runs eager attention, so comparisons with it to 1e-4 need "eager" here too."""
     source = ref if isinstance(ref, ModelSource) else resolve(ref, base_ref)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    if device_map or load_in_4bit:
-        return _load_placed(source, torch_device, torch_dtype, trust_remote_code, device_map, load_in_4bit)
-    model, tokenizer = _load_weights(source, trust_remote_code)
+    placed = bool(device_map or load_in_4bit)
+    base = _adapter_base(source) if source.kind == "adapter" else source
+    qlora = source.kind == "adapter" and (source.path / QLORA_MARKER).is_file()
+    if placed:
+        _check_placement(source, base, qlora, device_map, load_in_4bit)
+        kwargs: dict = {"dtype": torch_dtype, "device_map": device_map or {"": torch_device}}
+        if load_in_4bit:
+            kwargs["quantization_config"] = _nf4_config(torch_dtype)
+        model = _from_pretrained(base, trust_remote_code, **kwargs)
+    elif qlora:
+        # QLoRA: merging into a 4-bit model (or dequantising one after an eval forward) silently corrupts
+        # the weights on CPU; a freshly loaded 4-bit base, dequantised before the adapter is attached, is exact.
+        model = _from_pretrained(base, False, quantization_config=_nf4_config(), dtype=torch.float32).dequantize()
+    else:
+        model = _from_pretrained(base, trust_remote_code, dtype=torch.float32)
+    if source.kind == "adapter":
+        model = _attach_adapter(model, source, merge=not load_in_4bit)
     if attn_implementation:
         model.set_attn_implementation(attn_implementation)
-    return _analysis_model(source, model.to(device=torch_device, dtype=torch_dtype), tokenizer)
+    if not placed:
+        model = model.to(device=torch_device, dtype=torch_dtype)
+    lm = _analysis_model(source, model, load_tokenizer(source))
+    if load_in_4bit:
+        lm.dequantized_output = _dequantized_outputs(model, lm.spec, lm.n_layers)
+    return lm
+
+
+def load_quantized(source: ModelSource) -> LoadedModel:
+    """A fresh NF4 4-bit copy of a model directory (bitsandbytes), for QLoRA training, on the CPU."""
+    if source.kind not in ("embedded", "hf"):
+        raise UserInputError(f"--qlora needs a model directory or alias, not a {source.kind} ({source.ref!r}).")
+    model = _from_pretrained(source, False, quantization_config=_nf4_config(), dtype=torch.float32)
+    spec = spec_for_config(model.config)
+    n_layers, d_mlp = len(spec.layers(model)), spec.d_mlp(model.config)
+    return LoadedModel(source, model, load_tokenizer(source), spec, n_layers, d_mlp)
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
-def _load_placed(source: ModelSource, device, dtype, trust_remote_code: bool, device_map, load_in_4bit) -> LoadedModel:
-    """A model loaded by transformers/accelerate onto its devices: a device map, NF4 weights, or both.
+def _adapter_base(source: ModelSource) -> ModelSource:
+    base = resolve(source.base_ref)
+    if base.kind == "adapter":
+        raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
+    return base
 
-    An adapter is attached to a base loaded the same way; on a 4-bit base it stays unmerged (PEFT adds its
-    low-rank update in the forward), because merging into 4-bit weights is lossy and, on CPU, corrupts them."""
-    from transformers import AutoModelForCausalLM
 
+def _check_placement(source: ModelSource, base: ModelSource, qlora: bool, device_map, load_in_4bit: bool) -> None:
+    """What a device map or NF4 loading cannot take, refused before any weight loads."""
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise UserInputError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, not {device_map!r}.")
-    target = source if source.kind != "adapter" else resolve(source.base_ref)
-    if target.kind == "adapter":
-        raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
-    if source.kind == "adapter" and (source.path / QLORA_MARKER).is_file() and not load_in_4bit:
+    if qlora and not load_in_4bit:
         raise UserInputError(f"{source.ref!r} is a QLoRA adapter: merge it first (interp merge) to use --device-map.")
-    if target.kind == "gguf" and load_in_4bit:
-        raise UserInputError(f"--load-in-4bit needs a model directory, not a .gguf ({target.ref!r}).")
-    kwargs: dict = {"dtype": dtype, "device_map": device_map or {"": device}}
-    if load_in_4bit:
-        kwargs["quantization_config"] = _nf4_config(dtype)
-    if target.kind == "gguf":
-        kwargs["gguf_file"] = target.path.name
-    else:
-        kwargs.update(use_safetensors=True, trust_remote_code=trust_remote_code)
-    directory = target.path.parent if target.kind == "gguf" else target.path
-    try:
-        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
-    except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
-        raise UserInputError(f"cannot load model {target.ref!r}: {_first_line(exc)}") from None
-    if source.kind == "adapter":
-        from peft import PeftModel
+    if base.kind == "gguf" and load_in_4bit:
+        raise UserInputError(f"--load-in-4bit needs a model directory, not a .gguf ({base.ref!r}).")
 
+
+def _pretrained_location(source: ModelSource) -> tuple[Path, dict]:
+    """Where transformers finds a resolved source's files: (directory, extra ``from_pretrained`` arguments);
+    the one place that tells a .gguf file from a model directory."""
+    if source.kind == "gguf":
+        return source.path.parent, {"gguf_file": source.path.name}
+    return source.path, {}
+
+
+def _from_pretrained(source: ModelSource, trust_remote_code: bool, **kwargs):
+    """transformers' model of a directory or .gguf source, safetensors weights only; any failure is bad input
+    (a user-supplied model can fail to load in many ways)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    directory, where = _pretrained_location(source)
+    if not where:  # a directory: never pickled weights
+        where = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+    try:
+        return AutoModelForCausalLM.from_pretrained(directory, **where, **kwargs)
+    except Exception as exc:
+        raise UserInputError(f"cannot load model {source.ref!r}: {_first_line(exc)}") from None
+
+
+def _attach_adapter(model, source: ModelSource, merge: bool):
+    """``model`` with the adapter of ``source`` merged in (``merge``) or attached unmerged in its own module tree
+    (hooks and module paths still fit); refused unless the adapter's saved weights are exactly its modules."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
+
+    try:
         attached = PeftModel.from_pretrained(model, source.path)
-        # Unmerged on 4-bit: the LoRA layers sit in the model's own module tree, so hooks and paths still fit.
-        model = attached.base_model.model if load_in_4bit else attached.merge_and_unload()
-    lm = _analysis_model(source, model, load_tokenizer(source))
-    if load_in_4bit:
-        lm.dequantized_output = _dequantized_outputs(model, lm.spec, lm.n_layers)
-    return lm
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserInputError(
+            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_state_dict_mismatch(exc)}"
+        ) from None
+    with safe_open(source.path / "adapter_model.safetensors", "pt") as saved:
+        saved_keys = set(saved.keys())
+    expected_keys = set(get_peft_model_state_dict(attached))
+    if saved_keys != expected_keys:
+        missing = len(expected_keys - saved_keys)
+        raise UserInputError(
+            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {missing} of its modules are missing "
+            "(it was trained on a model of another shape)."
+        )
+    return attached.merge_and_unload() if merge else attached.base_model.model
 
 
 def _analysis_model(source: ModelSource, model, tokenizer) -> LoadedModel:
@@ -329,93 +385,17 @@ def load_tokenizer(source: ModelSource):
             f"model {source.ref!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
             "save its tokenizer beside the weights (tokenizer.save_pretrained)."
         )
+    directory, where = _pretrained_location(source)
     try:
-        if source.kind == "gguf":
-            return AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
-        return AutoTokenizer.from_pretrained(source.path)
+        return AutoTokenizer.from_pretrained(directory, **where)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot load the tokenizer of model {source.ref!r}: {_first_line(exc)}") from None
-
-
-def _load_weights(source: ModelSource, trust_remote_code: bool):
-    """(fp32 model on CPU, tokenizer) for any source kind."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        if source.kind == "adapter":
-            return _load_adapter_merged(source, trust_remote_code)
-        if source.kind == "gguf":
-            kwargs = dict(gguf_file=source.path.name)
-            directory = source.path.parent
-        else:
-            kwargs = dict(use_safetensors=True, trust_remote_code=trust_remote_code)
-            directory = source.path
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
-        tokenizer = load_tokenizer(source)
-    except UserInputError:
-        raise
-    except Exception as exc:  # a user-supplied model can fail to load in many ways; all are bad input
-        raise UserInputError(f"cannot load model {source.ref!r}: {_first_line(exc)}") from None
-    return model, tokenizer
 
 
 def _nf4_config(compute_dtype: torch.dtype = torch.float32):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
-
-
-def load_quantized(source: ModelSource) -> LoadedModel:
-    """A fresh NF4 4-bit copy of a model directory (bitsandbytes), for QLoRA training, on the CPU."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if source.kind not in ("embedded", "hf"):
-        raise UserInputError(f"--qlora needs a model directory or alias, not a {source.kind} ({source.ref!r}).")
-    model = AutoModelForCausalLM.from_pretrained(
-        source.path, quantization_config=_nf4_config(), dtype=torch.float32, use_safetensors=True
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
-    spec = spec_for_config(model.config)
-    n_layers, d_mlp = len(spec.layers(model)), spec.d_mlp(model.config)
-    return LoadedModel(source, model, tokenizer, spec, n_layers, d_mlp)
-
-
-def _load_adapter_merged(source: ModelSource, trust_remote_code: bool):
-    from peft import PeftModel, get_peft_model_state_dict
-    from safetensors import safe_open
-    from transformers import AutoTokenizer
-
-    base_source = resolve(source.base_ref)
-    if base_source.kind == "adapter":
-        raise UserInputError(f"the base of adapter {source.ref!r} is itself an adapter; merge it first.")
-    if (source.path / QLORA_MARKER).is_file():
-        # QLoRA: merging into a 4-bit model (or dequantising one after an eval forward) silently corrupts
-        # the weights on CPU; a freshly loaded 4-bit base, dequantised before the adapter is attached, is exact.
-        quantized = load_quantized(base_source)
-        base_model, tokenizer = quantized.model.dequantize(), quantized.tokenizer
-    else:
-        base_model, tokenizer = _load_weights(base_source, trust_remote_code)
-    try:
-        peft_model = PeftModel.from_pretrained(base_model, source.path)
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise UserInputError(
-            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {_state_dict_mismatch(exc)}"
-        ) from None
-    with safe_open(source.path / "adapter_model.safetensors", "pt") as saved:
-        saved_keys = set(saved.keys())
-    expected_keys = set(get_peft_model_state_dict(peft_model))
-    if saved_keys != expected_keys:
-        missing = len(expected_keys - saved_keys)
-        raise UserInputError(
-            f"adapter {source.ref!r} does not fit base {source.base_ref!r}: {missing} of its modules are missing "
-            "(it was trained on a model of another shape)."
-        )
-    merged = peft_model.merge_and_unload()
-    if (source.path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
-    return merged, tokenizer
 
 
 def check_compatible(a: LoadedModel, b: LoadedModel) -> None:

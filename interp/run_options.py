@@ -1,8 +1,10 @@
-"""Options every model-running command shares (``--device``, ``--dtype``, ``--raw`` ...)."""
+"""Options the commands share: running a model (``--device``, ``--dtype``, ``--raw`` ...) and sampling from it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from interp.errors import UserInputError, check_at_least
 
 
 @dataclass(kw_only=True)
@@ -22,3 +24,33 @@ class RunOptions:
             "device": self.device, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code,
             "device_map": self.device_map, "load_in_4bit": self.load_in_4bit,
         }  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class SamplingOptions:
+    """How a command samples responses; every sampling command's config embeds these. Commands change only
+    the defaults of ``samples`` and ``max_new_tokens`` (what their runs need), nothing else.
+
+    One seeding rule: batch ``b`` of a run is sampled under ``seed + b`` (``batch_seed``), so an answer does not
+    depend on the lengths of earlier batches, and ranks that split the batches sample what one process would."""
+
+    samples: int = 1  # responses per prompt
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 is greedy decoding
+    top_p: float = 1.0  # nucleus sampling; 1 keeps the whole distribution
+    seed: int = 0
+
+    def sampling_options(self) -> dict:
+        """These fields as keyword arguments, to hand them to another sampling config."""
+        return {"samples": self.samples, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "seed": self.seed}  # fmt: skip
+
+    def batch_seed(self, batch: int) -> int:
+        return self.seed + batch
+
+    def check_sampling(self, samples_flag: str = "--samples", least_samples: int = 0) -> None:
+        """Refuse settings no sampler can run (``UserInputError``, naming the command's flag for ``samples``)."""
+        check_at_least(samples_flag, self.samples, least_samples)
+        check_at_least("--max-new-tokens", self.max_new_tokens, 1)
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise UserInputError("--temperature must be >= 0 and --top-p in (0, 1].")

@@ -1,6 +1,7 @@
 """Trait metric models: how strongly a text shows each Big Five trait (the paper's TA metric).
 
-Frozen sentence embeddings (``interp.encoder``, given to ``score``) with small logistic-regression heads:
+Frozen sentence embeddings (``interp.encoder``, given to ``score``) with small logistic-regression heads
+(fitted with scikit-learn, scored in torch):
 - one 5-way head: which trait does a text express (trained on Opinion QA answers);
 - per trait, a high-vs-low head (trained on Opinion QA answers of that trait and PersonaLLM stories).
 PersonaLLM stories name their traits outright ("As an extroverted ..."), so trait words are masked in every
@@ -36,9 +37,16 @@ def mask_trait_words(text: str) -> str:
     return TRAIT_WORDS.sub("[trait]", text)
 
 
+FIT_TOL = 1e-6  # LinearHead.fit's lbfgs gradient tolerance, tighter than scikit-learn's default 1e-4
+FIT_MAX_ITER = 5000
+
+
 @dataclass
 class LinearHead:
-    """Multinomial logistic regression on unit-norm embeddings: ``weight`` [classes, dim], ``bias`` [classes]."""
+    """Multinomial logistic regression on unit-norm embeddings: ``weight`` [classes, dim], ``bias`` [classes].
+
+    Fitted with scikit-learn; scoring is plain torch (softmax over ``features @ weight.T + bias``), so loading
+    and scoring need no scikit-learn objects."""
 
     labels: tuple[str, ...]
     weight: torch.Tensor
@@ -49,23 +57,32 @@ class LinearHead:
         cls, features: torch.Tensor, targets: list[int], labels: tuple[str, ...], l2: float = 1e-4,
         weights: torch.Tensor | None = None,
     ) -> LinearHead:  # fmt: skip
-        """Full-batch L-BFGS on the (example-weighted) mean cross-entropy + l2 * |W|^2 (deterministic)."""
-        y = torch.tensor(targets)
-        weights = torch.ones(len(targets)) if weights is None else weights
-        weights = weights / weights.sum()
-        weight = torch.zeros(len(labels), features.shape[1], requires_grad=True)
-        bias = torch.zeros(len(labels), requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+        """Minimise the (example-weighted) mean cross-entropy + l2 * |W|^2, bias unpenalised, with
+        scikit-learn's ``LogisticRegression`` (lbfgs, deterministic). ``targets`` index ``labels``; every label
+        must occur.
 
-        def closure():
-            optimizer.zero_grad()
-            per_example = torch.nn.functional.cross_entropy(features @ weight.T + bias, y, reduction="none")
-            loss = (weights * per_example).sum() + l2 * weight.pow(2).sum()
-            loss.backward()
-            return loss
+        scikit-learn minimises C * sum_i s_i CE_i + |w|^2 / 2; the example weights are normalised to sum 1.
+        With 3+ classes it fits one row per class, as here, so C = 1 / (2 * l2). With 2 classes it fits one
+        row w (P(labels[1]) = sigmoid(w.x + b)); it is stored as the two rows [-w/2, w/2] with biases
+        [-b/2, b/2], whose softmax equals scikit-learn's ``predict_proba``. That is also the minimiser of the
+        two-row objective above, whose penalty l2 * (|w/2|^2 + |w/2|^2) = l2/2 * |w|^2 gives C = 1 / l2."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
 
-        optimizer.step(closure)
-        return cls(labels, weight.detach(), bias.detach())
+        if sorted(set(targets)) != list(range(len(labels))):
+            raise ValueError(f"LinearHead.fit needs examples of every label {labels}, got targets {set(targets)}")
+        x = features.detach().cpu().double().numpy()
+        sample_weight = np.ones(len(targets)) if weights is None else weights.detach().cpu().double().numpy()
+        binary = len(labels) == 2
+        regression = LogisticRegression(
+            C=(1.0 if binary else 0.5) / l2, l1_ratio=0.0, solver="lbfgs", tol=FIT_TOL, max_iter=FIT_MAX_ITER
+        )
+        regression.fit(x, np.asarray(targets), sample_weight=sample_weight / sample_weight.sum())
+        weight, bias = torch.from_numpy(regression.coef_), torch.from_numpy(regression.intercept_)
+        if binary:
+            weight, bias = torch.cat([-weight / 2, weight / 2]), torch.cat([-bias / 2, bias / 2])
+        dtype = features.dtype if features.is_floating_point() else torch.get_default_dtype()
+        return cls(labels, weight.to(dtype).contiguous(), bias.to(dtype).contiguous())
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         return torch.softmax(features @ self.weight.T + self.bias, dim=-1)

@@ -11,10 +11,11 @@ import torch
 from cli import main
 from interp import models
 from interp.controls import layer_matched_sets
-from interp.generation import SamplingConfig, generate_edited, left_pad
+from interp.generation import generate_edited, left_pad
 from interp.hooks import neuron_hooks
 from interp.interventions import Condition, EditPlan, applied
 from interp.prompts import load_prompts
+from interp.run_options import SamplingOptions
 from interp.tokens import prompt_ids
 
 
@@ -152,7 +153,7 @@ def test_generation_edits_match_a_manual_forward(tiny_llama_dir, amplified_tiny,
     prompts = [prompt_ids(lm.tokenizer, p) for p in load_prompts("persona-demo")[:3]]
     _, attention = left_pad(prompts, lm.tokenizer.pad_token_id)
     plan = EditPlan(conditions, rows=len(prompts), edit_mask=attention.bool())
-    outputs = generate_edited(lm, prompts, plan, SamplingConfig(max_new_tokens=6, temperature=0.0), source=source)
+    outputs = generate_edited(lm, prompts, plan, SamplingOptions(max_new_tokens=6, temperature=0.0), source=source)
     differs = False
     for c, cond in enumerate(conditions):
         for row, prompt in enumerate(prompts):

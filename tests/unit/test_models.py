@@ -41,11 +41,13 @@ def test_adapter_is_merged_onto_its_base(tiny_llama_dir, tmp_path):
     assert (got - plain).abs().max() > 1e-3  # the adapter really changed something
 
 
-def test_adapter_for_another_base_is_refused(tiny_llama_dir, tmp_path):
-    other = save_tiny_model(tmp_path / "wide", "llama", layers=1)
+@pytest.mark.parametrize("placement", [{}, {"device_map": "sequential"}, {"load_in_4bit": True}])
+def test_adapter_for_another_base_is_refused(tiny_llama_dir, tmp_path, placement):
+    """Every loading path checks the fit: merged in fp32, placed by a device map, attached to NF4 weights."""
+    other = save_tiny_model(tmp_path / "shallow", "llama", layers=1)
     adapter = make_adapter(other, tmp_path / "adapter")
     with pytest.raises(UserInputError, match="does not fit base"):
-        models.load(str(adapter), base_ref=str(tiny_llama_dir), device="cpu")
+        models.load(str(adapter), base_ref=str(tiny_llama_dir), device="cpu", **placement)
 
 
 def test_adapter_without_safetensors_is_refused(tiny_llama_dir, tmp_path):
