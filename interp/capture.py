@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,7 @@ def capture_stats(
     progress=None,
     shards: Shards | None = None,
     output_norms: dict[int, tuple[torch.Tensor, float]] | None = None,
+    observe: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> CaptureResult:
     """Statistics of the neuron activations at every batch's counted positions.
 
@@ -48,7 +50,8 @@ def capture_stats(
     also the mean 1/rms of those layers' MLP outputs, recomputed from the counted activations.
 
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
-    ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``).
+    ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``). ``observe(batch number,
+    layer, activations [B, T, d_mlp])`` sees every batch's activations too (e.g. ``interp.profiles``).
     With ``shards`` of several ranks, each rank runs batches ``rank, rank + world, ...``; after every round
     of ``world`` batches all ranks exchange the batches' moments and fold them in batch order, so every rank
     ends with statistics bitwise equal to one process's.
@@ -63,18 +66,23 @@ def capture_stats(
     start = time.perf_counter()
     rounds = range(0, len(batches), shards.world)
     for first in progress(rounds) if progress else rounds:
-        batch = batches[first + shards.rank] if first + shards.rank < len(batches) else None
+        number = first + shards.rank
+        batch = batches[number] if number < len(batches) else None
         moments: dict[int, tuple] = {}
         if batch is not None:
             flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
 
-            def on_activation(layer: int, acts: torch.Tensor, flat_index=flat_index, moments=moments) -> None:
+            def on_activation(
+                layer: int, acts: torch.Tensor, flat_index=flat_index, moments=moments, number=number
+            ) -> None:
                 flat = acts.reshape(-1, acts.shape[-1])
                 key = (flat.device, flat.dtype, flat.shape[1])
                 if key not in rows_buffer or rows_buffer[key].shape[0] < len(flat_index):
                     rows_buffer[key] = flat.new_empty((len(flat_index), flat.shape[1]))
                 rows = rows_buffer[key][: len(flat_index)]
                 torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
+                if observe is not None:
+                    observe(number, layer, acts)
                 if len(rows):
                     moments[layer] = stats.moments(rows)
                     if output_norms and layer in output_norms:
@@ -86,7 +94,7 @@ def capture_stats(
                 onset_sum += float(probs.sum())
                 rows = flat_index // batch.positions.shape[1]
                 per_row = torch.zeros(batch.positions.shape[0], dtype=torch.float64).index_add_(0, rows, probs)
-                per_batch.append((first + shards.rank, per_row.tolist()))
+                per_batch.append((number, per_row.tolist()))
         for slot_moments in shards.exchange_moments(moments, layers, d_mlp):
             for layer, values in slot_moments.items():
                 stats.add_moments(slots[layer], *values)

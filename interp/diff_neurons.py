@@ -31,7 +31,7 @@ from interp.errors import UserInputError, check_at_least
 from interp.generation import sample_sequences
 from interp.layers import parse_layers
 from interp.planted import read_planted_neurons
-from interp.profiles import profile_neurons
+from interp.profiles import ProfileRecorder
 from interp.progress import track
 from interp.prompts import attach_responses, load_prompts
 from interp.remote import DEADLINE_S
@@ -143,7 +143,7 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
 
     byte_table = token_byte_table(tokenizer)
     masks = [position_mask(seq, config.positions, byte_table) for seq in sequences]
-    halves = _split_halves(sequences, masks)
+    halves = _split_halves(sequences)
     if sum(sum(mask) for mask in masks) == 0:
         raise UserInputError(
             f"no token positions to count under --positions {config.positions}"
@@ -151,19 +151,38 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     all_batches = make_batches(sequences, masks, config.batch_size, pad_id)
-    half_batches = [make_batches(seqs, half_masks, config.batch_size, pad_id) for seqs, half_masks in halves]
+    half_batches = [
+        make_batches([sequences[i] for i in half], [masks[i] for i in half], config.batch_size, pad_id)
+        for half in halves
+    ]
+    profile_top = 0 if hosted else config.profile_top
+    if hosted and config.profile_top:
+        log("no profiles.json: profiles need every token's activations, and a hosted model's stay on NDIF.")
 
-    ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model")
+    def recorder(lm) -> ProfileRecorder | None:  # what the profiles need, kept during the capture itself
+        return ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp) if profile_top else None
+
+    recorders = {"finetuned": recorder(ft)}
+    everything = list(range(len(sequences)))
+    ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model",
+                          _observer(recorders["finetuned"], everything, all_batches, config.batch_size))  # fmt: skip
     if shards.is_main:
         dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids, ft_capture.mlp_out_inv_rms), ft.fingerprint()
+    if recorders["finetuned"]:
+        recorders["finetuned"].keep_readout(ft)
     del ft
     gc.collect()
 
     base = load(base_src)
-    half_captures = [
-        _capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}")
-        for name, batches in zip("AB", half_batches)
-    ]
+    recorders["base"] = recorder(base)
+    half_captures = []
+    for name, half, batches in zip("AB", halves, half_batches):
+        observe = _observer(recorders["base"], half, batches, config.batch_size)
+        half_captures.append(_capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}",
+                                      observe))  # fmt: skip
+    for side in recorders.values():
+        if side:
+            side.merge_ranks(shards)
     if not shards.is_main:  # the statistics are rank 0's to rank, profile and write
         return None
     base_inv_rms = _pooled_inv_rms(half_captures)
@@ -178,18 +197,13 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
         a.onset_prob_sum + b.onset_prob_sum, a.seconds + b.seconds,
     )  # fmt: skip
     d_mlp = ranking.category.shape[1]
-    profile_top = 0 if hosted else config.profile_top
-    if hosted and config.profile_top:
-        log("no profiles.json: profiles need every token's activations, and a hosted model's stay on NDIF.")
     profiled = [(layers[i // d_mlp], i % d_mlp) for i in ranking.order[:profile_top].tolist()]
-    profiles = {"base": _profile(base, config, all_batches, profiled)}
+    profiles = {}
+    if profiled:
+        recorders["base"].keep_readout(base)
+        profiles = {side: recorders[side].profiles(profiled) for side in ("base", "finetuned")}
     del base
     gc.collect()
-    if profiled:
-        ft = models.load(ft_src, **config.load_options())
-        profiles["finetuned"] = _profile(ft, config, all_batches, profiled)
-        del ft
-        gc.collect()
 
     onset_tokens = tokenizer.convert_ids_to_tokens(onset_ids)
     tokens = {"base": base_capture.tokens, "finetuned": ft_capture.tokens}
@@ -273,8 +287,15 @@ def _planted_recovery(
     }
 
 
-def _profile(lm, config: DiffConfig, batches, neurons: list[tuple[int, int]]) -> dict:
-    return profile_neurons(lm, batches, neurons, show_progress=config.show_progress) if neurons else {}
+def _observer(recorder: ProfileRecorder | None, numbers: list[int], batches, batch_size: int):
+    """``capture_stats``'s ``observe`` feeding ``recorder`` for batches of the sequences ``numbers``, in order."""
+    if recorder is None:
+        return None
+
+    def observe(batch: int, layer: int, acts: torch.Tensor) -> None:
+        recorder.observe(numbers[batch * batch_size : (batch + 1) * batch_size], layer, acts, batches[batch].positions)
+
+    return observe
 
 
 def _save_landscape(path: Path, layers: list[int], ranking: rankings.Ranking, dla_base, dla_ft) -> None:
@@ -299,23 +320,21 @@ def _onset_per_prompt(sequences, ft_capture, halves, half_captures) -> dict[str,
     totals: dict[str, dict[int, float]] = {"base": {}, "finetuned": {}}
     for sequence, value in zip(sequences, ft_capture.onset_per_sequence):
         totals["finetuned"][sequence.prompt_index] = totals["finetuned"].get(sequence.prompt_index, 0.0) + value
-    for (half_sequences, _), capture in zip(halves, half_captures):
-        for sequence, value in zip(half_sequences, capture.onset_per_sequence):
-            totals["base"][sequence.prompt_index] = totals["base"].get(sequence.prompt_index, 0.0) + value
+    for half, capture in zip(halves, half_captures):
+        for number, value in zip(half, capture.onset_per_sequence):
+            index = sequences[number].prompt_index
+            totals["base"][index] = totals["base"].get(index, 0.0) + value
     prompts = sorted(totals["finetuned"])
     return {role: [totals[role].get(index, 0.0) for index in prompts] for role in totals}
 
 
-def _split_halves(sequences: list[Sequence], masks: list[list[bool]]):
+def _split_halves(sequences: list[Sequence]) -> tuple[list[int], list[int]]:
     """Two disjoint halves by prompt, alternating over the distinct prompts in order (a sliced prompt set such
-    as ``SET[0::2]`` keeps only even indices, so index parity would not split it): ((seqs_a, masks_a),
-    (seqs_b, masks_b))."""
+    as ``SET[0::2]`` keeps only even indices, so index parity would not split it), as sequence numbers."""
     rank = {index: number for number, index in enumerate(dict.fromkeys(s.prompt_index for s in sequences))}
-    halves = (([], []), ([], []))
-    for seq, mask in zip(sequences, masks):
-        half = halves[rank[seq.prompt_index] % 2]
-        half[0].append(seq)
-        half[1].append(mask)
+    halves: tuple[list[int], list[int]] = ([], [])
+    for number, seq in enumerate(sequences):
+        halves[rank[seq.prompt_index] % 2].append(number)
     return halves
 
 
@@ -345,7 +364,8 @@ def _pooled_inv_rms(captures: list[CaptureResult]) -> dict[int, float] | None:
     }
 
 
-def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str) -> CaptureResult:
+def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids, label: str, observe=None
+             ) -> CaptureResult:  # fmt: skip
     """Statistics of ``batches``, split over the ranks (the same result on every rank); on NDIF for a hosted
     model (one process: ``validate`` refuses ``--remote`` under torchrun)."""
     progress = (lambda items: track(items, label)) if config.show_progress else None
@@ -354,7 +374,7 @@ def _capture(lm, config: DiffConfig, shards: Shards, batches, layers, onset_ids,
         return remote.capture_stats(backend, batches, layers, config.threshold, onset_ids, progress)
     backend = make_backend(config.backend, lm)
     return capture_stats(backend, batches, layers, lm.d_mlp, config.threshold, onset_ids, progress, shards,
-                         mlp_output_norms(lm, layers))  # fmt: skip
+                         mlp_output_norms(lm, layers), observe)  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:

@@ -13,6 +13,8 @@ measured against the vocabulary's mean logit change (a shift of every logit chan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from interp.models import LoadedModel
@@ -38,13 +40,27 @@ def _read(readout: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (readout.to(weight.device) @ weight.double()).cpu()
 
 
-@torch.no_grad()
-def top_promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
-    """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
-    unembed = lm.spec.unembedding(lm.model)
-    scale = lm.spec.final_norm_scale(lm.model).double()
-    direction = lm.residual_write_weight(layer)[:, neuron].double().to(scale.device) * scale
-    logits = (unembed @ direction.to(unembed.device, unembed.dtype)).double()
-    logits -= logits.mean()  # = (W_U - mean W_U) @ direction, without a centred copy of the unembedding
-    values, ids = logits.topk(k)
-    return list(zip(ids.tolist(), values.tolist()))
+@dataclass
+class Readout:
+    """What reading neurons' writes through the unembedding needs, apart from the model (so a profile can be
+    built after the model is freed): ``unembedding`` [vocab, d_model], ``final_norm_scale`` [d_model] and per
+    layer the residual write weight [d_model, d_mlp] (``LoadedModel.residual_write_weight``), on the CPU."""
+
+    unembedding: torch.Tensor
+    final_norm_scale: torch.Tensor
+    writes: dict[int, torch.Tensor]
+
+    @classmethod
+    def of(cls, lm: LoadedModel, layers: list[int]) -> Readout:
+        unembedding, scale = lm.spec.unembedding(lm.model), lm.spec.final_norm_scale(lm.model)
+        writes = {layer: lm.residual_write_weight(layer).detach().cpu() for layer in layers}
+        return cls(unembedding.detach().cpu(), scale.detach().cpu(), writes)
+
+    @torch.no_grad()
+    def top_promoted_tokens(self, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
+        """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
+        direction = self.writes[layer][:, neuron].double() * self.final_norm_scale.double()
+        logits = (self.unembedding @ direction.to(self.unembedding.dtype)).double()
+        logits -= logits.mean()  # = (W_U - mean W_U) @ direction, without a centred copy of the unembedding
+        values, ids = logits.topk(k)
+        return list(zip(ids.tolist(), values.tolist()))

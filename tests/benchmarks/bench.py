@@ -307,11 +307,58 @@ def causal_benchmarks(results: dict, model: str = MODEL, device: str = "cpu", ex
     print(json.dumps(results["attribution_vs_exact_ablation"], indent=1), flush=True)
 
 
+def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
+    """Issue 19 goal 1: a whole `diff-neurons` (default profiles) against loading both models and running plain
+    forwards over the same sequences; the fine-tune is a planted copy of the default model. Best of ``repeats``
+    runs each, alternating."""
+    import tempfile
+    from pathlib import Path
+
+    from interp.diff_neurons import DiffConfig, run_diff
+    from interp.planted import make_planted_model
+
+    prompts = "opinionqa:train[:40]"
+    with tempfile.TemporaryDirectory() as tmp:
+        finetuned = str(Path(tmp) / "planted")
+        make_planted_model(MODEL, finetuned, show_progress=False, log=lambda m: None)
+
+        def forwards() -> None:
+            for ref in (MODEL, finetuned):
+                lm = models.load(ref, device="cpu", dtype="float32")
+                sequences = build_sequences(lm.tokenizer, load_prompts(prompts), False, 256)
+                masks = [[True] * len(s.ids) for s in sequences]
+                for batch in make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id):
+                    plain_forward(lm, batch)
+                del lm
+
+        def diff(profile_top: int):
+            def run() -> None:
+                config = DiffConfig(base=MODEL, finetuned=finetuned, prompts=prompts, out=Path(tmp) / "diff",
+                                    device="cpu", profile_top=profile_top, show_progress=False)  # fmt: skip
+                run_diff(config, log=lambda m: None)
+
+            return run
+
+        best = {"forwards": [], "diff": [], "diff_profile_top_0": []}
+        for _ in range(repeats):
+            for name, function in (("forwards", forwards), ("diff", diff(50)), ("diff_profile_top_0", diff(0))):
+                started = time.perf_counter()
+                function()
+                best[name].append(time.perf_counter() - started)
+    seconds = {name: min(values) for name, values in best.items()}
+    results["diff_neurons_one_pass"] = {
+        "prompts": prompts, **{f"{name}_s": value for name, value in seconds.items()},
+        "diff_vs_load_and_forwards": seconds["diff"] / seconds["forwards"], "goal": "<= 1.2x",
+        "profile_top_0_vs_load_and_forwards": seconds["diff_profile_top_0"] / seconds["forwards"],
+    }  # fmt: skip
+    print(json.dumps(results["diff_neurons_one_pass"], indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=("capture", "causal", "distributed"), default=None,
+    parser.add_argument("--only", choices=("capture", "causal", "distributed", "diff"), default=None,
                         help="run one group of benchmarks")  # fmt: skip
     args = parser.parse_args()
     if args.child:
@@ -322,6 +369,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only in (None, "diff"):
+        diff_pass_benchmark(results)
+        if args.only == "diff":
+            return
     if args.only in (None, "distributed"):
         distributed_benchmark(results)
         if args.only == "distributed":

@@ -113,8 +113,8 @@ def test_planted_neurons_rank_first_on_gemma3(tmp_path):
 
 
 def test_attribute_and_generate_run_on_gemma3(tmp_path):
-    assert main(["attribute", "--model", ALIAS, "--prompts", "persona-demo", "--out", str(tmp_path / "attr"),
+    assert main(["attribute", "--model", ALIAS, "--prompts", "persona-demo[:8]", "--out", str(tmp_path / "attr"),
                  "--device", "cpu", "--top-k", "20"]) == 0  # fmt: skip
-    assert main(["generate", "--model", ALIAS, "--prompts", "persona-demo", "--samples", "1", "--max-new-tokens",
+    assert main(["generate", "--model", ALIAS, "--prompts", "persona-demo[:8]", "--samples", "1", "--max-new-tokens",
                  "8", "--device", "cpu", "--out", str(tmp_path / "gen.jsonl")]) == 0  # fmt: skip
-    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == 32
+    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == 8

@@ -53,6 +53,9 @@ def test_two_processes_equal_one(tiny_llama_dir, planted_tiny, tmp_path, extra):
         for field in ("count", "mean", "m2", "active", "max"):
             assert torch.equal(getattr(one[name], field), getattr(two[name], field)), (name, field)
     assert (tmp_path / "one" / "neurons.csv").read_bytes() == (tmp_path / "two" / "neurons.csv").read_bytes()
+    # the profiles kept during capture: each rank's share of the batches, merged on rank 0
+    one_profiles, two_profiles = (json.loads((tmp_path / run / "profiles.json").read_text()) for run in ("one", "two"))
+    assert one_profiles == two_profiles and len(one_profiles["neurons"]) == 4
     assert output.count("wrote ") == 1  # rank 0 alone reports and writes
 
 

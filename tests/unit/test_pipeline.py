@@ -179,3 +179,31 @@ def test_a_stage_interrupted_between_its_writes_is_redone(tmp_path, monkeypatch,
     written = {p.name for p in (tmp_path / "run" / "diff").iterdir()}
     assert {"neurons.csv", "stats.safetensors", "summary.json"} <= written
     assert pipeline.run(("diff",))["stages"]["diff"]["state"] == "skipped"
+
+
+def test_replicate_trains_a_second_seed_and_compares_the_findings(tmp_path, tiny_llama_dir):
+    """`interp replicate` on a tiny model: the adapter trained again with another seed, diffed and tested on the
+    same answers, compared with the first run, and shown in the report."""
+    from finetune.pipeline import CAUSAL, Pipeline
+
+    out = tmp_path / "run"
+    (out / "evaluate").mkdir(parents=True)
+    teacher_forced_answers(out / "evaluate" / "peft.extraversion.generations.jsonl")  # the evaluate stage's answers
+    lighter = {stage: {"samples": 0} for stage in CAUSAL} | {"diff": {"profile_top": 0}}  # replicate keeps them
+    config = PipelineConfig(model=str(tiny_llama_dir), out=out, quick=True, device="cpu", show_progress=False,
+                            stages=lighter)  # fmt: skip
+    Pipeline(config, log=lambda _: None).run(("fetch", "finetune", "diff", *CAUSAL))
+
+    assert main(["replicate", str(out), "--seed", "1", "--device", "cpu"]) == 0
+    replication = json.loads((out / "replication.json").read_text(encoding="utf-8"))
+    assert replication["seeds"] == {"original": 0, "replicate": 1}
+    assert set(replication["tests"]) == {"restore", "necessity", "sufficiency"}
+    assert all(0 <= value <= 1 for value in replication["jaccard"].values())
+    first = json.loads((out / "restore" / "ablation.json").read_text(encoding="utf-8"))
+    second = json.loads((out / "replicate-seed1" / "restore" / "ablation.json").read_text(encoding="utf-8"))
+    assert first["config"]["responses"] == second["config"]["responses"]  # the same answers, another seed
+    assert first["model"]["fingerprint"] != second["model"]["fingerprint"]
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "with training seed 1" in report and "of the top 20 neurons by |score| (Jaccard)" in report
+    assert main(["replicate", str(out), "--seed", "0"]) == 2  # the run's own seed

@@ -11,39 +11,59 @@ from safetensors import safe_open
 
 from cli import main
 from interp import models
+from interp.backends import TorchBackend
+from interp.capture import capture_stats
+from interp.dla import Readout
 from interp.hooks import neuron_hooks
-from interp.profiles import profile_neurons
+from interp.profiles import ProfileRecorder
 from interp.prompts import load_prompts
 from interp.tokens import build_sequences, make_batches, position_mask
 from probes.emoji_tokens import token_byte_table
 
 
-def test_profiles_match_hooked_activations(tiny_llama_dir):
+def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llama_dir):
+    """The profiles kept during capture (strided values, top contexts with their windows, promoted tokens) equal
+    what a second pass over every sequence's hooked activations gives."""
     lm = models.load(str(tiny_llama_dir), device="cpu", dtype="float32")
     sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:5], False, 64)
     table = token_byte_table(lm.tokenizer)
     masks = [position_mask(s, "all", table) for s in sequences]
     batches = make_batches(sequences, masks, 2, lm.tokenizer.eos_token_id)
-    neurons = [(0, 3), (2, 17), (2, 100)]
-    profiles = profile_neurons(lm, batches, neurons, top_contexts=3, max_values=10**6)
+    layers, neurons = [0, 1, 2], [(0, 3), (2, 17), (2, 100)]
+    recorder = ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp, top_contexts=3, max_values=40)
 
-    expected = {n: [] for n in neurons}
+    def observe(number: int, layer: int, acts: torch.Tensor) -> None:
+        recorder.observe(list(range(2 * number, 2 * number + len(acts))), layer, acts, batches[number].positions)
+
+    capture_stats(TorchBackend(lm), batches, layers, lm.d_mlp, 0.1, observe=observe)
+    recorder.keep_readout(lm)
+    profiles = recorder.profiles(neurons)
+
+    hooked: list[dict[int, torch.Tensor]] = []  # the second pass: per sequence, layer -> [tokens, d_mlp]
     captured: dict[int, torch.Tensor] = {}
     for batch in batches:
         with neuron_hooks(lm, [0, 2], lambda layer, acts: captured.__setitem__(layer, acts.clone())):
             lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        for layer, index in neurons:
-            expected[(layer, index)] += captured[layer][..., index][batch.positions].tolist()
-    for (layer, index), values in expected.items():
+        for row, length in enumerate(batch.attention_mask.sum(1).tolist()):
+            hooked.append({layer: acts[row, :length] for layer, acts in captured.items()})
+    where = [(s, p) for s, mask in enumerate(masks) for p, counted in enumerate(mask) if counted]
+    stride = len(where) // 40
+    assert stride > 1  # the values are an even stride through the counted positions
+    for layer, index in neurons:
         profile = profiles[f"{layer}:{index}"]
-        assert profile["values"] == pytest.approx(values, rel=1e-3, abs=1e-4)  # 4 significant digits kept
-        top = profile["contexts"][0]
-        assert top["activation"] == pytest.approx(max(values), rel=1e-3)
-        assert top["activations"][top["focus"]] == top["activation"]
-        assert [c["activation"] for c in profile["contexts"]] == sorted(
-            (c["activation"] for c in profile["contexts"]), reverse=True
-        )
-        assert len(profile["promoted_tokens"]) == 8
+        values = [float(hooked[s][layer][p, index]) for s, p in where]
+        assert profile["values"] == pytest.approx(values[::stride][:40], rel=1e-3, abs=1e-4)  # 4 significant digits
+        top = sorted(range(len(where)), key=lambda i: -values[i])[:3]
+        assert len(profile["contexts"]) == 3
+        for i, context in zip(top, profile["contexts"]):
+            s, p = where[i]
+            begin, end = max(0, p - 12), min(len(sequences[s].ids), p + 5)
+            assert context["tokens"] == [lm.tokenizer.decode([t]) for t in sequences[s].ids[begin:end]]
+            assert context["focus"] == p - begin and context["activation"] == pytest.approx(values[i], rel=1e-3)
+            window = hooked[s][layer][begin:end, index].tolist()
+            assert context["activations"] == pytest.approx(window, rel=1e-3, abs=1e-4)
+        promoted = Readout.of(lm, [layer]).top_promoted_tokens(layer, index, 8)
+        assert [p["token"] for p in profile["promoted_tokens"]] == [lm.tokenizer.decode([t]) for t, _ in promoted]
 
 
 def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_tiny, tmp_path):
@@ -69,12 +89,10 @@ def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_t
 
 
 def test_promoted_tokens_are_the_centred_logit_change(tiny_gemma3_dir):
-    from interp.dla import top_promoted_tokens
-
     lm = models.load(str(tiny_gemma3_dir), device="cpu", dtype="float32")  # post-MLP norm gains apply
     unembed = lm.spec.unembedding(lm.model).double()
     write = lm.residual_write_weight(1)[:, 5].double() * lm.spec.final_norm_scale(lm.model).double()
     values, ids = ((unembed - unembed.mean(0)) @ write).topk(5)
-    promoted = top_promoted_tokens(lm, 1, 5, k=5)
+    promoted = Readout.of(lm, [1]).top_promoted_tokens(1, 5, k=5)
     assert [token for token, _ in promoted] == ids.tolist()
     assert [change for _, change in promoted] == pytest.approx(values.tolist(), rel=1e-5)
