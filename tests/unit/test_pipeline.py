@@ -189,7 +189,7 @@ def test_replicate_trains_a_second_seed_and_compares_the_findings(tmp_path, tiny
     out = tmp_path / "run"
     (out / "evaluate").mkdir(parents=True)
     teacher_forced_answers(out / "evaluate" / "peft.extraversion.generations.jsonl")  # the evaluate stage's answers
-    lighter = {stage: {"samples": 0} for stage in CAUSAL} | {"diff": {"profile_top": 0}}  # replicate keeps them
+    lighter = {stage: {"samples": 0, "controls": 3} for stage in CAUSAL} | {"diff": {"profile_top": 0}}  # replicate too
     config = PipelineConfig(model=str(tiny_llama_dir), out=out, quick=True, device="cpu", show_progress=False,
                             stages=lighter)  # fmt: skip
     Pipeline(config, log=lambda _: None).run(("fetch", "finetune", "diff", *CAUSAL))
