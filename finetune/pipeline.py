@@ -281,9 +281,10 @@ class Pipeline:
         from interp.ablation import AblationConfig, run_ablation
 
         settings = {**self.config.settings(stage), **fixed}  # sign "follow": as the diff measured (ablate resolves it)
-        run_ablation(AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
-                           neurons_from=str(self.path("diff", "neurons.csv")), role=stage, **self._common(),
-                           **settings), log=self.log)  # fmt: skip
+        config = AblationConfig(model=model, prompts=TEST_PROMPTS, responses=self.responses, out=self.path(stage),
+                                neurons_from=str(self.path("diff", "neurons.csv")), role=stage, **self._common(),
+                                **settings)  # fmt: skip
+        run_ablation(config, log=self.log)
 
     def _necessity(self) -> None:
         stats = {"stats": str(self.path("diff", "stats.safetensors")), "stats_entry": "base"}

@@ -332,7 +332,7 @@ def train_traits(trait: str, out: Path, log=print, **options) -> list[TrainResul
     traits = check_trait(trait, allow_all=True)
     results = []
     for name in traits:
-        target = Path(out) / name if len(traits) > 1 else Path(out)
-        log(f"training {name} ({options.get('pole', 'high')}) -> {target}")
-        results.append(train(TrainConfig(trait=name, out=target, **options), log=log))
+        config = TrainConfig(trait=name, out=Path(out) / name if len(traits) > 1 else Path(out), **options)
+        log(f"training {name} ({config.pole}) -> {config.out}")
+        results.append(train(config, log=log))
     return results

@@ -67,7 +67,8 @@ def diff(
 ) -> DiffResult:  # fmt: skip
     """Rank the neurons whose activations changed between ``base`` and ``finetuned`` on ``prompts``.
 
-    ``options`` are DiffConfig's fields (``responses``, ``generate``, ``positions``, ``top_k``, ``device``, ...);
+    ``options`` are DiffConfig's fields (``responses``, ``samples`` (``--generate``), ``positions``, ``top_k``,
+    ``device``, ...);
     ``log`` receives progress lines (default: silent, no progress bars)."""
     from interp.diff_neurons import DiffConfig, run_diff
     from interp.stats import load_stats
@@ -103,8 +104,8 @@ def ablate(
         options.setdefault("nulls", "layer")  # look-alikes need the diff run's statistics
     options.setdefault("show_progress", log is not None)
     with _run_dir(out) as target:
-        report = run_ablation(AblationConfig(model=model, prompts=prompts, out=target, neuron_set=chosen, **options),
-                     log=log or _quiet)  # fmt: skip
+        config = AblationConfig(model=model, prompts=prompts, out=target, neuron_set=chosen, **options)
+        report = run_ablation(config, log=log or _quiet)
         lines = (target / "generations.jsonl").read_text(encoding="utf-8").splitlines()
     generations = [json.loads(line) for line in lines if line.strip()]
     return AblationResult(report, generations, Path(out) if out is not None else None)

@@ -85,8 +85,8 @@ class ProfileRecorder:
         """Fold one batch of ``layer``: ``acts`` [B, T, d_mlp] of the batch rows' ``sequences`` (global numbers),
         ``positions`` [B, T] the counted ones."""
         acts = acts.detach().float()
-        rows, positions_, slots = self._slots_of(tuple(sequences))
-        self.values[slots, self.layers.index(layer)] = acts[rows.to(acts.device), positions_.to(acts.device)].cpu()
+        rows, where, slots = self._slots_of(tuple(sequences))
+        self.values[slots, self.layers.index(layer)] = acts[rows.to(acts.device), where.to(acts.device)].cpu()
         self.filled[slots] = True
         batch_top = self._batch_top(torch.tensor(sequences), acts, positions.to(acts.device))
         top = self._top.get(layer)
@@ -141,7 +141,6 @@ class ProfileRecorder:
                 self._context(tokenizer, int(top.sequence[j, index]), int(top.position[j, index]),
                               top.windows[j, index], float(top.values[j, index]))
                 for j in range(len(top.values))
-                if top.values[j, index] > float("-inf")
             ]  # fmt: skip
             profiles[f"{layer}:{index}"] = {
                 "values": [_round(v) for v in self.values[self.filled, slot, index].tolist()],

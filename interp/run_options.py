@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from interp.errors import UserInputError, check_at_least
 
@@ -42,8 +42,7 @@ class SamplingOptions:
 
     def sampling_options(self) -> dict:
         """These fields as keyword arguments, to hand them to another sampling config."""
-        return {"samples": self.samples, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed}  # fmt: skip
+        return {option.name: getattr(self, option.name) for option in fields(SamplingOptions)}
 
     def batch_seed(self, batch: int) -> int:
         return self.seed + batch
