@@ -6,8 +6,8 @@ activation magnitude exceeds ``threshold`` and the maximum activation.
 
 Precision: the accumulators are float64; within one batch, sums of deviations from the batch mean are
 taken in float32 (a float64 copy of every batch doubled the hook's cost), so a batch's mean and M2 carry a
-relative error of about 1e-6. Merging is exact in float64: shards merged give what one process fed the
-same batches gets.
+relative error of about 1e-6. Every batch is compared with ``threshold`` in float32 (a bfloat16 batch after an
+exact conversion). Merging is exact in float64: shards merged give what one process fed the same batches gets.
 """
 
 from __future__ import annotations
@@ -63,31 +63,34 @@ class NeuronStats:
 
     @torch.no_grad()
     def moments(self, x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batch's (n, mean, M2, active count, max), [D] float64 each, for ``add_moments``."""
+        """One batch's (n, mean, M2, active count, max), [D] float64 each, for ``add_moments``.
+
+        Every pass reads float32 (a batch in another dtype is converted once, first); all are memory-bound."""
         n = x.shape[0]
-        scratch, above = self._scratch(x)
+        work, converted = self._scratch(x)
+        if x.dtype != torch.float32:
+            x = converted.copy_(x)
         # Float32 sums (a float64 reduction would first copy the batch to float64): deviations from the
         # rounded batch mean r are small, so mean = r + sum(d)/n and M2 = sum(d^2) - sum(d)^2/n stay accurate.
-        rounded = x.sum(0, dtype=torch.float32) / n
-        dev = torch.sub(x, rounded, out=scratch)
+        rounded = x.sum(0) / n
+        dev = torch.sub(x, rounded, out=work)
         dev_sum = dev.sum(0).double()
         batch_mean = rounded.double() + dev_sum / n
         batch_m2 = (dev.mul_(dev).sum(0).double() - dev_sum * dev_sum / n).clamp(min=0)
-        torch.gt(x.abs(), self.threshold, out=above)
-        return n, batch_mean, batch_m2, above.sum(0).double(), x.amax(0).double()
+        batch_max = x.amax(0).double()
+        # |x| > threshold as 1.0 / 0.0 in float32: a bool mask and its sum cost several times more on the CPU
+        above = torch.abs(x, out=work).gt_(self.threshold)
+        return n, batch_mean, batch_m2, above.sum(0).double(), batch_max
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reusable work buffers shaped like ``x`` (fresh multi-MB allocations per batch and layer cost more,
-        in page faults, than the arithmetic)."""
+        """Two reusable float32 work buffers shaped like ``x`` (fresh multi-MB allocations per batch and layer
+        cost more, in page faults, than the arithmetic): deviations and flags, and a converted copy of a batch
+        in another dtype (never touched for float32 batches)."""
         cache = self.__dict__.setdefault("_buffers", {})
         key = (x.device, x.shape[1])
-        if key not in cache or cache[key][0].shape[0] < x.shape[0]:
-            cache[key] = (
-                torch.empty(x.shape, dtype=torch.float32, device=x.device),
-                torch.empty(x.shape, dtype=torch.bool, device=x.device),
-            )
-        values, flags = cache[key]
-        return values[: x.shape[0]], flags[: x.shape[0]]
+        if key not in cache or cache[key].shape[1] < x.shape[0]:
+            cache[key] = torch.empty((2, *x.shape), dtype=torch.float32, device=x.device)
+        return cache[key][0, : x.shape[0]], cache[key][1, : x.shape[0]]
 
     def move_to(self, device: torch.device | str) -> None:
         """Move the accumulators to ``device`` (in place)."""

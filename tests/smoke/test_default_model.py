@@ -53,8 +53,10 @@ def assert_planted_neurons_rank_first(alias: str, tmp_path, within: int | None =
 
     assert main(["plant", "--model", alias, "--out", str(tmp_path / "planted")]) == 0
     planted = json.loads((tmp_path / "planted" / "planted.json").read_text())["neurons"]
+    # the ranking needs no profiles
     argv = ["diff-neurons", "--base", alias, "--finetuned", str(tmp_path / "planted"), "--prompts",
-            "persona-demo", "--out", str(tmp_path / "diff"), "--device", "cpu", "--top-k", "50"]  # fmt: skip
+            "persona-demo", "--out", str(tmp_path / "diff"), "--device", "cpu", "--top-k", "50",
+            "--profile-top", "0"]  # fmt: skip
     assert main(argv) == 0
     with open(tmp_path / "diff" / "neurons.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -7,12 +7,18 @@ import re
 import shutil
 
 from cli import main
-from finetune.pipeline import STAGES, Pipeline
+from finetune.pipeline import CAUSAL, STAGES, Pipeline
 
 
 def test_quick_pipeline_runs_every_stage_and_resumes(metric_models_dir, tmp_path, monkeypatch):
     config = tmp_path / "pipeline.toml"
-    config.write_text(f"[evaluate]\nmetric_models = {json.dumps(str(metric_models_dir))}\n", encoding="utf-8")
+    # --quick as users run it, made lighter through the config file (which this also tests): fewer training steps,
+    # shorter answers, 4 control sets, sampled answers in restore only (for the report's generations; sampling in
+    # ablate is tested on tiny models). Every stage still runs on the real model.
+    tables = [f"[evaluate]\nmetric_models = {json.dumps(str(metric_models_dir))}\nmax_new_tokens = 16",
+              "[finetune]\nmax_steps = 3", "[dose]\ncontrols = 2",
+              *(f"[{stage}]\nsamples = {int(stage == 'restore')}\ncontrols = 4" for stage in CAUSAL)]  # fmt: skip
+    config.write_text("\n".join(tables) + "\n", encoding="utf-8")
     out = tmp_path / "run"
     argv = ["pipeline", "--quick", "--out", str(out), "--config", str(config), "--device", "cpu"]
     assert main(argv) == 0
@@ -25,7 +31,7 @@ def test_quick_pipeline_runs_every_stage_and_resumes(metric_models_dir, tmp_path
                      "dose/ablation.json"):  # fmt: skip
         assert (out / artifact).is_file(), artifact
     assert re.search(r"emoji use (rises|falls)|no clear change in emoji use", record["headline"])
-    assert "9 layer-matched and 9 selection-matched control sets" in record["headline"]
+    assert "4 layer-matched and 4 selection-matched control sets" in record["headline"]
     assert "(held-out prompts)" in record["headline"]  # selected on even test questions, tested on odd ones
     tests = record["tests"]
     assert tests["method"] == "holm" and tests["family"] == ["restore", "necessity", "sufficiency"]

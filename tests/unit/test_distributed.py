@@ -40,9 +40,10 @@ def diff_args(base, finetuned, out, *extra) -> list:
             "--device", "cpu", "--batch-size", 3, "--profile-top", 4, *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("extra", [[], ["--generate", 1, "--max-new-tokens", 6]], ids=["prompts", "sampled"])
-def test_two_processes_equal_one(tiny_llama_dir, planted_tiny, tmp_path, extra):
+def test_two_processes_equal_one(tiny_llama_dir, planted_tiny, tmp_path):
+    """With sampled answers (``--generate``): the prompts' capture and the sampling, each split over the ranks."""
     planted_dir, _ = planted_tiny
+    extra = ["--generate", 1, "--max-new-tokens", 6]
     process = torchrun(*diff_args(tiny_llama_dir, planted_dir, tmp_path / "two", *extra))
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
@@ -82,7 +83,7 @@ def test_merge_stats_of_two_shards_matches_one_run(tiny_llama_dir, planted_tiny,
     lines = PROMPTS.read_text(encoding="utf-8").splitlines()
     (tmp_path / "a.txt").write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("\n".join(lines[6:]) + "\n", encoding="utf-8")
-    common = ["--base", str(tiny_llama_dir), "--finetuned", str(planted_dir), "--device", "cpu"]
+    common = ["--base", str(tiny_llama_dir), "--finetuned", str(planted_dir), "--device", "cpu", "--profile-top", "0"]
     for name, prompts in (("a", tmp_path / "a.txt"), ("b", tmp_path / "b.txt"), ("all", PROMPTS)):
         assert main(["diff-neurons", *common, "--prompts", str(prompts), "--out", str(tmp_path / name)]) == 0
     assert main(["merge-stats", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0

@@ -26,6 +26,21 @@ def test_streaming_matches_direct_computation():
     torch.testing.assert_close(stats.max[0], maximum.double())
 
 
+def test_bfloat16_batch_counts_like_its_float32_conversion():
+    """A bfloat16 batch gives the statistics of its exact float32 conversion: the threshold is compared in float32,
+    not rounded to bfloat16 (0.1 is 0.10009765625 there; activations in between are above it)."""
+    torch.manual_seed(2)
+    x = (torch.randn(300, 32) * 0.2).bfloat16()
+    x[:5] = 0.1000976562  # the bfloat16 value of 0.1: above the float32 threshold, equal to the rounded one
+    low, full = NeuronStats.empty([0], 32, 0.1), NeuronStats.empty([0], 32, 0.1)
+    low.update(0, x)
+    full.update(0, x.float())
+    for name in ("count", "mean", "m2", "active", "max"):
+        torch.testing.assert_close(getattr(low, name), getattr(full, name), rtol=0, atol=0)
+    assert torch.equal(low.active[0], (x.float().abs() > 0.1).double().sum(0))
+    assert low.active[0, 0] >= 5
+
+
 def test_merge_equals_sequential_updates():
     """Merging shards (processes, machines) gives what one process feeding the same batches gets."""
     torch.manual_seed(1)
