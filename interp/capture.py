@@ -42,7 +42,7 @@ def capture_stats(
     progress=None,
     shards: Shards | None = None,
     output_norms: dict[int, tuple[torch.Tensor, float]] | None = None,
-    observe: Callable[[int, int, torch.Tensor], None] | None = None,
+    observe: Callable[[TokenBatch, int, torch.Tensor], None] | None = None,
 ) -> CaptureResult:
     """Statistics of the neuron activations at every batch's counted positions.
 
@@ -50,7 +50,7 @@ def capture_stats(
     also the mean 1/rms of those layers' MLP outputs, recomputed from the counted activations.
 
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
-    ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``). ``observe(batch number,
+    ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``). ``observe(batch,
     layer, activations [B, T, d_mlp])`` sees every batch's activations too (e.g. ``interp.profiles``).
     With ``shards`` of several ranks, each rank runs batches ``rank, rank + world, ...``; after every round
     of ``world`` batches all ranks exchange the batches' moments and fold them in batch order, so every rank
@@ -73,7 +73,7 @@ def capture_stats(
             flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
 
             def on_activation(
-                layer: int, acts: torch.Tensor, flat_index=flat_index, moments=moments, number=number
+                layer: int, acts: torch.Tensor, flat_index=flat_index, moments=moments, batch=batch
             ) -> None:
                 flat = acts.reshape(-1, acts.shape[-1])
                 key = (flat.device, flat.dtype, flat.shape[1])
@@ -82,7 +82,7 @@ def capture_stats(
                 rows = rows_buffer[key][: len(flat_index)]
                 torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
                 if observe is not None:
-                    observe(number, layer, acts)
+                    observe(batch, layer, acts)
                 if len(rows):
                     moments[layer] = stats.moments(rows)
                     if output_norms and layer in output_norms:

@@ -38,7 +38,7 @@ from interp.remote import DEADLINE_S
 from interp.run_options import RunOptions, SamplingOptions
 from interp.selection import prompt_fingerprints
 from interp.stats import NeuronStats, save_stats
-from interp.tokens import POSITION_MODES, Sequence, build_sequences, make_batches, position_mask
+from interp.tokens import POSITION_MODES, Sequence, TokenBatch, build_sequences, make_batches, position_mask
 from probes.emoji_tokens import emoji_onset_ids, token_byte_table
 
 PACKAGES = ("torch", "transformers", "peft", "nnsight", "transformer-lens", "safetensors", "persona-interp")
@@ -163,9 +163,8 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
         return ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp) if profile_top else None
 
     recorders = {"finetuned": recorder(ft)}
-    everything = list(range(len(sequences)))
     ft_capture = _capture(ft, config, shards, all_batches, layers, onset_ids, "fine-tuned model",
-                          _observer(recorders["finetuned"], everything, all_batches, config.batch_size))  # fmt: skip
+                          _observer(recorders["finetuned"], list(range(len(sequences)))))  # fmt: skip
     if shards.is_main:
         dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids, ft_capture.mlp_out_inv_rms), ft.fingerprint()
     if recorders["finetuned"]:
@@ -177,7 +176,7 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     recorders["base"] = recorder(base)
     half_captures = []
     for name, half, batches in zip("AB", halves, half_batches):
-        observe = _observer(recorders["base"], half, batches, config.batch_size)
+        observe = _observer(recorders["base"], half)
         half_captures.append(_capture(base, config, shards, batches, layers, onset_ids, f"base model, half {name}",
                                       observe))  # fmt: skip
     for side in recorders.values():
@@ -287,13 +286,13 @@ def _planted_recovery(
     }
 
 
-def _observer(recorder: ProfileRecorder | None, numbers: list[int], batches, batch_size: int):
-    """``capture_stats``'s ``observe`` feeding ``recorder`` for batches of the sequences ``numbers``, in order."""
+def _observer(recorder: ProfileRecorder | None, numbers: list[int]):
+    """``capture_stats``'s ``observe`` feeding ``recorder`` for batches made from the sequences ``numbers``."""
     if recorder is None:
         return None
 
-    def observe(batch: int, layer: int, acts: torch.Tensor) -> None:
-        recorder.observe(numbers[batch * batch_size : (batch + 1) * batch_size], layer, acts, batches[batch].positions)
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
+        recorder.observe([numbers[i] for i in batch.sequence_numbers], layer, acts, batch.positions)
 
     return observe
 

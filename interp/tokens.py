@@ -35,10 +35,16 @@ class TokenBatch:
     input_ids: torch.Tensor  # [B, T] int64, right-padded
     attention_mask: torch.Tensor  # [B, T] int64
     positions: torch.Tensor  # [B, T] bool, the positions that count
+    first: int = 0  # the number of its first sequence in the list it was batched from
 
     @property
     def n_positions(self) -> int:
         return int(self.positions.sum())
+
+    @property
+    def sequence_numbers(self) -> range:
+        """The numbers of its rows' sequences in the list it was batched from."""
+        return range(self.first, self.first + self.input_ids.shape[0])
 
 
 def prompt_ids(tokenizer, prompt: Prompt, raw: bool = False) -> list[int]:
@@ -111,5 +117,5 @@ def make_batches(sequences: list[Sequence], masks: list[list[bool]], batch_size:
             ids[row, : len(seq.ids)] = torch.tensor(seq.ids)
             attention[row, : len(seq.ids)] = 1
             positions[row, : len(seq.ids)] = torch.tensor(mask, dtype=torch.bool)
-        batches.append(TokenBatch(ids, attention, positions))
+        batches.append(TokenBatch(ids, attention, positions, first=begin))
     return batches

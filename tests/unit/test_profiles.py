@@ -17,7 +17,7 @@ from interp.dla import Readout
 from interp.hooks import neuron_hooks
 from interp.profiles import ProfileRecorder
 from interp.prompts import load_prompts
-from interp.tokens import build_sequences, make_batches, position_mask
+from interp.tokens import TokenBatch, build_sequences, make_batches, position_mask
 from probes.emoji_tokens import token_byte_table
 
 
@@ -32,8 +32,8 @@ def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llam
     layers, neurons = [0, 1, 2], [(0, 3), (2, 17), (2, 100)]
     recorder = ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp, top_contexts=3, max_values=40)
 
-    def observe(number: int, layer: int, acts: torch.Tensor) -> None:
-        recorder.observe(list(range(2 * number, 2 * number + len(acts))), layer, acts, batches[number].positions)
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
+        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions)
 
     capture_stats(TorchBackend(lm), batches, layers, lm.d_mlp, 0.1, observe=observe)
     recorder.keep_readout(lm)
