@@ -29,10 +29,13 @@ def torchrun(*argv, nproc: int = 2) -> subprocess.Popen:
 
 
 def single(*argv) -> None:
-    """One process with one thread, like each rank: the same float32 arithmetic, batch for batch."""
-    done = subprocess.run([str(BIN / "interp"), *map(str, argv)], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    """This process with one thread, like each rank: the same float32 arithmetic, batch for batch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(list(map(str, argv))) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def diff_args(base, finetuned, out, *extra) -> list:
