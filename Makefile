@@ -38,11 +38,16 @@ planted-demo: $(STAMP)
 screenshot: $(STAMP)
 	$(BIN)/python -m tests.browser $(RUNS)/demo/report.html docs/report.png
 
+# Two pytest-xdist workers, one torch thread each: on two cores that beats one process with two threads (most
+# tests are short and single-threaded). A file's tests stay in one worker (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench

@@ -162,6 +162,13 @@ def metric_models_dir(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
+    workers = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if "smoke" in str(item.fspath):
             item.add_marker(pytest.mark.slow)
+        if not workers:
+            continue
+        # pytest-xdist (`make test` runs two workers): a file's tests share its module-scoped fixtures, so they run
+        # in one worker; the tests that train the metric models share one cache, so they run in one worker too.
+        group = "metric-models" if "metric_models_dir" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -16,6 +16,7 @@ import email.policy
 import importlib.abc
 import io
 import json
+import linecache
 import os
 import pickletools
 import shutil
@@ -64,6 +65,7 @@ def run_request(model, metadata: dict, blob: bytes) -> dict:
     from nnsight.tracing import tracer as tracing
 
     hidden, finder = _hide_interp()
+    sources = dict(linecache.cache)  # deserializing registers the request's code under the client's file names
     try:
         model._remoteable_set_env(metadata.get("env"))
         tracer = RequestModel.deserialize(blob, model._remoteable_persistent_objects(), metadata["compress"])
@@ -76,6 +78,8 @@ def run_request(model, metadata: dict, blob: bytes) -> dict:
             tracing.dec()
     finally:
         _restore(hidden, finder)
+        linecache.cache.clear()  # on NDIF that happens on another machine: the client's source stays as it is
+        linecache.cache.update(sources)
 
 
 class FakeNDIF:
