@@ -360,7 +360,9 @@ def merge_command(base, adapter, out) -> None:
 @click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl, persona-demo, opinionqa:test ...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .jsonl file.")
 @_sampling_options(3, 96, samples_help="Responses per prompt.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option(
+    "--batch-size", default=32, show_default=True, help="Answers sampled together (the answers do not depend on it)."
+)
 @click.option(
     "--ike", default=0, show_default=True, help="In-context editing: K demonstrations of --trait in the prompt."
 )

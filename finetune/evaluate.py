@@ -24,6 +24,7 @@ import torch
 from finetune.dataset import check_trait
 from finetune.generate import GenerateConfig, generate
 from interp import artifacts, models
+from interp.ablation import forced_batch
 from interp.errors import UserInputError
 from interp.prompts import Prompt
 from interp.run_options import RunOptions, SamplingOptions
@@ -83,16 +84,19 @@ class EvaluateConfig(RunOptions, SamplingOptions):
     questions: int | None = None  # only the first N test questions
 
 
-def response_perplexity(lm, prompts: list[Prompt], responses: list[str]) -> float:
+def response_perplexity(lm, prompts: list[Prompt], responses: list[str], batch_size: int = 8) -> float:
     """exp(mean token NLL) of the responses under ``lm``, teacher-forced after their prompts."""
     paired = [Prompt(messages=p.messages, response=r, index=i) for i, (p, r) in enumerate(zip(prompts, responses))]
     sequences = build_sequences(lm.tokenizer, paired, False, 512)
     total, count = 0.0, 0
-    for seq in sequences:
-        ids = torch.tensor([seq.ids], device=lm.device)
+    for begin in range(0, len(sequences), batch_size):
+        ids, attention, measured, _, _ = forced_batch(
+            sequences[begin : begin + batch_size], lm.tokenizer.pad_token_id, "response"
+        )
         with torch.no_grad():
-            logits = lm.model(input_ids=ids).logits[0, seq.response_start - 1 : -1].float()
-        targets = ids[0, seq.response_start :]
+            hidden = lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device))
+        logits = lm.logits_from_hidden(hidden.last_hidden_state[measured.to(lm.device)]).float()
+        targets = ids[:, 1:][measured[:, :-1]].to(lm.device)  # each measured position predicts the next token
         total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
         count += len(targets)
     return math.exp(total / count) if count else float("nan")

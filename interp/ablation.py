@@ -621,7 +621,8 @@ def _emoji_logprobs(lm, source, conditions, prompts: list[Prompt], config, metri
 
 def _generate(lm, source, conditions, prompts, config, shards: Shards):
     """Sampled responses under the unedited and tested conditions; (records, emoji rates per condition).
-    Each sampling batch has its own seed, so splitting the batches over ranks changes no answer."""
+    Each answer has its own random stream, so neither the batch size nor splitting the batches over ranks
+    changes an answer."""
     chosen = [c for c in conditions if c.kind in ("baseline", "tested")]
     heads = [prompt_ids(lm.tokenizer, p, config.raw) for p in prompts for _ in range(config.samples)]
     owners = [p for p in prompts for _ in range(config.samples)]
@@ -633,7 +634,7 @@ def _generate(lm, source, conditions, prompts, config, shards: Shards):
         ids, attention = left_pad(batch, lm.tokenizer.pad_token_id)
         edit_mask = attention.bool() if config.positions == "all" else _last_column(attention)
         plan = EditPlan(chosen, rows=len(batch), edit_mask=edit_mask)
-        outputs = generate_edited(lm, batch, plan, config, begin // rows_per_call, source=source)
+        outputs = generate_edited(lm, batch, plan, config, first=begin, source=source)
         block = []
         for c, condition in enumerate(chosen):
             for row in range(len(batch)):

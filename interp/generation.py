@@ -7,12 +7,14 @@ import torch
 from interp.distributed import Shards
 from interp.errors import UserInputError
 from interp.hooks import neuron_hooks
-from interp.interventions import EditPlan, applied, repeat_rows
+from interp.interventions import Condition, EditPlan, applied, repeat_rows
 from interp.models import LoadedModel, context_length
 from interp.progress import track
 from interp.prompts import Prompt
 from interp.run_options import SamplingOptions
 from interp.tokens import Sequence, make_sequence, prompt_ids
+
+UNEDITED = Condition("unedited", kind="baseline")  # plain sampling: one condition that edits nothing
 
 
 @torch.no_grad()
@@ -28,38 +30,25 @@ def sample_sequences(
 ) -> list[Sequence]:
     """``options.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
 
-    Batches of ``batch_size`` are seeded by ``options.batch_seed``; with ``shards`` each rank samples its share
-    of the batches and every rank gets all sequences, the same as one process would sample. Prompt plus
-    response never exceed ``max_length`` or the model's context: a longer prompt is refused, and a batch gets
-    fewer new tokens where its longest prompt leaves less room.
+    Answer ``j`` (prompt-major: the k-th sample of the i-th prompt is ``i * samples + k``) draws its random
+    numbers from its own stream (``options.answer_seed``), so it does not depend on the batch size or on which
+    rank samples it (up to float rounding of batched matmuls); with ``shards`` each rank samples its share of
+    the batches and every rank gets all sequences. Prompt plus response never exceed ``max_length`` or the
+    model's context: a longer prompt is refused, and a batch gets fewer new tokens where its longest prompt
+    leaves less room.
     """
     shards = shards or Shards()
     jobs = [(prompt, prompt_ids(lm.tokenizer, prompt, raw)) for prompt in prompts for _ in range(options.samples)]
-    pad_id = lm.tokenizer.pad_token_id
-    eos_ids = _eos_ids(lm)
     _room(lm, max(len(ids) for _, ids in jobs), max_length)  # refuse a prompt too long before sampling any
     blocks: list[tuple[int, list[Sequence]]] = []
     starts = shards.take(range(0, len(jobs), batch_size))
     for begin in track(starts, "sampling responses", enabled=show_progress):
         chunk = jobs[begin : begin + batch_size]
-        input_ids, attention = left_pad([ids for _, ids in chunk], pad_id)
-        width = input_ids.shape[1]
-        torch.manual_seed(options.batch_seed(begin // batch_size))
-        output = lm.model.generate(
-            input_ids=input_ids.to(lm.device),
-            attention_mask=attention.to(lm.device),
-            do_sample=options.temperature > 0,
-            temperature=options.temperature if options.temperature > 0 else None,
-            top_p=options.top_p,
-            top_k=None,
-            max_new_tokens=min(options.max_new_tokens, _room(lm, width, max_length)),
-            pad_token_id=pad_id,
-            eos_token_id=eos_ids,
-        )
-        block = []
-        for row, (prompt, ids) in enumerate(chunk):
-            new = output[row, width:].tolist()
-            block.append(make_sequence(ids + _until_eos(new, eos_ids), len(ids), prompt.index, max_length))
+        heads = [ids for _, ids in chunk]
+        plan = EditPlan([UNEDITED], rows=len(chunk), edit_mask=torch.zeros(len(chunk), 1, dtype=torch.bool))
+        replies = generate_edited(lm, heads, plan, options, first=begin, max_length=max_length)
+        block = [make_sequence(ids + reply, len(ids), prompt.index, max_length)
+                 for (prompt, ids), reply in zip(chunk, replies)]  # fmt: skip
         blocks.append((begin, block))
     return [seq for _, block in sorted(shards.gather_objects(blocks), key=lambda b: b[0]) for seq in block]
 
@@ -82,22 +71,15 @@ def _eos_ids(lm: LoadedModel) -> list[int]:
     return list(dict.fromkeys(t for t in (lm.tokenizer.eos_token_id, *configured) if t is not None))
 
 
-def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
-    """Generated ids up to and including the first end-of-sequence token."""
-    for position, token in enumerate(ids):
-        if token in eos_ids:
-            return ids[: position + 1]
-    return ids
-
-
 @torch.no_grad()
 def generate_edited(
     target: LoadedModel,
     prompt_ids: list[list[int]],
     plan: EditPlan,
     options: SamplingOptions,
-    batch: int = 0,
+    first: int = 0,
     source: LoadedModel | None = None,
+    max_length: int | None = None,
 ) -> list[list[int]]:
     """Sample continuations of ``prompt_ids`` under every condition of ``plan`` in one batched loop.
 
@@ -105,28 +87,30 @@ def generate_edited(
     and including end-of-sequence). ``plan.edit_mask`` [B, P] marks the prompt positions to edit in the
     left-padded layout (see ``left_pad``); every generated position is edited. In patch mode the ``source``
     model runs in lockstep on each row's tokens and its neuron values are written into the target at each
-    step. All conditions share one stream of uniform random numbers per prompt row and step (common random
-    numbers), drawn under ``options.batch_seed(batch)``, so they differ only through the edit. Temperature 0
-    is greedy decoding.
+    step. Prompt row ``r`` is answer ``first + r`` of the run: it draws its noise from its own stream
+    (``options.answer_seed``), shared by all conditions (common random numbers), so conditions differ only
+    through the edit and an answer does not depend on its batch. Temperature 0 is greedy decoding; replies
+    stop within ``max_length`` tokens of prompt plus reply and the model's context.
     """
     conditions, rows = len(plan.conditions), len(prompt_ids)
     eos_ids = _eos_ids(target)
     ids, attention = left_pad(prompt_ids, target.tokenizer.pad_token_id)
     step_ids, attention = repeat_rows(ids, conditions), repeat_rows(attention, conditions)
-    generator = torch.Generator().manual_seed(options.batch_seed(batch))
+    streams = [torch.Generator().manual_seed(options.answer_seed(first + row)) for row in range(rows)]
     target_cache = source_cache = None
     finished = torch.zeros(conditions * rows, dtype=torch.bool)
     outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
     plan.decoding = False
-    for _ in range(min(options.max_new_tokens, _room(target, ids.shape[1]))):
+    for _ in range(min(options.max_new_tokens, _room(target, ids.shape[1], max_length))):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
         if source is not None:
             source_cache = _capture_source(source, plan, step_ids, attention, positions, source_cache)
         with applied(target, plan):
             out = _step(target, step_ids, attention, positions, target_cache)
         target_cache = out.cache
-        uniform = torch.rand(rows, generator=generator).repeat(conditions)
-        next_ids = _sample(out.logits[:, -1].float().cpu(), uniform, options.temperature, options.top_p)
+        logits = out.logits[:, -1].float().cpu()
+        noise = _gumbel_noise(streams, logits.shape[-1]).repeat(conditions, 1) if options.temperature > 0 else None
+        next_ids = _sample(logits, noise, options.temperature, options.top_p)
         for row, token in enumerate(next_ids.tolist()):
             if not finished[row]:
                 outputs[row].append(token)
@@ -169,19 +153,25 @@ def _step(lm: LoadedModel, ids, attention, positions, cache):
         position_ids=positions.to(lm.device),
         cache=cache,
         use_cache=True,
+        logits_to_keep=1,  # only the next token's logits
     )
 
 
-def _sample(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Inverse-CDF sampling with given uniforms (greedy when temperature is 0); [N, vocab] -> [N]."""
+def _gumbel_noise(streams: list[torch.Generator], vocab: int) -> torch.Tensor:
+    """[len(streams), vocab] standard Gumbel noise, one row from each stream."""
+    return torch.stack([torch.empty(vocab).exponential_(generator=stream) for stream in streams]).log().neg()
+
+
+def _sample(logits: torch.Tensor, noise: torch.Tensor | None, temperature: float, top_p: float) -> torch.Tensor:
+    """[N, vocab] -> [N] tokens: Gumbel-max sampling from softmax(logits / temperature), restricted to the
+    nucleus of ``top_p``; greedy when temperature is 0. Unlike inverse-CDF sampling over the vocabulary,
+    float rounding of the logits (another batch shape) changes a token only when the two best perturbed
+    scores tie within that rounding, so answers keep to their random streams whatever the batch."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    scores = logits / temperature
     if top_p < 1.0:
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
-        sorted_probs = sorted_probs * keep
-    cumulative = sorted_probs.cumsum(-1)
-    threshold = (uniform * cumulative[:, -1]).unsqueeze(-1)
-    choice = torch.searchsorted(cumulative, threshold).clamp(max=logits.shape[-1] - 1)
-    return order.gather(-1, choice).squeeze(-1)
+        sorted_probs, order = torch.softmax(scores, dim=-1).sort(dim=-1, descending=True)
+        beyond = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the most probable token always stays
+        scores = scores.masked_fill(torch.zeros_like(beyond).scatter(-1, order, beyond), float("-inf"))
+    return (scores + noise).argmax(-1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from interp.errors import UserInputError, check_at_least
 
 
@@ -31,8 +33,9 @@ class SamplingOptions:
     """How a command samples responses; every sampling command's config embeds these. Commands change only
     the defaults of ``samples`` and ``max_new_tokens`` (what their runs need), nothing else.
 
-    One seeding rule: batch ``b`` of a run is sampled under ``seed + b`` (``batch_seed``), so an answer does not
-    depend on the lengths of earlier batches, and ranks that split the batches sample what one process would."""
+    One seeding rule: answer ``j`` of a run (its position in the run's list of answers) draws its random numbers
+    from its own stream, seeded by ``seed`` and ``j`` (``answer_seed``), so an answer does not depend on the
+    batch size or the batch it lands in, and ranks that split the batches sample what one process would."""
 
     samples: int = 1  # responses per prompt
     max_new_tokens: int = 64
@@ -44,8 +47,10 @@ class SamplingOptions:
         """These fields as keyword arguments, to hand them to another sampling config."""
         return {option.name: getattr(self, option.name) for option in fields(SamplingOptions)}
 
-    def batch_seed(self, batch: int) -> int:
-        return self.seed + batch
+    def answer_seed(self, answer: int) -> int:
+        """The seed of answer number ``answer``'s random stream (a 63-bit mix of ``seed`` and ``answer``)."""
+        state = np.random.SeedSequence([self.seed % 2**64, answer]).generate_state(2, dtype=np.uint32)
+        return int(state[0]) << 31 | int(state[1]) >> 1
 
     def check_sampling(self, samples_flag: str = "--samples", least_samples: int = 0) -> None:
         """Refuse settings no sampler can run (``UserInputError``, naming the command's flag for ``samples``)."""

@@ -377,12 +377,59 @@ def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
     print(json.dumps(results["diff_neurons_one_pass"], indent=1), flush=True)
 
 
+def sampling_benchmark(results: dict, repeats: int = 2) -> None:
+    """Issue 19 goal 3 (evaluate's sampling): 52 answers (26 `opinionqa:test` prompts x 2) of 96 tokens from
+    the default model, Hugging Face's `generate` in batches of 8 (the sampler before 2026-12-02) against ours
+    in batches of 8 and 32 (the default now). Best of ``repeats`` runs each, alternating; ours must give the
+    same answers at both batch sizes."""
+    from interp.generation import left_pad, sample_sequences
+    from interp.run_options import SamplingOptions
+    from interp.tokens import prompt_ids
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    prompts = load_prompts("opinionqa:test")
+    options = SamplingOptions(samples=2, max_new_tokens=96)
+    heads = [prompt_ids(lm.tokenizer, p, False) for p in prompts for _ in range(options.samples)]
+    answers = {}
+
+    def hf_generate() -> None:
+        for begin in range(0, len(heads), 8):
+            ids, attention = left_pad(heads[begin : begin + 8], lm.tokenizer.pad_token_id)
+            torch.manual_seed(begin)
+            lm.model.generate(input_ids=ids, attention_mask=attention, do_sample=True, top_k=None,
+                              max_new_tokens=options.max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id,
+                              eos_token_id=lm.tokenizer.eos_token_id)  # fmt: skip
+
+    def ours(batch_size: int):
+        def run() -> None:
+            sequences = sample_sequences(lm, prompts, options, False, 10**9, batch_size, show_progress=False)
+            answers[batch_size] = [s.ids for s in sequences]
+
+        return run
+
+    functions = {"hf_generate_8": hf_generate, "ours_8": ours(8), "ours_32": ours(32)}
+    best = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            best[name].append(time.perf_counter() - started)
+    times = {name: min(values) for name, values in best.items()}
+    results["sampling_52_answers"] = {
+        **{f"{name}_s": value for name, value in times.items()},
+        "ours_32_vs_hf_generate_8": times["ours_32"] / times["hf_generate_8"],
+        "ours_32_vs_ours_8": times["ours_32"] / times["ours_8"],
+        "same_answers_at_8_and_32": answers[8] == answers[32],
+    }
+    print(json.dumps(results["sampling_52_answers"], indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=("capture", "statistics", "causal", "distributed", "diff"), default=None,
-                        help="run one group of benchmarks")  # fmt: skip
+    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling")
+    parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
@@ -392,6 +439,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only in (None, "sampling"):
+        sampling_benchmark(results)
+        if args.only == "sampling":
+            return
     if args.only in (None, "diff"):
         diff_pass_benchmark(results)
         if args.only == "diff":

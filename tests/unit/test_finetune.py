@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -177,12 +179,12 @@ def test_ike_variants_change_template_and_demonstrations():
     assert all(p.index == 4 for p in prompts) and len(TEMPLATES) == 3
 
 
-def test_generate_is_reproducible_and_records_emojis(tiny_llama_dir, tmp_path):
+def test_generate_is_reproducible_whatever_the_batch_and_records_emojis(tiny_llama_dir, tmp_path):
     outputs = []
-    for name in ("a", "b"):
+    for name, batch in (("a", "32"), ("b", "5")):  # each answer has its own random stream: batches change nothing
         argv = ["generate", "--model", str(tiny_llama_dir), "--prompts", "opinionqa:test", "--samples", "2",
                 "--max-new-tokens", "6", "--seed", "3", "--ike", "2", "--ike-variants", "2", "--trait", "openness",
-                "--out", str(tmp_path / f"{name}.jsonl")]  # fmt: skip
+                "--batch-size", batch, "--out", str(tmp_path / f"{name}.jsonl")]  # fmt: skip
         assert main(argv) == 0
         outputs.append((tmp_path / f"{name}.jsonl").read_text())
     assert outputs[0] == outputs[1]
@@ -230,3 +232,21 @@ def test_qlora_training_writes_a_marked_adapter_and_an_exact_merge(tiny_llama_di
     merged = models.load(str(tmp_path / "q" / "merged"), device="cpu")
     again = models.load(str(tmp_path / "q" / "adapter"), device="cpu")  # merged in memory the same way
     assert merged.fingerprint() == again.fingerprint() == result.record["merged_fingerprint"]
+
+
+def test_batched_response_perplexity_equals_one_sequence_at_a_time(tiny_llama_dir):
+    from finetune.evaluate import response_perplexity
+    from interp.prompts import load_prompts
+    from interp.tokens import build_sequences
+
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    prompts = load_prompts("opinionqa:test")[:5]
+    responses = ["Yes.", "I think it depends on the day, honestly.", "", "No!", "Parties are fun, I love them."]
+    total, count = 0.0, 0  # reference: each sequence alone, full logits
+    for seq in build_sequences(lm.tokenizer, [replace(p, response=r) for p, r in zip(prompts, responses)], False, 512):
+        ids = torch.tensor([seq.ids])
+        logits = lm.model(input_ids=ids).logits[0, seq.response_start - 1 : -1]
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, seq.response_start :], reduction="sum"))
+        count += len(seq.ids) - seq.response_start
+    batched = response_perplexity(lm, prompts, responses, batch_size=3)
+    assert batched == pytest.approx(math.exp(total / count), rel=1e-5)

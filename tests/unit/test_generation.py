@@ -1,0 +1,55 @@
+"""interp.generation: Gumbel-max sampling draws from the model's distribution, and answers keep to their streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from interp import models
+from interp.generation import _gumbel_noise, _sample, sample_sequences
+from interp.prompts import load_prompts
+from interp.run_options import SamplingOptions
+
+DRAWS = 20_000
+
+
+def draws(logits: torch.Tensor, temperature: float, top_p: float, seed: int = 0) -> np.ndarray:
+    """How often each token was drawn in ``DRAWS`` samples of one row of logits."""
+    streams = [torch.Generator().manual_seed(seed + row) for row in range(DRAWS)]
+    tokens = _sample(logits.expand(DRAWS, -1), _gumbel_noise(streams, logits.shape[-1]), temperature, top_p)
+    return np.bincount(tokens.numpy(), minlength=logits.shape[-1])
+
+
+def test_gumbel_max_draws_from_the_tempered_softmax():
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0])
+    expected = torch.softmax(logits / 0.7, dim=-1).double().numpy() * DRAWS
+    assert stats.chisquare(draws(logits, 0.7, 1.0), expected).pvalue > 1e-3
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])  # top_p 0.8: tokens 0 and 1 (the mass before token 2 is 0.8)
+    counts = draws(probs.log(), 1.0, 0.8)
+    assert counts[2:].sum() == 0
+    assert stats.binomtest(int(counts[0]), DRAWS, 0.5 / 0.8).pvalue > 1e-3
+    assert (draws(probs.log(), 1.0, 0.3)[1:] == 0).all()  # the most probable token always stays
+
+
+def test_greedy_ignores_the_noise():
+    logits = torch.tensor([[0.1, 3.0, 2.9], [5.0, 0.0, 4.0]])
+    assert _sample(logits, None, 0.0, 1.0).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.8, 0.9)])
+def test_answers_do_not_depend_on_the_batch(tiny_llama_dir, temperature, top_p):
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    prompts = load_prompts("opinionqa:test")[:7]  # prompts of different lengths: other padding per batch
+    options = SamplingOptions(samples=2, max_new_tokens=12, temperature=temperature, top_p=top_p, seed=5)
+
+    def answers(options: SamplingOptions, batch_size: int) -> list[list[int]]:
+        return [s.ids for s in sample_sequences(lm, prompts, options, False, 10**9, batch_size, False)]
+
+    alone = answers(options, 1)
+    assert answers(options, 4) == alone and answers(options, 14) == alone
+    assert answers(SamplingOptions(**{**options.sampling_options(), "seed": 6}), 4) != alone
