@@ -593,7 +593,11 @@ def report_command(run_dir: Path, out: Path | None) -> None:
 @click.option("--model", default="smollm2-135m", show_default=True, help="Base model reference.")
 @click.option("--trait", default="extraversion", show_default=True, help="Big Five trait to fine-tune on.")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Run directory [default: runs/TRAIT].")
-@click.option("--quick", is_flag=True, help="A smoke run: few steps, questions and controls (about 3 minutes).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A smoke run: few steps, questions and controls (about 2 minutes once the metric models exist).",
+)
 @click.option("--config", "config_file", default=None, type=click.Path(path_type=Path),
               help="TOML file with one table of options per stage (see docs/pipeline.md).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -608,7 +612,7 @@ def pipeline_command(model, trait, out, quick, config_file, device, allow_device
     Examples:
       interp pipeline                                   # extraversion on smollm2-135m, about 30 minutes on 2 cores
       interp pipeline --trait neuroticism --out runs/neuro --config pipeline.toml
-      interp pipeline --quick --out runs/smoke          # about 3 minutes
+      interp pipeline --quick --out runs/smoke          # about 2 minutes
     """
     from finetune.pipeline import Pipeline, PipelineConfig, load_config_file
 

@@ -6,7 +6,8 @@ diff and compared with each other for the noise floor, at no extra forward passe
 Artifacts (written atomically into ``out``): ``neurons.csv``, ``stats.safetensors``, ``summary.json``,
 ``landscape.safetensors`` (every neuron's score and category, [layers, d_mlp], for the report's overview) and,
 unless ``profile_top`` is 0, ``profiles.json`` (``interp.profiles`` for the top-ranked neurons in both models:
-activation samples, top activating contexts, promoted tokens; the fine-tuned model is loaded a second time).
+activation samples, top activating contexts, promoted tokens; kept during the capture itself, so each
+model is loaded and run once).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     tokenizer, ft_tok = models.load_tokenizer(base_src), models.load_tokenizer(ft_src)
     models.check_compatible_configs(base_cfg, ft_cfg, tokenizer, ft_tok, config.base, config.finetuned)
     config = replace(config, max_length=models.fit_max_length(ft_cfg, config.max_length, log))
-    onset_ids = emoji_onset_ids(tokenizer)
+    byte_table = token_byte_table(tokenizer)
+    onset_ids = emoji_onset_ids(tokenizer, byte_table)
     planted = _planted_record([base_src, ft_src], log)
     # Hosted sides first: their first request (the emoji DLA) fails fast, before any local work.
     hosted = {
@@ -141,7 +143,6 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
         sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     timings["prepare_s"] = time.perf_counter() - tic
 
-    byte_table = token_byte_table(tokenizer)
     masks = [position_mask(seq, config.positions, byte_table) for seq in sequences]
     halves = _split_halves(sequences)
     if sum(sum(mask) for mask in masks) == 0:

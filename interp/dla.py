@@ -57,10 +57,14 @@ class Readout:
         return cls(unembedding.detach().cpu(), scale.detach().cpu(), writes)
 
     @torch.no_grad()
-    def top_promoted_tokens(self, layer: int, neuron: int, k: int = 10) -> list[tuple[int, float]]:
-        """The k token ids whose logits one unit of the neuron raises most (centered), with the change."""
-        direction = self.writes[layer][:, neuron].double() * self.final_norm_scale.double()
-        logits = (self.unembedding @ direction.to(self.unembedding.dtype)).double()
-        logits -= logits.mean()  # = (W_U - mean W_U) @ direction, without a centred copy of the unembedding
-        values, ids = logits.topk(k)
-        return list(zip(ids.tolist(), values.tolist()))
+    def top_promoted_tokens(self, neurons: list[tuple[int, int]], k: int = 10) -> list[list[tuple[int, float]]]:
+        """Per ``(layer, index)`` in ``neurons``: the k token ids whose logits one unit of the neuron raises most
+        (centred), with the change. One product with the unembedding for all of them (it is read once)."""
+        if not neurons:
+            return []
+        directions = torch.stack([self.writes[layer][:, index] for layer, index in neurons], dim=1)  # [d_model, n]
+        directions = directions.double() * self.final_norm_scale.double()[:, None]
+        logits = (self.unembedding @ directions.to(self.unembedding.dtype)).double()  # [vocab, n]
+        logits -= logits.mean(0)  # = (W_U - mean W_U) @ direction, without a centred copy of the unembedding
+        values, ids = logits.topk(min(k, logits.shape[0]), dim=0)
+        return [list(zip(ids[:, n].tolist(), values[:, n].tolist())) for n in range(len(neurons))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +34,13 @@ def format_value(value) -> str:
     return format(value, ".8g")
 
 
+def _format_column(values: Sequence) -> list[str]:
+    """``format_value`` of every value; floats (NaN too: ``format`` writes "nan") without a call per value."""
+    if all(type(value) is float for value in values):
+        return [format(value, ".8g") for value in values]
+    return [format_value(value) for value in values]
+
+
 @dataclass(frozen=True)
 class NeuronSet:
     columns: tuple[str, ...]
@@ -43,8 +50,15 @@ class NeuronSet:
     @classmethod
     def from_records(cls, columns: Iterable[str], records: Iterable[Mapping]) -> NeuronSet:
         """A set from records of Python values (formatted as the file will hold them)."""
-        columns = tuple(columns)
-        return cls(columns, tuple({c: format_value(record[c]) for c in columns} for record in records))
+        columns, records = tuple(columns), list(records)
+        return cls.from_columns({c: [record[c] for record in records] for c in columns})
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Sequence]) -> NeuronSet:
+        """A set from equally long columns of Python values, in row order (formatted as the file will hold them;
+        a column of floats is formatted in one sweep, which matters for a whole model's 46,080 rows)."""
+        texts = [_format_column(values) for values in columns.values()]
+        return cls(tuple(columns), tuple(dict(zip(columns, row)) for row in zip(*texts)))
 
     @classmethod
     def read(cls, path: str | Path, flag: str = "--neurons-from") -> NeuronSet:

@@ -135,7 +135,8 @@ class ProfileRecorder:
     def profiles(self, neurons: list[tuple[int, int]], promoted: int = 8) -> dict:
         """``{"LAYER:INDEX": {"values", "contexts", "promoted_tokens"}}`` (after ``keep_readout``)."""
         tokenizer, profiles = self._tokenizer, {}
-        for layer, index in neurons:
+        promoted_by_neuron = self._readout.top_promoted_tokens(neurons, promoted)
+        for (layer, index), promoted_tokens in zip(neurons, promoted_by_neuron):
             slot, top = self.layers.index(layer), self._top[layer]
             contexts = [
                 self._context(tokenizer, int(top.sequence[j, index]), int(top.position[j, index]),
@@ -146,8 +147,7 @@ class ProfileRecorder:
                 "values": [_round(v) for v in self.values[self.filled, slot, index].tolist()],
                 "contexts": contexts,
                 "promoted_tokens": [
-                    {"token": tokenizer.decode([token]), "logit": _round(change)}
-                    for token, change in self._readout.top_promoted_tokens(layer, index, promoted)
+                    {"token": tokenizer.decode([token]), "logit": _round(change)} for token, change in promoted_tokens
                 ],
             }
         return profiles

@@ -132,19 +132,14 @@ def neuron_set(
 ) -> NeuronSet:  # fmt: skip
     """The ranked neuron set (``neurons.csv``): one row per neuron in ``order`` (the first ``top_k`` if given)."""
     d_mlp = category.shape[1]
-    flat = {name: values.reshape(-1).tolist() for name, values in columns.items()}
-    flat_category = category.reshape(-1).tolist()
-    flat_noise = above_noise.reshape(-1).tolist()
-    chosen = order.tolist() if top_k is None else order[:top_k].tolist()
-    records = (
-        {
-            **{name: flat[name][index] for name in flat},
-            "rank": rank,
-            "layer": layers[index // d_mlp],
-            "neuron": index % d_mlp,
-            "category": CATEGORIES[flat_category[index]],
-            "above_noise": bool(flat_noise[index]),
-        }  # fmt: skip
-        for rank, index in enumerate(chosen, start=1)
-    )
-    return NeuronSet.from_records(CSV_COLUMNS, records)
+    chosen = order if top_k is None else order[:top_k]
+    flat = chosen.tolist()
+    described = {
+        "rank": list(range(1, len(flat) + 1)),
+        "layer": [layers[index // d_mlp] for index in flat],
+        "neuron": [index % d_mlp for index in flat],
+        "category": [CATEGORIES[c] for c in category.reshape(-1)[chosen].tolist()],
+        "above_noise": above_noise.reshape(-1)[chosen].tolist(),
+    }
+    described |= {name: column.reshape(-1)[chosen].tolist() for name, column in columns.items()}
+    return NeuronSet.from_columns({name: described[name] for name in CSV_COLUMNS})

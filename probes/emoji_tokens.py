@@ -55,7 +55,8 @@ def _decoder_kind(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return "sentencepiece"
-    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    # The decoder's own JSON (its pickled state), not the whole tokenizer's: that one holds the vocabulary.
+    decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else {}
     kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
     return "bytelevel" if "ByteLevel" in kinds else "sentencepiece"
 
@@ -129,14 +130,15 @@ def begins_emoji(token_bytes: bytes) -> bool:
     return _pictographic_share(bytes(body)) >= ONSET_SHARE
 
 
-def emoji_onset_mask(tokenizer) -> torch.Tensor:
-    """[vocab] bool: True for tokens that begin an emoji."""
-    table = token_byte_table(tokenizer)
+def emoji_onset_mask(tokenizer, table: list[bytes | None] | None = None) -> torch.Tensor:
+    """[vocab] bool: True for tokens that begin an emoji (``table``: the tokenizer's ``token_byte_table``, if
+    the caller has it already)."""
+    table = token_byte_table(tokenizer) if table is None else table
     return torch.tensor([b is not None and begins_emoji(b) for b in table], dtype=torch.bool)
 
 
-def emoji_onset_ids(tokenizer) -> list[int]:
-    return torch.nonzero(emoji_onset_mask(tokenizer)).flatten().tolist()
+def emoji_onset_ids(tokenizer, table: list[bytes | None] | None = None) -> list[int]:
+    return torch.nonzero(emoji_onset_mask(tokenizer, table)).flatten().tolist()
 
 
 def emoji_start_tokens(token_ids: list[int], table: list[bytes | None]) -> list[int]:

@@ -102,6 +102,18 @@ def test_neurons_can_be_chosen_by_the_sign_of_their_score(tmp_path, capsys):
     assert "--sign must be one of any, raising, lowering, follow" in capsys.readouterr().err
 
 
+def test_a_column_of_floats_is_written_as_value_by_value_formatting_would():
+    from interp.neuron_set import NeuronSet, format_value
+
+    floats = [0.1, -0.0, float("nan"), float("inf"), -1e-300, 123456789.123, 2.5e-7, 1 / 3]
+    flags, mixed = [True, False] * 4, [1, 2.5, "a", True, 3, 4.0, 5, 6]
+    columns = {"layer": [0] * 8, "neuron": list(range(8)), "score": floats, "above_noise": flags, "mixed": mixed}
+    ranked = NeuronSet.from_columns(columns)
+    for row, values in zip(ranked.rows, zip(floats, flags, mixed)):
+        assert (row["score"], row["above_noise"], row["mixed"]) == tuple(map(format_value, values))
+    assert [row["score"] for row in ranked.rows][:4] == ["0.1", "-0", "nan", "inf"]
+
+
 def test_causal_stages_are_holm_adjusted_as_one_family(tmp_path):
     from finetune.pipeline import family_tests
 

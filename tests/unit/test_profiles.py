@@ -62,7 +62,7 @@ def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llam
             assert context["focus"] == p - begin and context["activation"] == pytest.approx(values[i], rel=1e-3)
             window = hooked[s][layer][begin:end, index].tolist()
             assert context["activations"] == pytest.approx(window, rel=1e-3, abs=1e-4)
-        promoted = Readout.of(lm, [layer]).top_promoted_tokens(layer, index, 8)
+        (promoted,) = Readout.of(lm, [layer]).top_promoted_tokens([(layer, index)], 8)
         assert [p["token"] for p in profile["promoted_tokens"]] == [lm.tokenizer.decode([t]) for t, _ in promoted]
 
 
@@ -93,6 +93,9 @@ def test_promoted_tokens_are_the_centred_logit_change(tiny_gemma3_dir):
     unembed = lm.spec.unembedding(lm.model).double()
     write = lm.residual_write_weight(1)[:, 5].double() * lm.spec.final_norm_scale(lm.model).double()
     values, ids = ((unembed - unembed.mean(0)) @ write).topk(5)
-    promoted = Readout.of(lm, [1]).top_promoted_tokens(1, 5, k=5)
+    promoted, again = Readout.of(lm, [0, 1]).top_promoted_tokens([(1, 5), (0, 2)], k=5)
     assert [token for token, _ in promoted] == ids.tolist()
     assert [change for _, change in promoted] == pytest.approx(values.tolist(), rel=1e-5)
+    (alone,) = Readout.of(lm, [0]).top_promoted_tokens([(0, 2)], k=5)  # read together or alone: the same
+    assert [token for token, _ in again] == [token for token, _ in alone]
+    assert [change for _, change in again] == pytest.approx([change for _, change in alone], rel=1e-6)
