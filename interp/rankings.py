@@ -134,12 +134,12 @@ def neuron_set(
     d_mlp = category.shape[1]
     chosen = order if top_k is None else order[:top_k]
     flat = chosen.tolist()
-    described = {
+    table = {name: column.reshape(-1)[chosen].tolist() for name, column in columns.items()}  # the statistics
+    table |= {
         "rank": list(range(1, len(flat) + 1)),
         "layer": [layers[index // d_mlp] for index in flat],
         "neuron": [index % d_mlp for index in flat],
         "category": [CATEGORIES[c] for c in category.reshape(-1)[chosen].tolist()],
         "above_noise": above_noise.reshape(-1)[chosen].tolist(),
     }
-    described |= {name: column.reshape(-1)[chosen].tolist() for name, column in columns.items()}
-    return NeuronSet.from_columns({name: described[name] for name in CSV_COLUMNS})
+    return NeuronSet.from_columns({name: table[name] for name in CSV_COLUMNS})

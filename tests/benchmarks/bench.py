@@ -71,10 +71,14 @@ class PeakRSS:
         self.growth = self.peak - self.start
 
 
-def time_interleaved(functions: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin after one warm-up each."""
-    for function in functions.values():
-        function()
+def time_interleaved(
+    functions: dict, repeats: int, summary=statistics.median, warm_up: bool = True
+) -> dict[str, float]:
+    """``summary`` (median; ``min`` for best-of) of the seconds per call of each function, calls interleaved
+    round-robin, after one warm-up call each unless ``warm_up`` is False (whole commands loading their models)."""
+    if warm_up:
+        for function in functions.values():
+            function()
     samples = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
@@ -83,7 +87,7 @@ def time_interleaved(functions: dict, repeats: int) -> dict[str, float]:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: summary(values) for name, values in samples.items()}
 
 
 def plain_forward(lm, batch):
@@ -362,13 +366,8 @@ def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
 
             return run
 
-        best = {"forwards": [], "diff": [], "diff_profile_top_0": []}
-        for _ in range(repeats):
-            for name, function in (("forwards", forwards), ("diff", diff(50)), ("diff_profile_top_0", diff(0))):
-                started = time.perf_counter()
-                function()
-                best[name].append(time.perf_counter() - started)
-    seconds = {name: min(values) for name, values in best.items()}
+        functions = {"forwards": forwards, "diff": diff(50), "diff_profile_top_0": diff(0)}
+        seconds = time_interleaved(functions, repeats, summary=min, warm_up=False)
     results["diff_neurons_one_pass"] = {
         "prompts": prompts, **{f"{name}_s": value for name, value in seconds.items()},
         "diff_vs_load_and_forwards": seconds["diff"] / seconds["forwards"], "goal": "<= 1.2x",
@@ -408,13 +407,7 @@ def sampling_benchmark(results: dict, repeats: int = 2) -> None:
         return run
 
     functions = {"hf_generate_8": hf_generate, "ours_8": ours(8), "ours_32": ours(32)}
-    best = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            best[name].append(time.perf_counter() - started)
-    times = {name: min(values) for name, values in best.items()}
+    times = time_interleaved(functions, repeats, summary=min, warm_up=False)
     results["sampling_52_answers"] = {
         **{f"{name}_s": value for name, value in times.items()},
         "ours_32_vs_hf_generate_8": times["ours_32"] / times["hf_generate_8"],

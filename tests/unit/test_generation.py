@@ -29,8 +29,8 @@ def test_gumbel_max_draws_from_the_tempered_softmax():
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():
-    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])  # top_p 0.8: tokens 0 and 1 (the mass before token 2 is 0.8)
-    counts = draws(probs.log(), 1.0, 0.8)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])  # top_p 0.75: tokens 0 and 1 (mass 0.5 before 1, 0.8 before 2)
+    counts = draws(probs.log(), 1.0, 0.75)
     assert counts[2:].sum() == 0
     assert stats.binomtest(int(counts[0]), DRAWS, 0.5 / 0.8).pvalue > 1e-3
     assert (draws(probs.log(), 1.0, 0.3)[1:] == 0).all()  # the most probable token always stays
