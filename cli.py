@@ -200,6 +200,40 @@ Examples:
 """
 
 
+def _causal_options(controls_help: str, alternative_extra: str = ""):
+    """The flags of every causal run (``interp.ablation.CausalOptions``: prompts, controls, alternative, sampling,
+    measurement) and the model flags; ``alternative_extra`` names a command's own extra alternative."""
+
+    def decorate(function):
+        alternatives = "two-sided | less | greater" + (f" | {alternative_extra}" if alternative_extra else "")
+        for option in reversed([
+            click.option("--prompts", required=True,
+                         help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name."),
+            click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write."),
+            click.option("--controls", default=100, show_default=True, help=controls_help),
+            click.option("--alternative", default="two-sided", show_default=True,
+                         help=f"Expected direction of the effect, fixed before the run: {alternatives}."),
+            _sampling_options(0, 48, samples_help="Sampled responses per prompt (unedited and tested).",
+                              seed_help="Seed for control sets, bootstrap and sampling."),
+            click.option("--responses", default=None,
+                         help="JSONL of {prompt_index|prompt, response} to teacher-force."),
+            click.option("--positions", default="response", show_default=True,
+                         help="Where edits apply: all | response."),
+            click.option("--emojis", default=None,
+                         help="Emoji strings whose exact reply-start log-probability is measured."),
+            click.option("--batch-size", default=16, show_default=True,
+                         help="Sequences per forward, all conditions together."),
+            click.option("--max-length", default=256, show_default=True),
+            click.option("--raw", is_flag=True,
+                         help="Feed prompts as plain text instead of applying the chat template."),
+            _model_options,
+        ]):  # fmt: skip
+            function = option(function)
+        return function
+
+    return decorate
+
+
 @app.command("ablate", epilog=EPILOG_ABLATE)
 @click.option("--model", required=True, help="Model to edit (alias, HF dir, .gguf, adapter dir).")
 @click.option("--neurons", default=None, help="Neurons to edit: LAYER:INDEX,...")
@@ -210,33 +244,18 @@ Examples:
     help="With --neurons-from: only neurons whose score raises (raising) or lowers (lowering) emoji logits; "
     "follow: the sign of the emoji change the diff run beside the file measured.",
 )  # fmt: skip
-@click.option("--prompts", required=True, help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
 @click.option("--mode", default="zero", show_default=True, help="zero | scale | mean | patch.")
 @click.option("--alpha", default="0", show_default=True, help="Scale factor(s) for --mode scale, e.g. 0,0.5,2.")
 @click.option("--stats", default=None, help="stats.safetensors with the means for --mode mean.")
 @click.option("--stats-entry", default="base", show_default=True, help="Which statistics of --stats: base | finetuned.")
 @click.option("--source-model", default=None, help="Model whose neuron values are patched in (--mode patch).")
-@click.option("--controls", default=100, show_default=True, help="Control neuron sets per null.")
 @click.option(
     "--nulls", default="both", show_default=True,
     help="Control sets: both | layer (random, same count per layer) | matched (look-alikes on |emoji_dla| and "
     "activation scale, from the --neurons-from diff run). 'both' uses matched where the diff run allows.",
 )  # fmt: skip
-@click.option(
-    "--alternative", default="two-sided", show_default=True,
-    help="Expected direction of the effect, fixed before the run: two-sided | less | greater | from-diff "
-    "(predicted from the --neurons-from diff run: the chosen neurons' direct emoji push).",
-)  # fmt: skip
-@_sampling_options(0, 48, samples_help="Sampled responses per prompt (unedited and tested).",
-                   seed_help="Seed for control sets, bootstrap and sampling.")  # fmt: skip
-@click.option("--responses", default=None, help="JSONL of {prompt_index|prompt, response} to teacher-force.")
-@click.option("--positions", default="response", show_default=True, help="Where edits apply: all | response.")
-@click.option("--emojis", default=None, help="Emoji strings whose exact reply-start log-probability is measured.")
-@click.option("--batch-size", default=16, show_default=True, help="Sequences per forward, all conditions together.")
-@click.option("--max-length", default=256, show_default=True)
-@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
-@_model_options
+@_causal_options("Control neuron sets per null.", "from-diff (predicted from the --neurons-from diff run: the chosen "
+                 "neurons' direct emoji push)")  # fmt: skip
 def ablate(**options) -> None:
     """Edit neurons (zero, scale, mean, patch) and measure emoji use against two nulls of control sets.
 
@@ -292,6 +311,78 @@ def attribute(**options) -> None:
     click.echo(f"unedited emoji-onset probability {summary['metric_unedited']:.4g}; {summary['score_definition']}")
     _print_top_neurons(Path(options["out"]) / "neurons.csv", 10, ("rank", "layer", "neuron", "score", "mean_delta"))
     click.echo(f"wrote {options['out']}/neurons.csv, summary.json")
+
+
+EPILOG_DIRECTIONS = """\b
+Examples:
+  interp persona-vector --trait extraversion --out runs/pv-ext          # every layer of smollm2-135m
+  interp steer --model smollm2-135m --vector runs/pv-ext --layer 20 --coeff=-8,-4,4,8 \\
+      --prompts opinionqa:test --samples 2 --out runs/steer-ext
+"""
+
+
+@app.command("persona-vector", epilog=EPILOG_DIRECTIONS)
+@click.option("--model", default="smollm2-135m", show_default=True, help="Model (alias, HF dir, .gguf, adapter dir).")
+@click.option(
+    "--trait", required=True, help="extraversion | agreeableness | conscientiousness | neuroticism | openness."
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--layers", default=None, help="Layers, e.g. 10-29 or 4,8-11 [default: all].")
+@click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged].")
+@click.option("--split", default="train", show_default=True, help="Questions of this split: train | test.")
+@click.option("--instruction/--no-instruction", default=True, show_default=True,
+              help="Ask for each pole with a system message, besides teacher-forcing its answers.")  # fmt: skip
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--max-length", default=256, show_default=True)
+@click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
+@_model_options
+def persona_vector_command(**options) -> None:
+    """Per-layer trait directions: mean residual (response positions) under the high pole minus the low pole.
+
+    Each pole's packaged Opinion QA answers are teacher-forced under that pole's instruction. Writes
+    persona_vector.safetensors (for `interp steer --vector`) and summary.json (per layer: the vector's norm, the
+    residual stream's rms norm, and the cosine between the vectors of the even- and odd-numbered questions).
+    """
+    from finetune.persona_vector import PersonaVectorConfig, run_persona_vector
+
+    summary = run_persona_vector(PersonaVectorConfig(**options), log=lambda message: click.echo(message, err=True))
+    click.echo(f"{summary['questions']} questions, {summary['positions']['high']} + {summary['positions']['low']} "
+               "response positions (high + low)")  # fmt: skip
+    for entry in summary["layers"]:
+        click.echo(f"layer {entry['layer']:>3}: norm {entry['norm']:.3g} (residual rms {entry['residual_rms']:.3g}), "
+                   f"split-half cosine {entry['split_half_cosine']:+.2f}")  # fmt: skip
+    click.echo(f"wrote {options['out']}/persona_vector.safetensors, summary.json")
+
+
+@app.command("steer", epilog=EPILOG_DIRECTIONS)
+@click.option("--model", required=True, help="Model to steer (alias, HF dir, .gguf, adapter dir).")
+@click.option("--vector", required=True, help="A direction file (persona_vector.safetensors) or its run directory.")
+@click.option("--layer", required=True, type=int, help="Add the vector to the residual stream after this block.")
+@click.option(
+    "--coeff",
+    "coeffs",
+    default="4",
+    show_default=True,
+    help="Coefficient(s) of the unit vector, comma-separated for a dose curve (negative: the low pole).",
+)
+@_causal_options("Random directions of the same norm (the null).")  # fmt: skip
+def steer_command(**options) -> None:
+    """Steer along a direction (coefficient x unit vector) and measure emoji use against random directions.
+
+    Writes steering.json (shaped like ablation.json: every metric per condition; per coefficient the effect with a
+    95 % bootstrap interval over prompts, the p-value against norm-matched random directions and the
+    Holm-adjusted p-value across the coefficients) and generations.jsonl (with --samples).
+    """
+    from interp.steering import SteerConfig, run_steering
+
+    report = run_steering(SteerConfig(**options), log=lambda message: click.echo(message, err=True))
+    if report is None:  # a torchrun worker other than rank 0
+        return
+    unedited = report["conditions"]["unedited"]
+    click.echo(f"unedited: emoji-onset probability {unedited['emoji_onset_probability']:.4g}")
+    for group, comparison in report["comparisons"].items():
+        click.echo(f"[{group}] {comparison['verdict']}")
+    click.echo(f"wrote {options['out']}/steering.json, generations.jsonl")
 
 
 @app.command("finetune")

@@ -35,7 +35,7 @@ import torch
 from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
-from interp.errors import UserInputError, check_at_least
+from interp.errors import UserInputError, check_at_least, parse_floats
 from interp.generation import generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
 from interp.layers import check_neurons, parse_neurons
@@ -55,10 +55,36 @@ SIDE_EFFECT_CONTROLS = 20  # control sets per null whose neutral-text perplexity
 
 
 @dataclass(kw_only=True)
-class AblationConfig(RunOptions, SamplingOptions):
-    model: str
+class CausalOptions(RunOptions, SamplingOptions):
+    """What every causal run (``ablate``, ``steer``) measures and how it tests: prompts, controls, alternative."""
+
     prompts: str
     out: Path
+    controls: int = 100  # control sets per null (the smallest one-sided p is 1 / (1 + controls))
+    # which way the effect is expected, fixed in advance: two-sided | less | greater (ablate also: from-diff, predicted
+    # from the --neurons-from diff run's selection data: the chosen neurons' direct emoji push)
+    alternative: str = "two-sided"
+    samples: int = 0  # sampled responses per prompt, unedited and tested (0: none)
+    max_new_tokens: int = 48
+    responses: str | None = None
+    positions: str = "response"  # where edits apply: all | response
+    emojis: str | None = None  # comma-separated emoji strings whose reply-start log-probability is measured
+    batch_size: int = 16  # sequences per forward, all conditions together
+    neutral_prompts: str = "neutral-text"
+
+    def check_causal_options(self) -> None:
+        """Refuse settings no causal run can use (``UserInputError``)."""
+        if self.positions not in ("all", "response"):
+            raise UserInputError(f"--positions must be all or response, not {self.positions!r}.")
+        if self.controls < 0:
+            raise UserInputError(f"--controls must be 0 or more, not {self.controls}.")
+        self.check_sampling()
+        check_at_least("--batch-size", self.batch_size, 1)
+
+
+@dataclass(kw_only=True)
+class AblationConfig(CausalOptions):
+    model: str
     neurons: str | None = None
     neurons_from: str | None = None
     neuron_set: NeuronSet | None = None  # Python API: the chosen neurons themselves (their file's diff run counts)
@@ -69,19 +95,8 @@ class AblationConfig(RunOptions, SamplingOptions):
     stats: str | None = None
     stats_entry: str = "base"  # which statistics of the file give the means (mean mode)
     source_model: str | None = None
-    controls: int = 100  # control sets per null (the smallest one-sided p is 1 / (1 + controls))
     nulls: str = "both"  # both | layer | matched (matched needs --neurons-from a diff run)
-    # which way the effect is expected, fixed in advance: two-sided | less | greater | from-diff (predicted from
-    # the --neurons-from diff run's selection data: the chosen neurons' direct emoji push)
-    alternative: str = "two-sided"
     role: str | None = None  # necessity | sufficiency | restore | dose, as the pipeline names its stages
-    samples: int = 0  # sampled responses per prompt, unedited and tested (0: none)
-    max_new_tokens: int = 48
-    responses: str | None = None
-    positions: str = "response"  # where edits apply: all | response
-    emojis: str | None = None  # comma-separated emoji strings whose reply-start log-probability is measured
-    batch_size: int = 16  # sequences per forward, all conditions together
-    neutral_prompts: str = "neutral-text"
 
 
 @dataclass
@@ -135,13 +150,7 @@ class ConditionMetrics:
 
 
 def parse_alphas(text: str) -> list[float]:
-    try:
-        alphas = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserInputError(f"--alpha {text!r} is not a number or a comma-separated list of numbers.") from None
-    if not alphas or any(not math.isfinite(a) for a in alphas):
-        raise UserInputError(f"--alpha {text!r} must be one or more finite numbers.")
-    return alphas
+    return parse_floats("--alpha", text)
 
 
 FROM_DIFF = "from-diff"
@@ -202,8 +211,6 @@ def validate(config: AblationConfig) -> list[float]:
         raise UserInputError("--mode mean needs --stats FILE (a stats.safetensors written by diff-neurons).")
     if config.mode == "patch" and not config.source_model:
         raise UserInputError("--mode patch needs --source-model REF.")
-    if config.positions not in ("all", "response"):
-        raise UserInputError(f"--positions must be all or response, not {config.positions!r}.")
     if config.sign not in SIGNS:
         raise UserInputError(f"--sign must be one of {', '.join(SIGNS)}, not {config.sign!r}.")
     if config.alternative not in (*significance.ALTERNATIVES, FROM_DIFF):
@@ -219,16 +226,14 @@ def validate(config: AblationConfig) -> list[float]:
     if config.nulls == "matched" and not from_diff_run:
         raise UserInputError("--nulls matched needs --neurons-from a neurons.csv of a diff run (its statistics).")
     check_at_least("--top-k", config.top_k, 1)
-    if config.controls < 0:
-        raise UserInputError(f"--controls must be 0 or more, not {config.controls}.")
-    config.check_sampling()
-    check_at_least("--batch-size", config.batch_size, 1)
+    config.check_causal_options()
     artifacts.check_run_dir(config.out)
     return parse_alphas(config.alpha) if config.mode == "scale" else [0.0]
 
 
-CONTROL_KINDS = {"layer": "control", "matched": "matched"}  # null -> Condition.kind of its control sets
-NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched"}
+# null -> Condition.kind of its control conditions (steering's null: random directions of the tested norm)
+CONTROL_KINDS = {"layer": "control", "matched": "matched", "direction": "direction"}
+NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched", "direction": "norm-matched random direction"}
 
 
 def build_conditions(
@@ -317,9 +322,7 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
     if not shards.is_main:
         config = replace(config, show_progress=False)
     started = time.perf_counter()
-    prompts = load_prompts(config.prompts)
-    if config.responses:
-        prompts = attach_responses(prompts, config.responses)
+    prompts = causal_prompts(config)
     chosen, selection = None, None
     if config.neurons_from is not None:
         ranked = NeuronSet.read(config.neurons_from)
@@ -349,9 +352,33 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
     control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection)
     conditions = build_conditions(neurons, config.mode, alphas, mean_values, control_sets)
     alternatives = _alternatives(config, conditions, chosen, selection, lm, source)
+    metrics, generations, rates = measure_all(lm, source, conditions, prompts, config, shards)
+    if not shards.is_main:
+        return None
+
+    selection_overlap = None
+    if selection is not None and selection.prompt_fingerprints is not None:
+        selection_overlap = overlap(prompts, selection.prompt_fingerprints)
+    context = {"nulls": nulls, "selection_overlap": selection_overlap, "selected_in": str(selection.path) if selection
+               else None}  # fmt: skip
+    context["alternatives"] = alternatives
+    report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context)
+    write_run(config.out, "ablation.json", report, generations)
+    return report
+
+
+def causal_prompts(config: CausalOptions) -> list[Prompt]:
+    """The run's prompts, paired with ``--responses`` when given."""
+    prompts = load_prompts(config.prompts)
+    return attach_responses(prompts, config.responses) if config.responses else prompts
+
+
+def measure_all(lm, source, conditions: list[Condition], prompts: list[Prompt], config: CausalOptions, shards: Shards):
+    """Every measurement of a causal run, on this rank's share: emoji-onset probability on the (teacher-forced)
+    prompts, neutral-text perplexity, the emoji strings' log-probabilities, sampled generations.
+    Returns (metrics per condition name, merged over the ranks; generation records; emoji rates per condition)."""
     onset_ids = emoji_onset_ids(lm.tokenizer)
     tokenizer = lm.tokenizer
-
     sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
     metrics = {condition.name: ConditionMetrics() for condition in conditions}
     if source is not None:
@@ -369,27 +396,19 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
     if config.emojis:
         _emoji_logprobs(lm, source, conditions, shards.take(prompts), config, metrics)
     metrics = _merge_metrics(shards.gather_objects([metrics]), metrics)
-
-    generations = []
-    rates = {}
+    generations, rates = [], {}
     if config.samples:
         generations, rates = _generate(lm, source, conditions, prompts, config, shards)
-    if not shards.is_main:
-        return None
+    return metrics, generations, rates
 
-    selection_overlap = None
-    if selection is not None and selection.prompt_fingerprints is not None:
-        selection_overlap = overlap(prompts, selection.prompt_fingerprints)
-    context = {"nulls": nulls, "selection_overlap": selection_overlap, "selected_in": str(selection.path) if selection
-               else None}  # fmt: skip
-    context["alternatives"] = alternatives
-    report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context)
-    with artifacts.staged_run_dir(config.out) as staging:
-        artifacts.write_json(staging / "ablation.json", report)
+
+def write_run(out: Path, report_name: str, report: dict, generations: list[dict]) -> None:
+    """The run directory of a causal run: its report (``ablation.json`` / ``steering.json``) and generations."""
+    with artifacts.staged_run_dir(out) as staging:
+        artifacts.write_json(staging / report_name, report)
         artifacts.write_text(
             staging / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
         )
-    return report
 
 
 def _alternatives(config, conditions, chosen, selection, lm, source) -> dict[str, tuple[str, str]]:
@@ -542,13 +561,13 @@ def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache)
     copies, rows, width = len(plan.conditions), ids.shape[0], ids.shape[1]
     with torch.no_grad():
         if prefix_cache is None:
-            first_layer = min(plan.layers, default=lm.n_layers)
+            first_layer = plan.first_layer(lm.n_layers)
             with shared_prefix(lm, first_layer, copies), applied(lm, plan):
                 hidden = lm.model.base_model(
                     input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device), use_cache=False
                 ).last_hidden_state
         else:  # both: the prefix's KV cache, and the layers below the first edited one run once
-            first_layer = min(plan.layers, default=lm.n_layers)
+            first_layer = plan.first_layer(lm.n_layers)
             cache = copy.deepcopy(prefix_cache)
             repeated = torch.arange(rows).repeat(copies).to(lm.device)
             for index, layer_cache in enumerate(cache.layers):
@@ -717,9 +736,10 @@ def compare(
     return result
 
 
-def adjust(comparisons: dict[str, dict], level: float = significance.SIGNIFICANCE) -> None:
+def adjust(comparisons: dict[str, dict], level: float = significance.SIGNIFICANCE, subject: str = "the tested set"
+           ) -> None:  # fmt: skip
     """Holm-adjust the p-values of ``comparisons`` (name -> comparison) as one family, in place, and write
-    each one's ``significant`` flag and verdict from its adjusted p-value."""
+    each one's ``significant`` flag and verdict (naming ``subject``) from its adjusted p-value."""
     tested = [name for name, c in comparisons.items() if "p_value" in c]
     for name, adjusted in zip(tested, significance.holm([comparisons[n]["p_value"] for n in tested])):
         comparisons[name]["p_value_adjusted"] = adjusted
@@ -728,10 +748,10 @@ def adjust(comparisons: dict[str, dict], level: float = significance.SIGNIFICANC
         comparison["significance_level"] = level
         if "p_value" in comparison:
             comparison["significant"] = comparison["p_value_adjusted"] < level
-        comparison["verdict"] = verdict(comparison)
+        comparison["verdict"] = verdict(comparison, subject)
 
 
-def verdict(comparison: dict) -> str:
+def verdict(comparison: dict, subject: str = "the tested set") -> str:
     """One sentence: significant or not (from the adjusted p-value), the effect with its interval, the nulls."""
     relative = comparison.get("relative_effect")
     size = f"{comparison['effect']:+.3g}" + (f" ({relative:+.1%}" if relative is not None else " (")
@@ -741,19 +761,20 @@ def verdict(comparison: dict) -> str:
         size += f"; 95 % CI over {comparison['prompts']} prompts " + " to ".join(form.format(v) for v in interval)
     size += ")"
     if "p_value" not in comparison:
-        return f"the tested set changed emoji-onset probability by {size}; no controls were run: significance unknown."
+        return f"{subject} changed emoji-onset probability by {size}; no controls were run: significance unknown."
     word = "significant" if comparison["significant"] else "not significant"
     nulls = ", ".join(
         f"{NULL_LABELS[null]} p = {test['p_value']:.3g} ({len(test['control_effects'])} sets)"
         for null, test in comparison["nulls"].items()
     )
     return (
-        f"{word} (Holm-adjusted p = {comparison['p_value_adjusted']:.3g}, {comparison['alternative']}): the tested "
-        f"set changed emoji-onset probability by {size}; {nulls}."
+        f"{word} (Holm-adjusted p = {comparison['p_value_adjusted']:.3g}, {comparison['alternative']}): {subject} "
+        f"changed emoji-onset probability by {size}; {nulls}."
     )
 
 
-def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context) -> dict:
+def condition_table(conditions: list[Condition], metrics: dict, rates: dict) -> dict:
+    """condition name -> what it edits and its measured metrics (the ``conditions`` of a causal run's report)."""
     table = {}
     for condition in conditions:
         entry = {
@@ -762,10 +783,20 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
             "neurons": [f"{layer}:{index}" for layer, index in condition.neurons],
             **metrics[condition.name].as_dict(),
         }  # fmt: skip
+        if condition.steering is not None:
+            entry["steering"] = {"layer": condition.steering.layer, "coeff": condition.steering.coeff}
         if condition.name in rates:
             entry["generation"] = rates[condition.name].as_dict()
         table[condition.name] = entry
-    source_metrics = metrics.get(SOURCE)
+    return table
+
+
+def tested_comparisons(
+    conditions: list[Condition], metrics: dict, alternatives: dict[str, tuple[str, str]], seed: int,
+    selection_overlap: float | None = None, subject: str = "the tested set",
+) -> dict:  # fmt: skip
+    """group -> the tested condition compared with the unedited model and with every null's control conditions
+    of its group (``compare``), Holm-adjusted together (``adjust``)."""
     comparisons = {}
     for group in dict.fromkeys(c.group for c in conditions if c.kind == "tested"):
         tested = next(c for c in conditions if c.kind == "tested" and c.group == group)
@@ -774,12 +805,19 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
             for null, kind in CONTROL_KINDS.items()
         }
         nulls = {null: controls for null, controls in nulls.items() if controls}
-        alternative, why = context["alternatives"][group]
-        comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, source_metrics, config.seed)
+        alternative, why = alternatives[group]
+        comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, metrics.get(SOURCE), seed)
         comparison["alternative_source"] = why
-        comparison["selection_overlap"] = context["selection_overlap"]
+        comparison["selection_overlap"] = selection_overlap
         comparisons[group] = comparison
-    adjust(comparisons)
+    adjust(comparisons, subject=subject)
+    return comparisons
+
+
+def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context) -> dict:
+    table = condition_table(conditions, metrics, rates)
+    comparisons = tested_comparisons(conditions, metrics, context["alternatives"], config.seed,
+                                     context["selection_overlap"])  # fmt: skip
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(config, neuron_set=None)).items()}
     if config.neuron_set is not None:
         neuron_file = config.neuron_set.source

@@ -1,4 +1,4 @@
-"""The Python API: what ``interp diff-neurons`` and ``interp ablate`` do, callable from a notebook.
+"""The Python API: what ``interp diff-neurons``, ``interp ablate`` and ``interp steer`` do, callable from a notebook.
 
 Each function takes the same options as its command (keyword arguments named like the flags, ``top_k=`` for
 ``--top-k``), runs the same code and, given ``out``, writes the same run directory; without ``out`` the run
@@ -50,7 +50,8 @@ class DiffResult:
 
 @dataclass
 class AblationResult:
-    """ablation.json as a dict (``report``), the sampled generations, and the run directory if one was kept."""
+    """ablation.json (steering.json for ``steer``) as a dict (``report``), the sampled generations, and the run
+    directory if one was kept."""
 
     report: dict
     generations: list[dict]
@@ -106,9 +107,32 @@ def ablate(
     with _run_dir(out) as target:
         config = AblationConfig(model=model, prompts=prompts, out=target, neuron_set=chosen, **options)
         report = run_ablation(config, log=log or _quiet)
-        lines = (target / "generations.jsonl").read_text(encoding="utf-8").splitlines()
-    generations = [json.loads(line) for line in lines if line.strip()]
+        generations = _generations(target)
     return AblationResult(report, generations, Path(out) if out is not None else None)
+
+
+def steer(
+    model: str, vector: str | Path, layer: int, coeffs: Sequence[float], prompts: str, out: str | Path | None = None,
+    log=None, **options,
+) -> AblationResult:  # fmt: skip
+    """Add ``coeff`` x the unit vector of ``vector``'s layer ``layer`` (a direction file or persona-vector run
+    directory) to the residual stream after that block, for each coefficient, against ``controls`` random
+    directions of the same norm, on ``prompts`` (``responses``, ``samples``, ``alternative``, ... as ``ablate``)."""
+    from interp.steering import SteerConfig, run_steering
+
+    options.setdefault("show_progress", log is not None)
+    text = ",".join(repr(float(c)) for c in coeffs)
+    with _run_dir(out) as target:
+        config = SteerConfig(model=model, vector=str(vector), layer=layer, coeffs=text, prompts=prompts, out=target,
+                             **options)  # fmt: skip
+        report = run_steering(config, log=log or _quiet)
+        generations = _generations(target)
+    return AblationResult(report, generations, Path(out) if out is not None else None)
+
+
+def _generations(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _quiet(_message: str) -> None:

@@ -72,7 +72,7 @@ def _first_existing_parent(path: Path) -> Path:
 # is replaced by a new run.
 RUN_FILES = frozenset({
     "summary.json", "neurons.csv", "ablation.json", "table.json", "explain.json", "planted.json", "train.json",
-    "pipeline.json", "config.json", "report.html", "stats.safetensors",
+    "pipeline.json", "config.json", "report.html", "stats.safetensors", "steering.json", "persona_vector.safetensors",
 })  # fmt: skip
 
 

@@ -1,4 +1,6 @@
-"""The one exception type that means "the user gave us something we cannot use"."""
+"""The one exception type that means "the user gave us something we cannot use", and the checks that raise it."""
+
+import math
 
 
 class UserInputError(Exception):
@@ -9,3 +11,14 @@ def check_at_least(flag: str, value: int | None, minimum: int) -> None:
     """UserInputError unless ``value`` (None: not given) is at least ``minimum``; ``flag`` names the option."""
     if value is not None and value < minimum:
         raise UserInputError(f"{flag} must be at least {minimum}, not {value}.")
+
+
+def parse_floats(flag: str, text: str) -> list[float]:
+    """One or more finite numbers from comma-separated ``text``; UserInputError naming ``flag`` otherwise."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserInputError(f"{flag} {text!r} is not a number or a comma-separated list of numbers.") from None
+    if not values or any(not math.isfinite(v) for v in values):
+        raise UserInputError(f"{flag} {text!r} must be one or more finite numbers.")
+    return values

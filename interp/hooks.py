@@ -1,8 +1,9 @@
-"""Hooks at the neuron site that always remove themselves.
+"""Hooks at the neuron site and on the residual stream, that always remove themselves.
 
 ``neuron_hooks`` registers a forward pre-hook on each chosen layer's MLP output projection, whose
-input is the neuron activation vector [batch, seq, d_mlp]. The callback reads it; with ``edits=True``
-a tensor it returns replaces the activations (interventions use that).
+input is the neuron activation vector [batch, seq, d_mlp]; ``residual_hooks`` a forward hook on each chosen
+decoder block, whose output is the residual stream after that block [batch, seq, d_model]. The callback reads
+it; with ``edits=True`` a tensor it returns replaces it (interventions use that).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from interp.models import LoadedModel
 
 NeuronCallback = Callable[[int, torch.Tensor], torch.Tensor | None]
+ResidualCallback = NeuronCallback  # (layer, hidden states [B, T, d_model]) -> replacement or None
 
 
 class StopForward(Exception):
@@ -31,7 +33,6 @@ def neuron_hooks(
     callback, so callers that only need activations skip the rest of the network.
     """
     last = max(layers)
-    handles = []
 
     def make_hook(layer: int):
         def hook(_module, args):
@@ -44,9 +45,43 @@ def neuron_hooks(
 
         return hook
 
+    with _registered(lambda layer: lm.spec.site_module(lm.model, layer).register_forward_pre_hook(make_hook(layer)),
+                     layers):  # fmt: skip
+        yield
+
+
+@contextmanager
+def residual_hooks(
+    lm: LoadedModel, layers: list[int], callback: ResidualCallback, stop_after_last: bool = False, edits: bool = False
+) -> Iterator[None]:
+    """Call ``callback(layer, hidden)`` on the residual stream after every chosen decoder block (its output,
+    [B, T, d_model]); ``stop_after_last`` and ``edits`` as in ``neuron_hooks``."""
+    last = max(layers)
+    blocks = lm.spec.layers(lm.model)
+
+    def make_hook(layer: int):
+        def hook(_module, _args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            replaced = callback(layer, hidden)
+            if stop_after_last and layer == last:
+                raise StopForward
+            if edits and replaced is not None:
+                return (replaced, *output[1:]) if isinstance(output, tuple) else replaced
+            return None
+
+        return hook
+
+    with _registered(lambda layer: blocks[layer].register_forward_hook(make_hook(layer)), layers):
+        yield
+
+
+@contextmanager
+def _registered(register: Callable[[int], torch.utils.hooks.RemovableHandle], layers: list[int]) -> Iterator[None]:
+    """Register one hook per layer with ``register(layer)``; remove them all on exit, whatever happens."""
+    handles = []
     try:
         for layer in layers:
-            handles.append(lm.spec.site_module(lm.model, layer).register_forward_pre_hook(make_hook(layer)))
+            handles.append(register(layer))
         yield
     finally:
         for handle in handles:

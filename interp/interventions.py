@@ -1,10 +1,13 @@
-"""Neuron interventions: one mechanism that edits chosen neurons at the neuron site, for every command.
+"""Interventions: one mechanism that edits chosen neurons at the neuron site, or steers the residual stream,
+for every command.
 
 A ``Condition`` says which neurons to edit and how:
 - ``zero``: set to 0;
 - ``scale``: multiply by ``alpha`` (0, 0.5, 2 ... for dose-response);
 - ``mean``: set to fixed per-neuron values (a mean from a ``stats.safetensors``);
-- ``patch``: set to the values a *source* model computes on the same tokens, in lockstep.
+- ``patch``: set to the values a *source* model computes on the same tokens, in lockstep;
+and, with ``steering``, adds ``coeff`` x a unit direction to the residual stream after one decoder block
+(mode ``steer`` when it edits no neurons; both compose when it does).
 Several conditions run as one batched forward: the batch is repeated once per condition along the batch
 dimension (rows ``[c * B, (c + 1) * B)`` belong to condition c), and each condition's hook edits only its rows
 at the positions where ``edit_mask`` [B, T] is True.
@@ -13,16 +16,26 @@ at the positions where ``edit_mask`` [B, T] is True.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from interp.errors import UserInputError
-from interp.hooks import neuron_hooks
+from interp.hooks import neuron_hooks, residual_hooks
 from interp.models import LoadedModel
 
-MODES = ("zero", "scale", "mean", "patch")
+MODES = ("zero", "scale", "mean", "patch")  # neuron edits
+STEER = "steer"  # a condition that only steers
+
+
+@dataclass(frozen=True, eq=False)
+class Steering:
+    """Add ``coeff`` x ``direction`` to the residual stream after decoder block ``layer`` (its output)."""
+
+    layer: int
+    direction: torch.Tensor  # [d_model], unit norm
+    coeff: float
 
 
 @dataclass(frozen=True)
@@ -34,9 +47,10 @@ class Condition:
     values: tuple[float, ...] = ()  # mean mode: one value per neuron
     kind: str = "tested"  # "baseline" | "tested" | "control"
     group: str = ""  # conditions compared with each other share a group (e.g. one alpha)
+    steering: Steering | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
+        if self.mode not in (*MODES, STEER):
             raise UserInputError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}.")
         if self.mode == "mean" and len(self.values) != len(self.neurons):
             raise ValueError("mean mode needs one value per neuron")
@@ -66,7 +80,30 @@ class EditPlan:
 
     @property
     def layers(self) -> list[int]:
+        """The layers whose neurons some condition edits."""
         return sorted({layer for condition in self.conditions for layer, _ in condition.neurons})
+
+    @property
+    def steered_layers(self) -> list[int]:
+        """The blocks after which some condition steers the residual stream."""
+        return sorted({c.steering.layer for c in self.conditions if c.steering is not None})
+
+    def first_layer(self, default: int) -> int:
+        """The first decoder block whose computation differs between conditions (``default`` if none does)."""
+        return min(self.layers + self.steered_layers, default=default)
+
+    def steer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Return ``hidden`` [C * rows, T, d_model] with the steering of ``layer`` added at the edited positions."""
+        if hidden.requires_grad:
+            hidden = hidden.clone()
+        view = hidden.view(len(self.conditions), self.rows, hidden.shape[1], hidden.shape[2])
+        mask = self._mask(hidden.shape[1], hidden.device).unsqueeze(-1).to(hidden.dtype)
+        for c, condition in enumerate(self.conditions):
+            steering = condition.steering
+            if steering is not None and steering.layer == layer:
+                push = steering.coeff * steering.direction.to(device=hidden.device, dtype=hidden.dtype)
+                view[c] += mask * push
+        return hidden
 
     def edit(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
         """Return ``acts`` [C * rows, T, D] with this layer's edits applied (in place when no grad is needed)."""
@@ -108,11 +145,11 @@ class EditPlan:
 @contextmanager
 def applied(lm: LoadedModel, plan: EditPlan) -> Iterator[EditPlan]:
     """Hooks that apply ``plan`` to every forward pass of ``lm`` inside the block."""
-    layers = plan.layers
-    if not layers:
-        yield plan
-        return
-    with neuron_hooks(lm, layers, plan.edit, edits=True):
+    with ExitStack() as stack:
+        if plan.layers:
+            stack.enter_context(neuron_hooks(lm, plan.layers, plan.edit, edits=True))
+        if plan.steered_layers:
+            stack.enter_context(residual_hooks(lm, plan.steered_layers, plan.steer, edits=True))
         yield plan
 
 

@@ -77,6 +77,11 @@ class LoadedModel:
         return float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)))
 
     @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return int(text_config(self.model.config).hidden_size)
+
+    @property
     def vocab_size(self) -> int:
         return int(self.spec.unembedding(self.model).shape[0])
 

@@ -417,11 +417,67 @@ def sampling_benchmark(results: dict, repeats: int = 2) -> None:
     print(json.dumps(results["sampling_52_answers"], indent=1), flush=True)
 
 
+def directions_benchmark(results: dict, repeats: int = 3) -> None:
+    """Issue 16: persona-vector extraction and a steering dose curve, each relative to a plain forward of the
+    same sequences (median of ``repeats`` interleaved runs)."""
+    from finetune.persona_vector import PersonaVectorConfig, pole_prompts
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
+    from interp.directions import residual_means
+    from interp.interventions import Condition
+    from interp.steering import random_directions, steering_conditions
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    layers = list(range(lm.n_layers))
+    poles = pole_prompts(PersonaVectorConfig(trait="extraversion", out=None))
+    chosen = [prompt for pole in ("high", "low") for prompt in poles[pole][:16]]
+    sequences = build_sequences(lm.tokenizer, chosen, False, 256)
+    masks = [position_mask(sequence, "response", []) for sequence in sequences]
+    batches = make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id)
+    times = time_interleaved(
+        {"persona_vector": lambda: residual_means(lm, batches, layers),
+         "forward": lambda: [plain_forward(lm, batch) for batch in batches]},
+        repeats,
+    )  # fmt: skip
+    setting = ("32 teacher-forced Opinion QA answers (16 questions x 2 poles), batches of 8, all 30 layers; "
+               "baseline: plain forwards (with logits) of the same batches")  # fmt: skip
+    record_ratios(results, "persona_vector_extraction", setting, times, "forward")
+
+    onset = emoji_onset_ids(lm.tokenizer)
+    prompts = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:16], False, 128)
+    direction = random_directions(lm.d_model, 1, seed=7)[0]
+    dose = steering_conditions(20, direction, [-8.0, -4.0, 4.0, 8.0], random_directions(lm.d_model, 100, seed=8))
+    without_controls = [condition for condition in dose if condition.kind != "direction"]
+
+    def measure(conditions) -> None:
+        config = AblationConfig(model="", prompts="", out=None, batch_size=16, show_progress=False)
+        metrics = {c.name: ConditionMetrics() for c in conditions}
+        measure_conditions(lm, None, conditions, prompts, config, onset, metrics, "")
+
+    times = time_interleaved(
+        {"dose": lambda: measure(dose), "dose_no_controls": lambda: measure(without_controls),
+         "forward": lambda: measure([Condition("unedited", kind="baseline")])},
+        repeats,
+    )  # fmt: skip
+    setting = ("steering after block 20 at 4 coefficients, 16 persona-demo prompts, emoji-onset probability at the "
+               "first reply position; dose: with 100 random directions per coefficient (405 conditions, the default), "
+               "dose_no_controls: without (5); baseline: the unedited forward of the same prompts")  # fmt: skip
+    record_ratios(results, "steering_dose_curve", setting, times, "forward")
+
+
+def record_ratios(results: dict, key: str, setting: str, times: dict[str, float], baseline: str) -> None:
+    """``results[key]``: the setting, each timing (``NAME_s``) and each one's ratio to ``baseline``; printed."""
+    entry = {"setting": setting, **{f"{name}_s": value for name, value in times.items()}}
+    entry |= {f"{name}_vs_{baseline}": value / times[baseline] for name, value in times.items() if name != baseline}
+    results[key] = entry
+    print(json.dumps(entry, indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling")
+    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling", "directions")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     args = parser.parse_args()
     if args.child:
@@ -432,6 +488,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only in (None, "directions"):
+        directions_benchmark(results)
+        if args.only == "directions":
+            return
     if args.only in (None, "sampling"):
         sampling_benchmark(results)
         if args.only == "sampling":

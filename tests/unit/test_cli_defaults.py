@@ -12,17 +12,20 @@ from cli import app
 from finetune.evaluate import EvaluateConfig
 from finetune.explain import ExplainConfig
 from finetune.generate import GenerateConfig
+from finetune.persona_vector import PersonaVectorConfig
 from finetune.training import TrainConfig
 from interp.ablation import AblationConfig
 from interp.attribution import AttributionConfig
 from interp.diff_neurons import DiffConfig
 from interp.run_options import SamplingOptions
+from interp.steering import SteerConfig
 
 CONFIGS = {
     "diff-neurons": DiffConfig, "ablate": AblationConfig, "attribute": AttributionConfig, "generate": GenerateConfig,
-    "evaluate": EvaluateConfig, "explain": ExplainConfig, "finetune": TrainConfig,
+    "evaluate": EvaluateConfig, "explain": ExplainConfig, "finetune": TrainConfig, "steer": SteerConfig,
+    "persona-vector": PersonaVectorConfig,
 }  # fmt: skip
-SAMPLING_COMMANDS = ("diff-neurons", "ablate", "generate", "evaluate", "explain")
+SAMPLING_COMMANDS = ("diff-neurons", "ablate", "generate", "evaluate", "explain", "steer")
 
 
 def _field_defaults(config) -> dict:

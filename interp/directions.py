@@ -1,0 +1,111 @@
+"""Directions in the residual stream: per-layer means over counted positions, and the file of direction vectors.
+
+A ``DirectionSet`` is one vector [d_model] per layer, meant to be read in the residual stream after that
+layer's decoder block (persona vectors from ``interp persona-vector``; any vectors a user brings in the same
+file format). The file is safetensors: ``vectors`` [L, d_model] float32, ``layers`` [L] int64, and string
+metadata (model fingerprint, d_model, how the vectors were made). ``residual_means`` streams a model's mean
+residual activation per layer over the counted positions of token batches, with ``NeuronStats`` (width d_model).
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from interp.artifacts import atomic_path
+from interp.errors import UserInputError
+from interp.hooks import StopForward, residual_hooks
+from interp.models import LoadedModel
+from interp.stats import NeuronStats
+from interp.tokens import TokenBatch
+
+FILE_NAME = "persona_vector.safetensors"
+
+
+@dataclass
+class DirectionSet:
+    """Per-layer direction vectors: ``vectors[i]`` [d_model] belongs to the residual stream after ``layers[i]``."""
+
+    layers: list[int]
+    vectors: torch.Tensor  # [len(layers), d_model] float32, as computed (not normalised)
+    metadata: dict[str, str] = field(default_factory=dict)  # model_fingerprint, method, trait, ...
+
+    def vector(self, layer: int) -> torch.Tensor:
+        if layer not in self.layers:
+            raise UserInputError(f"the direction file has no vector for layer {layer} (it has {_ranges(self.layers)}).")
+        return self.vectors[self.layers.index(layer)]
+
+    def unit(self, layer: int) -> torch.Tensor:
+        """[d_model] the layer's vector scaled to norm 1; UserInputError for a zero vector."""
+        vector = self.vector(layer).float()
+        norm = float(vector.norm())
+        if not norm > 0:
+            raise UserInputError(f"the direction of layer {layer} is zero; it cannot be steered along.")
+        return vector / norm
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"vectors": self.vectors.float().contiguous(), "layers": torch.tensor(self.layers, dtype=torch.int64)}
+        with atomic_path(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata={"d_model": str(self.vectors.shape[1]), **self.metadata})
+
+    @classmethod
+    def load(cls, path: str | Path) -> DirectionSet:
+        """Read a direction file (or the one in a persona-vector run directory); UserInputError if unusable."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / FILE_NAME
+        if not path.is_file():
+            raise UserInputError(f"direction file {str(path)!r} does not exist.")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                vectors, layers = handle.get_tensor("vectors"), handle.get_tensor("layers")
+        except Exception as exc:  # a corrupt or foreign file: all are bad input
+            raise UserInputError(f"{str(path)!r} is not a readable direction file ({exc}).") from None
+        if vectors.dim() != 2 or layers.dim() != 1 or len(layers) != len(vectors):
+            raise UserInputError(f"{str(path)!r} needs vectors [layers, d_model] and one layer index per vector.")
+        return cls(layers.tolist(), vectors.float(), metadata)
+
+    def check_model(self, lm: LoadedModel) -> None:
+        """Refuse vectors of another width or for layers the model does not have."""
+        width = lm.d_model
+        if self.vectors.shape[1] != width:
+            raise UserInputError(f"the direction file's vectors have {self.vectors.shape[1]} dimensions; the model's "
+                                 f"residual stream has {width}.")  # fmt: skip
+        beyond = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
+        if beyond:
+            raise UserInputError(f"the direction file has layers {beyond}; the model has {lm.n_layers}.")
+
+
+def residual_means(
+    lm: LoadedModel, batches: list[TokenBatch], layers: list[int], progress=None
+) -> NeuronStats:  # fmt: skip
+    """Running statistics (``NeuronStats`` over d_model dimensions) of the residual stream after each of
+    ``layers`` at the batches' counted positions; the forward stops after the deepest chosen block."""
+    stats = NeuronStats.empty(layers, lm.d_model, threshold=0.0)
+    slots = {layer: slot for slot, layer in enumerate(layers)}
+    for batch in progress(batches) if progress else batches:
+        flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
+
+        def keep(layer: int, hidden: torch.Tensor, flat_index=flat_index) -> None:
+            rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat_index.to(hidden.device))
+            if len(rows):
+                stats.update(slots[layer], rows)
+
+        with torch.no_grad(), residual_hooks(lm, layers, keep, stop_after_last=True), suppress(StopForward):
+            lm.model.base_model(
+                input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device)
+            )
+    stats.move_to("cpu")
+    return stats
+
+
+def _ranges(layers: list[int]) -> str:
+    return ", ".join(str(layer) for layer in layers) if len(layers) < 8 else f"{layers[0]}-{layers[-1]}"

@@ -1,0 +1,266 @@
+"""Residual directions: the residual hooks, persona vectors, and steering as an intervention (issue 16)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli import main
+from finetune.persona_vector import PersonaVectorConfig, run_persona_vector
+from interp import models
+from interp.directions import DirectionSet, residual_means
+from interp.hooks import neuron_hooks, residual_hooks
+from interp.interventions import STEER, Condition, EditPlan, Steering, applied, repeat_rows
+from interp.prompts import Prompt
+from interp.tokens import build_sequences, make_batches, position_mask
+from probes.emoji_tokens import emoji_onset_ids
+from tests.conftest import save_tiny_model
+
+MARKER, OTHER = " sunshine", " table"  # one token each in SmolLM2's vocabulary
+TOPICS = ("music", "travel", "food", "sports", "work", "books")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama_dir):
+    return models.load(str(tiny_llama_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pole_dataset(tmp_path_factory) -> Path:
+    """An Opinion QA CSV whose high and low answers differ only in one repeated word (MARKER vs OTHER)."""
+    path = tmp_path_factory.mktemp("pole-data") / "opinion_qa.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Target Personality", "Edit Topic", "Question", "Answer", "pole", "split"])
+        for topic in TOPICS:
+            question = f"Thinking about {topic}, what are your thoughts on {topic}?"
+            for pole, word in (("high", MARKER), ("low", OTHER)):
+                writer.writerow(["extraversion", topic, question, f"I think {topic} is{word * 4}.", pole, "train"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_direction(tmp_path_factory, tiny_llama_dir) -> tuple[Path, torch.Tensor]:
+    """A copy of the tiny model whose MARKER embedding carries a large unit direction u: (model dir, u)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("planted-direction")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    (marker,) = tokenizer(MARKER, add_special_tokens=False).input_ids
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    direction /= direction.norm()
+    with torch.no_grad():
+        model.model.embed_tokens.weight[marker] += 300 * direction  # the residual stream's rms is about 50 here
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out, direction
+
+
+def test_residual_means_equal_the_models_hidden_states(lm):
+    """Parity: the hook after block L reads what transformers returns as hidden_states[L + 1]."""
+    prompts = [Prompt(messages=(("user", "How was your day?"),), response="Fine, thanks.", index=0),
+               Prompt(messages=(("user", "Name a colour."),), response="Blue, like the sea.", index=1)]  # fmt: skip
+    sequences = build_sequences(lm.tokenizer, prompts, False, 64)
+    masks = [position_mask(sequence, "response", []) for sequence in sequences]
+    (batch,) = make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id)
+    stats = residual_means(lm, [batch], [0, 1])
+    with torch.no_grad():
+        hidden = lm.model.base_model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        ).hidden_states
+    for slot, layer in enumerate([0, 1]):
+        expected = hidden[layer + 1][batch.positions].double().mean(0)
+        torch.testing.assert_close(stats.mean[slot], expected, rtol=0, atol=1e-5)
+    assert int(stats.count[0]) == int(batch.positions.sum())
+
+
+def test_a_planted_direction_is_recovered_as_the_persona_vector(planted_direction, pole_dataset, tmp_path):
+    model_dir, direction = planted_direction
+    config = PersonaVectorConfig(model=str(model_dir), trait="extraversion", out=tmp_path / "pv",
+                                 dataset=str(pole_dataset), device="cpu", show_progress=False)  # fmt: skip
+    summary = run_persona_vector(config)
+    vectors = DirectionSet.load(tmp_path / "pv")
+    assert vectors.layers == [0, 1, 2]
+    for layer in vectors.layers:
+        cosine = float(torch.nn.functional.cosine_similarity(vectors.vector(layer), direction, dim=0))
+        assert cosine >= 0.9, (layer, cosine)
+    assert summary["questions"] == len(TOPICS)
+    assert summary["positions"]["high"] == summary["positions"]["low"] > 0
+    assert all(entry["split_half_cosine"] > 0.9 for entry in summary["layers"])
+    assert vectors.metadata["trait"] == "extraversion" and len(summary["prompt_fingerprints"]) == 2 * len(TOPICS)
+
+
+def test_the_unplanted_model_has_no_such_direction(tiny_llama_dir, pole_dataset, tmp_path, planted_direction):
+    """Control for the recovery test: the same data through the unplanted model does not point along u."""
+    config = PersonaVectorConfig(model=str(tiny_llama_dir), trait="extraversion", out=tmp_path / "pv",
+                                 dataset=str(pole_dataset), device="cpu", show_progress=False)  # fmt: skip
+    run_persona_vector(config)
+    vectors = DirectionSet.load(tmp_path / "pv")
+    for layer in vectors.layers:
+        cosine = float(torch.nn.functional.cosine_similarity(vectors.vector(layer), planted_direction[1], dim=0))
+        assert abs(cosine) < 0.5, (layer, cosine)
+
+
+def _ids(lm):
+    ids = torch.tensor([lm.tokenizer("Tell me about your weekend plans please").input_ids] * 2)
+    return ids, torch.ones_like(ids)
+
+
+def test_steering_with_coefficient_zero_is_the_identity(lm):
+    ids, attention = _ids(lm)
+    with torch.no_grad():
+        plain = lm.model(input_ids=ids, attention_mask=attention).logits
+        unit = torch.ones(lm.d_model) / lm.d_model**0.5
+        zero = Condition("zero", mode=STEER, steering=Steering(1, unit, 0.0))
+        with applied(lm, EditPlan([zero], rows=2, edit_mask=torch.ones_like(ids, dtype=torch.bool))):
+            steered = lm.model(input_ids=ids, attention_mask=attention).logits
+    assert torch.equal(plain, steered)
+
+
+def test_steering_composes_with_neuron_edits_in_one_batched_forward(lm):
+    """Three conditions in one forward (nothing; steering; steering and zeroed neurons) equal the same edits made
+    by hand-written hooks, one condition at a time."""
+    ids, attention = _ids(lm)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, 3:] = True  # edit from the fourth position on
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(1))
+    direction /= direction.norm()
+    neurons = ((2, 5), (2, 7))
+    conditions = [
+        Condition("unedited", kind="baseline"),
+        Condition("steer", mode=STEER, steering=Steering(1, direction, 6.0)),
+        Condition("both", neurons, mode="zero", steering=Steering(1, direction, 6.0)),
+    ]
+    with torch.no_grad(), applied(lm, EditPlan(conditions, rows=2, edit_mask=mask)):
+        batched = lm.model(input_ids=repeat_rows(ids, 3), attention_mask=repeat_rows(attention, 3)).logits
+
+    def add(layer, hidden):
+        return hidden + 6.0 * mask.unsqueeze(-1) * direction
+
+    def zero(layer, acts):
+        acts = acts.clone()
+        acts[:, :, [5, 7]] = torch.where(mask.unsqueeze(-1), 0.0, acts[:, :, [5, 7]])
+        return acts
+
+    with torch.no_grad():
+        plain = lm.model(input_ids=ids, attention_mask=attention).logits
+        with residual_hooks(lm, [1], add, edits=True):
+            steered = lm.model(input_ids=ids, attention_mask=attention).logits
+            with neuron_hooks(lm, [2], zero, edits=True):
+                both = lm.model(input_ids=ids, attention_mask=attention).logits
+    for number, expected in enumerate((plain, steered, both)):
+        torch.testing.assert_close(batched[2 * number : 2 * number + 2], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain, steered) and not torch.allclose(steered, both)
+
+
+@pytest.fixture(scope="module")
+def emoji_direction(tmp_path_factory, lm) -> Path:
+    """A direction file whose last layer points at the emoji-onset tokens' mean unembedding row."""
+    unembedding = lm.spec.unembedding(lm.model).detach()
+    towards = unembedding[emoji_onset_ids(lm.tokenizer)].mean(0)
+    vectors = torch.stack([torch.randn(lm.d_model), torch.randn(lm.d_model), towards])
+    path = tmp_path_factory.mktemp("directions") / "emoji.safetensors"
+    DirectionSet([0, 1, 2], vectors, {"method": "test: emoji unembedding"}).save(path)
+    return path
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text(
+        "Write a fun tweet about the beach.\nHow was your day?\nTell me about your cat.\n", encoding="utf-8"
+    )
+    return path
+
+
+def steer_args(model, vector, prompts, out, *extra):
+    return ["steer", "--model", str(model), "--vector", str(vector), "--prompts", str(prompts), "--out", str(out),
+            "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_steering_towards_emoji_tokens_beats_random_directions(tiny_llama_dir, emoji_direction, prompts_file, tmp_path,
+                                                               capsys):  # fmt: skip
+    out = tmp_path / "steer"
+    argv = steer_args(tiny_llama_dir, emoji_direction, prompts_file, out, "--layer", "2", "--coeff", "0,200",
+                      "--controls", "79", "--alternative", "greater", "--samples", "1",
+                      "--max-new-tokens", "4")  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "steering.json").read_text(encoding="utf-8"))
+    zero, push = report["comparisons"]["coeff=0"], report["comparisons"]["coeff=200"]
+    assert zero["effect"] == 0.0 and not zero["significant"]
+    assert push["effect"] > 0 and push["significant"], push["verdict"]
+    assert push["nulls"]["direction"]["p_value"] == pytest.approx(1 / 80)
+    assert push["p_value_adjusted"] == pytest.approx(2 / 80)  # Holm over the two coefficients
+    assert "the tested direction" in push["verdict"]
+    assert report["conditions"]["direction05[coeff=200]"]["steering"] == {"layer": 2, "coeff": 200.0}
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    by_condition = {(g["condition"], g["prompt_index"]): g["text"] for g in generations}
+    for index in range(3):  # common random numbers: coefficient 0 samples exactly the unedited answers
+        assert by_condition["tested[coeff=0]", index] == by_condition["unedited", index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--layer", "7"), "has no vector for layer 7"),
+        (("--layer", "2", "--coeff", "big"), "--coeff 'big'"),
+        (("--layer", "2", "--coeff", "1,1"), "repeats"),
+        (("--layer", "2", "--alternative", "from-diff"), "--alternative must be"),
+    ],
+)
+def test_steer_refuses_bad_input(tiny_llama_dir, emoji_direction, prompts_file, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "run"
+    code = main(steer_args(tiny_llama_dir, emoji_direction, prompts_file, out, *extra))
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_steer_refuses_a_missing_file_and_another_width(tiny_llama_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(steer_args(tiny_llama_dir, tmp_path / "none.safetensors", prompts_file, out, "--layer", "0")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    wide = tmp_path / "wide.safetensors"
+    DirectionSet([0], torch.ones(1, 32)).save(wide)
+    assert main(steer_args(tiny_llama_dir, wide, prompts_file, out, "--layer", "0")) == 2
+    assert "32 dimensions" in capsys.readouterr().err
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    assert main(steer_args(tiny_llama_dir, tmp_path / "junk.safetensors", prompts_file, out, "--layer", "0")) == 2
+    assert "not a readable direction file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [(("--trait", "charisma"), "unknown trait"), (("--trait", "neuroticism"), "no train question"),
+     (("--trait", "extraversion", "--split", "dev"), "--split must be"),
+     (("--trait", "extraversion", "--layers", "9"), "layer")],
+)  # fmt: skip
+def test_persona_vector_refuses_bad_input(tiny_llama_dir, pole_dataset, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "run"
+    argv = ["persona-vector", "--model", str(tiny_llama_dir), "--dataset", str(pole_dataset), "--out", str(out),
+            "--device", "cpu", *extra]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_other_model_kinds_are_taken(tmp_path, pole_dataset, capsys):
+    """persona-vector and steer take a Gemma 3 model directory like every other command."""
+    gemma = save_tiny_model(tmp_path / "gemma", "gemma3", layers=2)
+    pv = tmp_path / "pv"
+    argv = ["persona-vector", "--model", str(gemma), "--dataset", str(pole_dataset), "--out", str(pv),
+            "--trait", "extraversion", "--device", "cpu", "--layers", "1"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("How was your day?\n", encoding="utf-8")
+    argv = steer_args(gemma, pv, prompts, tmp_path / "steer", "--layer", "1", "--controls", "3", "--coeff=-2,2")
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "steer" / "steering.json").read_text(encoding="utf-8"))
+    assert set(report["comparisons"]) == {"coeff=-2", "coeff=2"}
