@@ -332,6 +332,13 @@ Examples:
 @click.option("--split", default="train", show_default=True, help="Questions of this split: train | test.")
 @click.option("--instruction/--no-instruction", default=True, show_default=True,
               help="Ask for each pole with a system message, besides teacher-forcing its answers.")  # fmt: skip
+@click.option("--finetuned", default=None,
+              help="A fine-tune of --model: project its activation shift on the vectors (monitoring).")  # fmt: skip
+@click.option("--alternative", default="two-sided", show_default=True,
+              help="With --finetuned: the shift's expected sign along the vector, fixed in advance: two-sided | "
+              "greater (towards the high pole) | less.")  # fmt: skip
+@click.option("--neurons-from", default=None, help="A neurons.csv: cosines of its neurons' writes with the vectors.")
+@click.option("--top-k", default=20, show_default=True, help="Rows of --neurons-from to use.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-length", default=256, show_default=True)
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
@@ -348,9 +355,18 @@ def persona_vector_command(**options) -> None:
     summary = run_persona_vector(PersonaVectorConfig(**options), log=lambda message: click.echo(message, err=True))
     click.echo(f"{summary['questions']} questions, {summary['positions']['high']} + {summary['positions']['low']} "
                "response positions (high + low)")  # fmt: skip
+    shifts = {e["layer"]: e for e in summary.get("finetune_shift", {}).get("layers", [])}
     for entry in summary["layers"]:
-        click.echo(f"layer {entry['layer']:>3}: norm {entry['norm']:.3g} (residual rms {entry['residual_rms']:.3g}), "
-                   f"split-half cosine {entry['split_half_cosine']:+.2f}")  # fmt: skip
+        line = (f"layer {entry['layer']:>3}: norm {entry['norm']:.3g} (residual rms {entry['residual_rms']:.3g}), "
+                f"split-half cosine {entry['split_half_cosine']:+.2f}")  # fmt: skip
+        if entry["layer"] in shifts:
+            shift = shifts[entry["layer"]]
+            word = "significant" if shift["significant"] else "not significant"
+            line += (f"; fine-tune shift along it {shift['projection']:+.3g} (cosine {shift['cosine']:+.3f}, "
+                     f"Holm p = {shift['p_value_adjusted']:.2g}, {word})")  # fmt: skip
+        click.echo(line)
+    for row in summary.get("neurons", {}).get("neurons", []):
+        click.echo(f"neuron {row['neuron']}: write direction cosine with the vector {row['cosine']:+.3f}")
     click.echo(f"wrote {options['out']}/persona_vector.safetensors, summary.json")
 
 
@@ -461,6 +477,8 @@ def merge_command(base, adapter, out) -> None:
 @click.option("--trait", default=None, help="Trait the IKE demonstrations show.")
 @click.option("--pole", default="high", show_default=True)
 @click.option("--dataset", default=None, help="Opinion QA CSV for demonstrations [default: packaged].")
+@click.option("--steer", default=None,
+              help="VECTOR:LAYER:COEFF: answer while steered along a direction (interp steer).")  # fmt: skip
 @click.option("--raw", is_flag=True, help="Feed prompts as plain text instead of applying the chat template.")
 @_model_options
 def generate_command(**options) -> None:
@@ -511,7 +529,8 @@ def metric_models_train(out, dataset, stories_share) -> None:
 
 @app.command("evaluate")
 @click.option("--models", "model_specs", required=True,
-              help="NAME=REF,... ; REF may contain {trait}; NAME=REF:K is IKE with K demonstrations.")  # fmt: skip
+              help="NAME=REF,... ; REF may contain {trait}; NAME=REF:K is IKE with K demonstrations; "
+              "NAME=REF:VECTOR:LAYER:COEFF answers while steered (interp steer).")  # fmt: skip
 @click.option("--trait", required=True, help="A trait or all.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory (table.csv, table.json).")
 @_sampling_options(3, 96, samples_help="Answers per test question.")

@@ -1,4 +1,5 @@
-"""``interp evaluate``: one table comparing models (base, PEFT, IKE) per trait on the Opinion QA test questions.
+"""``interp evaluate``: one table comparing models (base, PEFT, IKE, steered) per trait on the Opinion QA test
+questions.
 
 Per model and trait: ESR (share of answers with an emoji, Wilson 95 % interval), emojis per answer and the
 most used emojis; TA (share of answers the metric model assigns to the target trait, and the mean
@@ -44,13 +45,15 @@ class ModelSpec:
     name: str
     ref: str  # may contain {trait}
     ike: int = 0  # demonstrations, for in-context editing
+    steer: str | None = None  # VECTOR:LAYER:COEFF: the model answers while steered
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def parse_models(text: str) -> list[ModelSpec]:
-    """``base=REF,peft=runs/{trait}/merged,ike=REF:4`` -> specs (a trailing :K gives K IKE demonstrations)."""
+    """``base=REF,peft=runs/{trait}/merged,ike=REF:4,steer=REF:VECTOR:LAYER:COEFF`` -> specs (a trailing :K gives
+    K IKE demonstrations; a trailing VECTOR:LAYER:COEFF steers REF along that direction, ``interp steer``)."""
     specs = []
     for part in text.split(","):
         name, sep, ref = part.partition("=")
@@ -60,10 +63,26 @@ def parse_models(text: str) -> list[ModelSpec]:
             raise UserInputError(
                 f"--models name {name.strip()!r} becomes a file name: use only letters, digits, '-' and '_'."
             )
+        steered = _steered(ref)
+        if steered is not None:
+            specs.append(ModelSpec(name.strip(), *steered))
+            continue
         head, colon, tail = ref.rpartition(":")
         ike = int(tail) if colon and tail.isdigit() else 0
         specs.append(ModelSpec(name.strip(), head if ike else ref, ike))
     return specs
+
+
+def _steered(ref: str) -> tuple[str, int, str] | None:
+    """(model, 0, VECTOR:LAYER:COEFF) when ``ref`` ends in a steering (an integer layer, then a number)."""
+    parts = ref.rsplit(":", 3)
+    if len(parts) != 4 or not parts[0] or not parts[1]:
+        return None
+    try:
+        int(parts[2]), float(parts[3])
+    except ValueError:
+        return None
+    return parts[0], 0, ":".join(parts[1:])
 
 
 @dataclass(kw_only=True)
@@ -155,7 +174,7 @@ def _evaluate_one(
         model=ref, prompts=PROMPTS, out=generations, **config.sampling_options(), ike=spec.ike,
         ike_variants=config.ike_variants if spec.ike else 1,
         trait=trait if spec.ike else None, device=config.device, show_progress=config.show_progress,
-        limit=config.questions,
+        limit=config.questions, steer=spec.steer.format(trait=trait) if spec.steer else None,
     )  # fmt: skip
     summary = generate(gen_config, log=log)
     records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]

@@ -14,9 +14,10 @@ from finetune.dataset import check_trait, load_rows, select
 from finetune.ike import TEMPLATES, demonstrations, ike_prompt
 from interp import artifacts, models
 from interp.errors import UserInputError, check_at_least
-from interp.generation import sample_sequences
+from interp.generation import UNEDITED, sample_sequences
 from interp.prompts import load_prompts
 from interp.run_options import RunOptions, SamplingOptions
+from interp.steering import parse_steering, steering_condition
 from probes.emoji import find_emojis
 from probes.metrics import emoji_rate
 
@@ -35,6 +36,7 @@ class GenerateConfig(RunOptions, SamplingOptions):
     pole: str = "high"
     dataset: str | None = None
     limit: int | None = None  # only the first N prompts
+    steer: str | None = None  # VECTOR:LAYER:COEFF: answer while steered (interp.steering.parse_steering)
 
 
 def validate(config: GenerateConfig) -> None:
@@ -47,6 +49,8 @@ def validate(config: GenerateConfig) -> None:
         raise UserInputError("--ike needs --trait (which trait the demonstrations show).")
     if config.trait:
         check_trait(config.trait)
+    if config.steer:
+        parse_steering(config.steer)
     out = Path(config.out)
     if out.suffix != ".jsonl":
         raise UserInputError(f"--out {str(out)!r} should be a .jsonl file.")
@@ -60,7 +64,7 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     lm = lm or models.load(config.model, **config.load_options())
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
     variants = range(config.ike_variants) if config.ike else [None]
-    records, summary = [], {"model": config.model, "prompts": config.prompts, "variants": {}}
+    records, summary = [], {"model": config.model, "prompts": config.prompts, "steer": config.steer, "variants": {}}
     by_index = {p.index: p for p in prompts}
     shown_sets = []  # (variant, the prompts as the model sees them)
     for variant in variants:
@@ -70,7 +74,9 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
             shown = [ike_prompt(p, demos, variant) for p in prompts]
         shown_sets.append((variant, shown))
     everything = [p for _, shown in shown_sets for p in shown]  # all variants sampled together
-    sequences = sample_sequences(lm, everything, config, config.raw, 10**9, config.batch_size, config.show_progress)
+    condition = steering_condition(config.steer, lm) if config.steer else UNEDITED
+    sequences = sample_sequences(lm, everything, config, config.raw, 10**9, config.batch_size, config.show_progress,
+                                 condition=condition)  # fmt: skip
     per_variant = len(prompts) * config.samples
     for number, (variant, _) in enumerate(shown_sets):
         texts = []

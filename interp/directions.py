@@ -3,8 +3,9 @@
 A ``DirectionSet`` is one vector [d_model] per layer, meant to be read in the residual stream after that
 layer's decoder block (persona vectors from ``interp persona-vector``; any vectors a user brings in the same
 file format). The file is safetensors: ``vectors`` [L, d_model] float32, ``layers`` [L] int64, and string
-metadata (model fingerprint, d_model, how the vectors were made). ``residual_means`` streams a model's mean
-residual activation per layer over the counted positions of token batches, with ``NeuronStats`` (width d_model).
+metadata (model fingerprint, d_model, how the vectors were made). ``residual_sums`` sums a model's residual
+stream per sequence and layer over the counted positions of token batches (means over any subset of sequences,
+the prompt being the unit that intervals resample).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from interp.artifacts import atomic_path
 from interp.errors import UserInputError
 from interp.hooks import StopForward, residual_hooks
 from interp.models import LoadedModel
-from interp.stats import NeuronStats
 from interp.tokens import TokenBatch
 
 FILE_NAME = "persona_vector.safetensors"
@@ -84,27 +84,49 @@ class DirectionSet:
             raise UserInputError(f"the direction file has layers {beyond}; the model has {lm.n_layers}.")
 
 
-def residual_means(
-    lm: LoadedModel, batches: list[TokenBatch], layers: list[int], progress=None
-) -> NeuronStats:  # fmt: skip
-    """Running statistics (``NeuronStats`` over d_model dimensions) of the residual stream after each of
-    ``layers`` at the batches' counted positions; the forward stops after the deepest chosen block."""
-    stats = NeuronStats.empty(layers, lm.d_model, threshold=0.0)
-    slots = {layer: slot for slot, layer in enumerate(layers)}
-    for batch in progress(batches) if progress else batches:
-        flat_index = torch.nonzero(batch.positions.reshape(-1)).squeeze(1)
+@dataclass
+class ResidualSums:
+    """Per sequence and layer, sums of the residual stream after the block over the sequence's counted positions.
 
-        def keep(layer: int, hidden: torch.Tensor, flat_index=flat_index) -> None:
-            rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat_index.to(hidden.device))
-            if len(rows):
-                stats.update(slots[layer], rows)
+    sums: [N, L, d_model] float64; squares: [N, L] float64, the summed squared norms; counts: [N] float64."""
+
+    layers: list[int]
+    sums: torch.Tensor
+    squares: torch.Tensor
+    counts: torch.Tensor
+
+    def mean(self, rows: list[int] | slice = slice(None)) -> torch.Tensor:
+        """[L, d_model] the mean over the counted positions of the sequences ``rows`` (default: all)."""
+        return self.sums[rows].sum(0) / self.counts[rows].sum()
+
+    def rms_norm(self) -> torch.Tensor:
+        """[L] root-mean-square norm of the residual stream over every counted position."""
+        return (self.squares.sum(0) / self.counts.sum()).sqrt()
+
+
+def residual_sums(lm: LoadedModel, batches: list[TokenBatch], layers: list[int], progress=None) -> ResidualSums:
+    """``ResidualSums`` of the residual stream after each of ``layers`` at the batches' counted positions, one row
+    per sequence in batch order; the forward stops after the deepest chosen block."""
+    slots = {layer: slot for slot, layer in enumerate(layers)}
+    sums, squares, counts = [], [], []
+    for batch in progress(batches) if progress else batches:
+        mask = batch.positions.to(lm.device).unsqueeze(-1)  # [B, T, 1]
+        batch_sums = torch.zeros(len(mask), len(layers), lm.d_model, dtype=torch.float64)
+        batch_squares = torch.zeros(len(mask), len(layers), dtype=torch.float64)
+
+        def keep(layer: int, hidden: torch.Tensor, mask=mask, batch_sums=batch_sums, batch_squares=batch_squares):
+            counted = hidden.double() * mask
+            batch_sums[:, slots[layer]] = counted.sum(1).cpu()
+            batch_squares[:, slots[layer]] = counted.pow(2).sum((1, 2)).cpu()
 
         with torch.no_grad(), residual_hooks(lm, layers, keep, stop_after_last=True), suppress(StopForward):
             lm.model.base_model(
                 input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device)
             )
-    stats.move_to("cpu")
-    return stats
+        sums.append(batch_sums)
+        squares.append(batch_squares)
+        counts.append(batch.positions.sum(1).double())
+    return ResidualSums(list(layers), torch.cat(sums), torch.cat(squares), torch.cat(counts))
 
 
 def _ranges(layers: list[int]) -> str:

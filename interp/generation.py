@@ -27,8 +27,10 @@ def sample_sequences(
     batch_size: int = 8,
     show_progress: bool = True,
     shards: Shards | None = None,
+    condition: Condition = UNEDITED,
 ) -> list[Sequence]:
     """``options.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
+    ``condition`` edits the model while it answers (e.g. steering), from the reply's first position on.
 
     Answer ``j`` (prompt-major: the k-th sample of the i-th prompt is ``i * samples + k``) draws its random
     numbers from its own stream (``options.answer_seed``), so it does not depend on the batch size or on which
@@ -45,7 +47,9 @@ def sample_sequences(
     for begin in track(starts, "sampling responses", enabled=show_progress):
         chunk = jobs[begin : begin + batch_size]
         heads = [ids for _, ids in chunk]
-        plan = EditPlan([UNEDITED], rows=len(chunk), edit_mask=torch.zeros(len(chunk), 1, dtype=torch.bool))
+        edit_mask = torch.zeros(len(chunk), max(len(ids) for ids in heads), dtype=torch.bool)
+        edit_mask[:, -1] = True  # the last prompt token (left-padded layout): the reply's first position
+        plan = EditPlan([condition], rows=len(chunk), edit_mask=edit_mask)
         replies = generate_edited(lm, heads, plan, options, first=begin, max_length=max_length)
         block = [make_sequence(ids + reply, len(ids), prompt.index, max_length)
                  for (prompt, ids), reply in zip(chunk, replies)]  # fmt: skip

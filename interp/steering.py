@@ -13,6 +13,7 @@ ablation.json) and ``generations.jsonl``.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +44,30 @@ def parse_coeffs(text: str) -> list[float]:
     if len(set(coeffs)) != len(coeffs):
         raise UserInputError(f"--coeff {text!r} repeats a coefficient.")
     return coeffs
+
+
+def parse_steering(text: str) -> tuple[str, int, float]:
+    """``VECTOR:LAYER:COEFF`` (a direction file or persona-vector run directory, a layer, a coefficient)."""
+    parts = text.rsplit(":", 2)
+    try:
+        if len(parts) != 3 or not parts[0]:
+            raise ValueError
+        layer, coeff = int(parts[1]), float(parts[2])
+    except ValueError:
+        raise UserInputError(f"steering {text!r} should look like VECTOR:LAYER:COEFF (e.g. runs/pv:20:8).") from None
+    if not math.isfinite(coeff):
+        raise UserInputError(f"steering {text!r}: the coefficient must be a finite number.")
+    return parts[0], layer, coeff
+
+
+def steering_condition(text: str, lm) -> Condition:
+    """The condition that steers ``lm`` as ``VECTOR:LAYER:COEFF`` says (checked against the model)."""
+    vector, layer, coeff = parse_steering(text)
+    directions = DirectionSet.load(vector)
+    directions.check_model(lm)
+    return Condition(
+        f"steered[{text}]", mode=STEER, kind="tested", steering=Steering(layer, directions.unit(layer), coeff)
+    )
 
 
 def random_directions(d_model: int, count: int, seed: int) -> torch.Tensor:

@@ -422,7 +422,7 @@ def directions_benchmark(results: dict, repeats: int = 3) -> None:
     same sequences (median of ``repeats`` interleaved runs)."""
     from finetune.persona_vector import PersonaVectorConfig, pole_prompts
     from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
-    from interp.directions import residual_means
+    from interp.directions import residual_sums
     from interp.interventions import Condition
     from interp.steering import random_directions, steering_conditions
     from probes.emoji_tokens import emoji_onset_ids
@@ -435,7 +435,7 @@ def directions_benchmark(results: dict, repeats: int = 3) -> None:
     masks = [position_mask(sequence, "response", []) for sequence in sequences]
     batches = make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id)
     times = time_interleaved(
-        {"persona_vector": lambda: residual_means(lm, batches, layers),
+        {"persona_vector": lambda: residual_sums(lm, batches, layers),
          "forward": lambda: [plain_forward(lm, batch) for batch in batches]},
         repeats,
     )  # fmt: skip

@@ -7,9 +7,11 @@ import threading
 from http.server import ThreadingHTTPServer
 
 import pytest
+import torch
 
 from cli import main
 from finetune.metric_training import load_metric_model
+from interp.directions import DirectionSet
 from tests.unit.test_judge import Handler
 
 
@@ -36,7 +38,10 @@ def test_evaluate_table_with_a_loopback_judge(metric_dir, tiny_llama_dir, tmp_pa
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat/completions"
-        argv = ["evaluate", "--models", f"base={tiny_llama_dir},ike={tiny_llama_dir}:2", "--trait", "openness",
+        vector = tmp_path / "direction.safetensors"
+        DirectionSet([2], torch.randn(1, 64, generator=torch.Generator().manual_seed(0))).save(vector)
+        models = f"base={tiny_llama_dir},ike={tiny_llama_dir}:2,steered={tiny_llama_dir}:{vector}:2:40"
+        argv = ["evaluate", "--models", models, "--trait", "openness",
                 "--out", str(tmp_path / "eval"), "--samples", "1", "--max-new-tokens", "6", "--ike-variants", "2",
                 "--metric-models", str(metric_dir), "--judge-url", url, "--device", "cpu"]  # fmt: skip
         assert main(argv) == 0
@@ -45,8 +50,9 @@ def test_evaluate_table_with_a_loopback_judge(metric_dir, tiny_llama_dir, tmp_pa
         httpd.server_close()
     with open(tmp_path / "eval" / "table.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"base", "ike"}
+    assert set(rows) == {"base", "ike", "steered"}
+    assert rows["steered"]["responses"] == "26" and float(rows["steered"]["perplexity"]) > 1
     assert rows["ike"]["pae"] == "0.0" and rows["ike"]["judge_parse_rate"] == "1.0"  # the judge always says 4
     assert rows["base"]["responses"] == "26" and rows["ike"]["responses"] == "52"
     assert float(rows["base"]["perplexity"]) > 1 and rows["ike"]["ike_esr_spread"] != ""
-    assert Handler.calls == 26 + 52
+    assert Handler.calls == 26 + 52 + 26

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from cli import main
-from finetune.persona_vector import PersonaVectorConfig, run_persona_vector
+from finetune.evaluate import parse_models
+from finetune.persona_vector import PersonaVectorConfig, random_cosine_p_value, run_persona_vector
 from interp import models
-from interp.directions import DirectionSet, residual_means
+from interp.directions import DirectionSet, residual_sums
 from interp.hooks import neuron_hooks, residual_hooks
 from interp.interventions import STEER, Condition, EditPlan, Steering, applied, repeat_rows
 from interp.prompts import Prompt
@@ -29,17 +30,24 @@ def lm(tiny_llama_dir):
     return models.load(str(tiny_llama_dir), device="cpu")
 
 
+# per trait, the word its high and its low answers repeat (extraversion's high word carries the planted direction)
+POLE_WORDS = {"extraversion": (MARKER, OTHER), "agreeableness": (" river", " chair"),
+              "conscientiousness": (" window", " garden"), "neuroticism": (" paper", " stone"),
+              "openness": (" winter", " bottle")}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def pole_dataset(tmp_path_factory) -> Path:
-    """An Opinion QA CSV whose high and low answers differ only in one repeated word (MARKER vs OTHER)."""
+    """An Opinion QA CSV whose high and low answers differ only in one repeated word per trait (POLE_WORDS)."""
     path = tmp_path_factory.mktemp("pole-data") / "opinion_qa.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Target Personality", "Edit Topic", "Question", "Answer", "pole", "split"])
-        for topic in TOPICS:
-            question = f"Thinking about {topic}, what are your thoughts on {topic}?"
-            for pole, word in (("high", MARKER), ("low", OTHER)):
-                writer.writerow(["extraversion", topic, question, f"I think {topic} is{word * 4}.", pole, "train"])
+        for trait, words in POLE_WORDS.items():
+            for topic in TOPICS:
+                question = f"Thinking about {topic}, what are your thoughts on {topic}?"
+                for pole, word in zip(("high", "low"), words):
+                    writer.writerow([trait, topic, question, f"I think {topic} is{word * 4}.", pole, "train"])
     return path
 
 
@@ -68,15 +76,18 @@ def test_residual_means_equal_the_models_hidden_states(lm):
     sequences = build_sequences(lm.tokenizer, prompts, False, 64)
     masks = [position_mask(sequence, "response", []) for sequence in sequences]
     (batch,) = make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id)
-    stats = residual_means(lm, [batch], [0, 1])
+    sums = residual_sums(lm, [batch], [0, 1])
     with torch.no_grad():
         hidden = lm.model.base_model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
         ).hidden_states
     for slot, layer in enumerate([0, 1]):
-        expected = hidden[layer + 1][batch.positions].double().mean(0)
-        torch.testing.assert_close(stats.mean[slot], expected, rtol=0, atol=1e-5)
-    assert int(stats.count[0]) == int(batch.positions.sum())
+        expected = hidden[layer + 1][batch.positions].double()
+        torch.testing.assert_close(sums.mean()[slot], expected.mean(0), rtol=0, atol=1e-5)
+        torch.testing.assert_close(sums.mean([1])[slot], hidden[layer + 1][1][batch.positions[1]].double().mean(0),
+                                   rtol=0, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(sums.rms_norm()[slot], expected.pow(2).sum(1).mean().sqrt(), rtol=1e-6, atol=0)
+    assert sums.counts.tolist() == batch.positions.sum(1).tolist()
 
 
 def test_a_planted_direction_is_recovered_as_the_persona_vector(planted_direction, pole_dataset, tmp_path):
@@ -104,6 +115,76 @@ def test_the_unplanted_model_has_no_such_direction(tiny_llama_dir, pole_dataset,
     for layer in vectors.layers:
         cosine = float(torch.nn.functional.cosine_similarity(vectors.vector(layer), planted_direction[1], dim=0))
         assert abs(cosine) < 0.5, (layer, cosine)
+
+
+def shifted_copy(model_dir: Path, out: Path, direction: torch.Tensor, size: float) -> Path:
+    """A copy of a model whose every token embedding moved by ``size`` x ``direction``: a "fine-tune" that shifts
+    the residual stream along it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.model.embed_tokens.weight += size * direction
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
+def test_a_fine_tune_along_the_trait_is_seen_and_a_random_one_is_not(planted_direction, pole_dataset, tmp_path):
+    """Monitoring: a shift along the planted trait direction projects positively, significantly, more than on any
+    other trait's vector; a shift along a random direction does not come out significant."""
+    model_dir, direction = planted_direction
+    random = torch.randn(direction.shape[0], generator=torch.Generator().manual_seed(11))
+    random -= (random @ direction) * direction  # orthogonal to the trait's direction
+    random /= random.norm()
+    results = {}
+    for name, towards in (("along", direction), ("random", random)):
+        finetuned = shifted_copy(model_dir, tmp_path / name, towards, 30.0)
+        config = PersonaVectorConfig(model=str(model_dir), finetuned=str(finetuned), trait="extraversion",
+                                     out=tmp_path / f"pv-{name}", dataset=str(pole_dataset), device="cpu",
+                                     show_progress=False, alternative="greater")  # fmt: skip
+        results[name] = run_persona_vector(config)["finetune_shift"]["layers"]
+    for entry in results["along"]:
+        assert entry["projection"] > 0 and entry["significant"] and entry["largest_of_the_traits"], entry
+        low, high = entry["projection_ci95"]
+        assert 0 < low <= entry["projection"] <= high
+    assert not any(entry["significant"] for entry in results["random"]), results["random"]
+    shift = DirectionSet.load(tmp_path / "pv-along" / "finetune_shift.safetensors")  # steerable like any vector
+    vectors = DirectionSet.load(tmp_path / "pv-along")
+    for entry in results["along"]:
+        projection = float(shift.vector(entry["layer"]) @ vectors.unit(entry["layer"]))
+        assert projection == pytest.approx(entry["projection"], rel=1e-4)
+
+
+def test_the_random_direction_null_is_calibrated():
+    """The cosine test's false-positive rate on simulated nulls (400 random directions against a fixed vector,
+    d = 64) stays within binomial noise of 5 %, for both the two-sided and a one-sided alternative."""
+    from scipy.stats import binomtest
+
+    generator = torch.Generator().manual_seed(5)
+    fixed = torch.randn(64, generator=generator)
+    draws = torch.randn(400, 64, generator=generator)
+    cosines = torch.nn.functional.cosine_similarity(draws, fixed.expand_as(draws), dim=1).tolist()
+    for alternative in ("two-sided", "greater"):
+        hits = sum(random_cosine_p_value(c, 64, alternative) < 0.05 for c in cosines)
+        assert binomtest(hits, len(cosines), 0.05).pvalue > 0.01, (alternative, hits)
+
+
+def test_neuron_write_cosines(planted_direction, pole_dataset, tmp_path):
+    """--neurons-from: each neuron's write direction against the persona vector after its layer."""
+    model_dir, _ = planted_direction
+    neurons = tmp_path / "neurons.csv"
+    neurons.write_text("rank,layer,neuron,score\n1,2,5,0.5\n2,1,7,-0.2\n", encoding="utf-8")
+    config = PersonaVectorConfig(model=str(model_dir), trait="extraversion", out=tmp_path / "pv", device="cpu",
+                                 dataset=str(pole_dataset), neurons_from=str(neurons), show_progress=False)  # fmt: skip
+    result = run_persona_vector(config)["neurons"]
+    lm = models.load(str(model_dir), device="cpu")
+    vectors = DirectionSet.load(tmp_path / "pv")
+    for row, (layer, index) in zip(result["neurons"], [(2, 5), (1, 7)]):
+        expected = torch.nn.functional.cosine_similarity(lm.residual_write_weight(layer)[:, index].detach(),
+                                                         vectors.vector(layer), dim=0)  # fmt: skip
+        assert row["neuron"] == f"{layer}:{index}" and row["cosine"] == pytest.approx(float(expected), abs=1e-6)
+        assert 0 <= row["p_value"] <= row["p_value_adjusted"] <= 1
 
 
 def _ids(lm):
@@ -237,9 +318,10 @@ def test_steer_refuses_a_missing_file_and_another_width(tiny_llama_dir, prompts_
 
 @pytest.mark.parametrize(
     ("extra", "fragment"),
-    [(("--trait", "charisma"), "unknown trait"), (("--trait", "neuroticism"), "no train question"),
+    [(("--trait", "charisma"), "unknown trait"), (("--trait", "neuroticism", "--split", "test"), "no test question"),
      (("--trait", "extraversion", "--split", "dev"), "--split must be"),
-     (("--trait", "extraversion", "--layers", "9"), "layer")],
+     (("--trait", "extraversion", "--layers", "9"), "layer"),
+     (("--trait", "extraversion", "--alternative", "up"), "--alternative must be")],
 )  # fmt: skip
 def test_persona_vector_refuses_bad_input(tiny_llama_dir, pole_dataset, tmp_path, capsys, extra, fragment):
     out = tmp_path / "run"
@@ -264,3 +346,35 @@ def test_other_model_kinds_are_taken(tmp_path, pole_dataset, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "steer" / "steering.json").read_text(encoding="utf-8"))
     assert set(report["comparisons"]) == {"coeff=-2", "coeff=2"}
+
+
+def test_generate_answers_while_steered(tiny_llama_dir, emoji_direction, tmp_path, capsys):
+    """`interp generate --steer`: coefficient 0 gives exactly the plain answers (the same random streams), a large
+    push towards the emoji tokens changes them."""
+    answers = {}
+    for name, extra in (("plain", ()), ("zero", ("--steer", f"{emoji_direction}:2:0")),
+                        ("pushed", ("--steer", f"{emoji_direction}:2:300"))):  # fmt: skip
+        out = tmp_path / f"{name}.jsonl"
+        argv = ["generate", "--model", str(tiny_llama_dir), "--prompts", "persona-demo[:4]", "--samples", "2",
+                "--max-new-tokens", "5", "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        answers[name] = [json.loads(line)["response"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert answers["zero"] == answers["plain"]
+    assert answers["pushed"] != answers["plain"]
+
+
+@pytest.mark.parametrize("steer", ["nolayer", "file:x:2", "file:2:inf"])
+def test_generate_refuses_a_malformed_steering(tiny_llama_dir, tmp_path, capsys, steer):
+    argv = ["generate", "--model", str(tiny_llama_dir), "--prompts", "persona-demo", "--steer", steer,
+            "--out", str(tmp_path / "g.jsonl")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "VECTOR:LAYER:COEFF" in err or "finite" in err
+
+
+def test_evaluate_reads_steered_model_specs():
+    specs = parse_models("base=smollm2-135m,ike=smollm2-135m:4,steer=smollm2-135m:runs/pv:20:-8.5,peft=runs/a:b")
+    assert [(s.name, s.ref, s.ike, s.steer) for s in specs] == [
+        ("base", "smollm2-135m", 0, None), ("ike", "smollm2-135m", 4, None),
+        ("steer", "smollm2-135m", 0, "runs/pv:20:-8.5"), ("peft", "runs/a:b", 0, None),
+    ]  # fmt: skip
