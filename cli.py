@@ -200,14 +200,16 @@ Examples:
 """
 
 
-def _causal_options(controls_help: str, alternative_extra: str = ""):
+def _causal_options(controls_help: str, alternative_extra: str = "", prompts_default: str | None = None,
+                    positions_default: str = "response"):  # fmt: skip
     """The flags of every causal run (``interp.ablation.CausalOptions``: prompts, controls, alternative, sampling,
     measurement) and the model flags; ``alternative_extra`` names a command's own extra alternative."""
 
     def decorate(function):
         alternatives = "two-sided | less | greater" + (f" | {alternative_extra}" if alternative_extra else "")
         for option in reversed([
-            click.option("--prompts", required=True,
+            click.option("--prompts", required=prompts_default is None, default=prompts_default,
+                         show_default=prompts_default is not None,
                          help="Prompt set: .txt, .jsonl (with optional responses) or a built-in name."),
             click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write."),
             click.option("--controls", default=100, show_default=True, help=controls_help),
@@ -217,7 +219,7 @@ def _causal_options(controls_help: str, alternative_extra: str = ""):
                               seed_help="Seed for control sets, bootstrap and sampling."),
             click.option("--responses", default=None,
                          help="JSONL of {prompt_index|prompt, response} to teacher-force."),
-            click.option("--positions", default="response", show_default=True,
+            click.option("--positions", default=positions_default, show_default=True,
                          help="Where edits apply: all | response."),
             click.option("--emojis", default=None,
                          help="Emoji strings whose exact reply-start log-probability is measured."),
@@ -399,6 +401,61 @@ def steer_command(**options) -> None:
     for group, comparison in report["comparisons"].items():
         click.echo(f"[{group}] {comparison['verdict']}")
     click.echo(f"wrote {options['out']}/steering.json, generations.jsonl")
+
+
+@app.command("lens")
+@click.option("--base", required=True, help="Base model reference (alias, HF dir, .gguf, adapter dir).")
+@click.option("--finetuned", required=True, help="Fine-tuned model reference; an adapter dir is merged onto --base.")
+@click.option(
+    "--text",
+    default="neutral-text",
+    show_default=True,
+    help="Where the difference is read: a prompt set of plain text (its lines, without chat template).",
+)
+@click.option(
+    "--first-positions", default=5, show_default=True, help="Positions read per line (after the first token)."
+)
+@click.option("--layers", default=None, help="Layers whose difference is read through the lens [default: all].")
+@click.option(
+    "--steer-layer",
+    default=None,
+    type=int,
+    help="Where the difference is added to the base model [default: the middle layer].",
+)
+@click.option("--top", default=20, show_default=True, help="Promoted and suppressed tokens listed per layer.")
+@_causal_options(
+    "Random directions of the same norm (the null of the lens and of the addition).",
+    prompts_default="opinionqa:test",
+    positions_default="all",
+)
+def lens_command(**options) -> None:
+    """Activation-difference lens: what the fine-tune's mean activation difference on neutral text says.
+
+    Per layer the difference (fine-tuned minus base, first positions of --text) read through the final norm and
+    unembedding (promoted and suppressed tokens, emoji-onset mass against random directions), then added to the
+    base model at --steer-layer on --prompts: which share of the fine-tune's emoji change does it reproduce?
+    Writes lens.json, activation_difference.safetensors (steerable with `interp steer`) and generations.jsonl.
+
+    \b
+    Example:
+      interp lens --base smollm2-135m --finetuned runs/demo/finetune/adapter --out runs/lens
+    """
+    from interp.lens import LensConfig, run_lens
+
+    report = run_lens(LensConfig(**options), log=lambda message: click.echo(message, err=True))
+    for entry in report["lens"]:
+        tested = "" if entry["p_value"] is None else (
+            f" (random directions {entry['random_onset_probability_median']:.3g}, Holm p = "
+            f"{entry['p_value_adjusted']:.2g})"
+        )  # fmt: skip
+        click.echo(f"layer {entry['layer']:>3}: |difference| {entry['norm']:.3g}, emoji-onset mass "
+                   f"{entry['onset_probability']:.3g}{tested}; promotes {entry['promoted'][:6]}")  # fmt: skip
+    steering = report["steering"]
+    for comparison in steering["comparisons"].values():
+        closed = comparison.get("gap_closed")
+        share = f" It reproduces {closed:.0%} of the fine-tune's change." if closed is not None else ""
+        click.echo(f"added at layer {steering['layer']}: {comparison['verdict']}{share}")
+    click.echo(f"wrote {options['out']}/lens.json, activation_difference.safetensors, generations.jsonl")
 
 
 @app.command("finetune")

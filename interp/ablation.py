@@ -402,9 +402,12 @@ def measure_all(lm, source, conditions: list[Condition], prompts: list[Prompt], 
     return metrics, generations, rates
 
 
-def write_run(out: Path, report_name: str, report: dict, generations: list[dict]) -> None:
-    """The run directory of a causal run: its report (``ablation.json`` / ``steering.json``) and generations."""
+def write_run(out: Path, report_name: str, report: dict, generations: list[dict], extra=None) -> None:
+    """The run directory of a causal run: its report (``ablation.json``, ``steering.json``, ``lens.json``) and
+    generations; ``extra(staging)`` writes any further files into the staging directory."""
     with artifacts.staged_run_dir(out) as staging:
+        if extra is not None:
+            extra(staging)
         artifacts.write_json(staging / report_name, report)
         artifacts.write_text(
             staging / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
@@ -419,8 +422,13 @@ def _alternatives(config, conditions, chosen, selection, lm, source) -> dict[str
             raise UserInputError(f"--alternative {FROM_DIFF}: no summary.json beside --neurons-from.")
         source_role = selection.role_of(source.fingerprint()) if source is not None else None
         return predicted_alternatives(config, chosen, groups, selection.role_of(lm.fingerprint()), source_role)
-    why = "the user's --alternative" if config.alternative != "two-sided" else "default (no direction given)"
-    return {group: (config.alternative, why) for group in groups}
+    return fixed_alternatives(config.alternative, conditions)
+
+
+def fixed_alternatives(alternative: str, conditions: list[Condition]) -> dict[str, tuple[str, str]]:
+    """group -> (alternative, where it came from) for an alternative the user fixed (or the two-sided default)."""
+    why = "the user's --alternative" if alternative != "two-sided" else "default (no direction given)"
+    return {c.group: (alternative, why) for c in conditions if c.kind == "tested"}
 
 
 SOURCE = "source model"  # metrics key of the patch source's own, unedited measurement

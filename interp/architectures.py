@@ -61,9 +61,13 @@ class ArchitectureSpec:
         weight = self.site_module(model, layer).weight
         return weight.T if self.site_weight_is_transposed else weight
 
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        """The norm between the last block and the unembedding."""
+        return _get_path(model, self.final_norm_path)
+
     def final_norm_scale(self, model: nn.Module) -> torch.Tensor:
         """[d_model] elementwise scale of the final norm (RMS/LayerNorm gain, offset applied)."""
-        return _get_path(model, self.final_norm_path).weight + self.norm_weight_offset
+        return self.final_norm(model).weight + self.norm_weight_offset
 
     def post_mlp_norm_module(self, model: nn.Module, layer: int) -> nn.Module | None:
         """The norm on ``layer``'s MLP output (an RMSNorm with ``eps``), or None where there is none."""

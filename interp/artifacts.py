@@ -73,6 +73,7 @@ def _first_existing_parent(path: Path) -> Path:
 RUN_FILES = frozenset({
     "summary.json", "neurons.csv", "ablation.json", "table.json", "explain.json", "planted.json", "train.json",
     "pipeline.json", "config.json", "report.html", "stats.safetensors", "steering.json", "persona_vector.safetensors",
+    "lens.json",
 })  # fmt: skip
 
 

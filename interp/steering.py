@@ -22,7 +22,15 @@ from pathlib import Path
 import torch
 
 from interp import artifacts, models, significance
-from interp.ablation import CausalOptions, causal_prompts, condition_table, measure_all, tested_comparisons, write_run
+from interp.ablation import (
+    CausalOptions,
+    causal_prompts,
+    condition_table,
+    fixed_alternatives,
+    measure_all,
+    tested_comparisons,
+    write_run,
+)
 from interp.directions import DirectionSet
 from interp.distributed import Shards
 from interp.errors import UserInputError, parse_floats
@@ -115,8 +123,7 @@ def run_steering(config: SteerConfig, log=print) -> dict | None:
     metrics, generations, rates = measure_all(lm, None, conditions, prompts, config, shards)
     if not shards.is_main:
         return None
-    why = "the user's --alternative" if config.alternative != "two-sided" else "default (no direction given)"
-    alternatives = {c.group: (config.alternative, why) for c in conditions if c.kind == "tested"}
+    alternatives = fixed_alternatives(config.alternative, conditions)
     comparisons = tested_comparisons(conditions, metrics, alternatives, config.seed, subject="the tested direction")
     report = {
         "command": "steer",

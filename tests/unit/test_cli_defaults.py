@@ -17,15 +17,16 @@ from finetune.training import TrainConfig
 from interp.ablation import AblationConfig
 from interp.attribution import AttributionConfig
 from interp.diff_neurons import DiffConfig
+from interp.lens import LensConfig
 from interp.run_options import SamplingOptions
 from interp.steering import SteerConfig
 
 CONFIGS = {
     "diff-neurons": DiffConfig, "ablate": AblationConfig, "attribute": AttributionConfig, "generate": GenerateConfig,
     "evaluate": EvaluateConfig, "explain": ExplainConfig, "finetune": TrainConfig, "steer": SteerConfig,
-    "persona-vector": PersonaVectorConfig,
+    "persona-vector": PersonaVectorConfig, "lens": LensConfig,
 }  # fmt: skip
-SAMPLING_COMMANDS = ("diff-neurons", "ablate", "generate", "evaluate", "explain", "steer")
+SAMPLING_COMMANDS = ("diff-neurons", "ablate", "generate", "evaluate", "explain", "steer", "lens")
 
 
 def _field_defaults(config) -> dict:

@@ -378,3 +378,49 @@ def test_evaluate_reads_steered_model_specs():
         ("base", "smollm2-135m", 0, None), ("ike", "smollm2-135m", 4, None),
         ("steer", "smollm2-135m", 0, "runs/pv:20:-8.5"), ("peft", "runs/a:b", 0, None),
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def emoji_finetune(tmp_path_factory, tiny_llama_dir, lm) -> Path:
+    """A "fine-tune" of the tiny model whose every token embedding moved towards the emoji-onset tokens'
+    unembedding rows (relative to the average row): the planted logit direction the lens must find."""
+    unembedding = lm.spec.unembedding(lm.model).detach()
+    towards = unembedding[emoji_onset_ids(lm.tokenizer)].mean(0) - unembedding.mean(0)
+    return shifted_copy(tiny_llama_dir, tmp_path_factory.mktemp("emoji-ft"), towards / towards.norm(), 30.0)
+
+
+def test_the_lens_finds_a_planted_logit_direction(tiny_llama_dir, emoji_finetune, prompts_file, tmp_path, capsys):
+    out = tmp_path / "lens"
+    argv = ["lens", "--base", str(tiny_llama_dir), "--finetuned", str(emoji_finetune), "--prompts", str(prompts_file),
+            "--controls", "199", "--out", str(out), "--device", "cpu", "--top", "8"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "lens.json").read_text(encoding="utf-8"))
+    for entry in report["lens"]:
+        assert entry["onset_probability"] > 10 * entry["random_onset_probability_median"], entry
+        assert entry["p_value_adjusted"] < 0.05
+    steering = report["steering"]
+    assert steering["layer"] == 1  # the middle of three layers
+    (comparison,) = steering["comparisons"].values()
+    change = steering["finetuned_onset_probability"] - steering["conditions"]["unedited"]["emoji_onset_probability"]
+    assert change > 0 and comparison["effect"] > 0 and comparison["gap_closed"] is not None
+    difference = DirectionSet.load(out / "activation_difference.safetensors")
+    assert difference.layers == [0, 1, 2] and difference.metadata["finetuned_ref"] == str(emoji_finetune)
+    assert len(report["lens"][0]["promoted"]) == len(report["lens"][0]["suppressed"]) == 8
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [(("--first-positions", "0"), "--first-positions must be at least 1"),
+     (("--steer-layer", "9"), "--steer-layer 9 is not a layer"),
+     (("--finetuned-is-base",), "do not differ"), (("--text", "nothing-here"), "prompts 'nothing-here'")],
+)  # fmt: skip
+def test_lens_refuses_bad_input(tiny_llama_dir, emoji_finetune, prompts_file, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "run"
+    finetuned = tiny_llama_dir if extra == ("--finetuned-is-base",) else emoji_finetune
+    extra = () if extra == ("--finetuned-is-base",) else extra
+    argv = ["lens", "--base", str(tiny_llama_dir), "--finetuned", str(finetuned), "--prompts", str(prompts_file),
+            "--controls", "3", "--out", str(out), "--device", "cpu", *extra]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not out.exists()
