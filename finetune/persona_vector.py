@@ -128,6 +128,7 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "model": {"ref": config.model, "fingerprint": lm.fingerprint()},
         "trait": config.trait,
+        "d_model": lm.d_model,
         "instructions": {pole: instruction(config.trait, pole) if config.instruction else None for pole in POLES},
         "questions": len(prompts["high"]),
         "data_hash": data_hash(load_rows(config.dataset)),

@@ -154,16 +154,70 @@ def control_comparison(runs: list[AblationRun]) -> go.Figure:
 
 def dose_response(run: AblationRun) -> go.Figure:
     """Emoji-onset probability as the tested neurons are scaled by alpha; control sets' mean and spread."""
-    points = run.dose_points()
-    alphas, tested, controls, spread = (list(column) for column in zip(*points))
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=alphas, y=controls, error_y={"type": "data", "array": spread}, mode="lines+markers",
-                                name="random sets (mean +- sd)", line={"color": CONTROL_COLOUR}))  # fmt: skip
-    figure.add_trace(go.Scatter(x=alphas, y=tested, mode="lines+markers", name="tested neurons",
-                                line={"color": TESTED_COLOUR, "width": 3}))  # fmt: skip
+    _dose_traces(figure, run.dose_points(), "random sets (mean +- sd)", "tested neurons")
     figure.update_xaxes(title="alpha (activation scale; 1 = unedited)")
     figure.update_yaxes(title="emoji-onset probability")
     return _layout(figure, "Dose-response: scaling the tested neurons in the fine-tuned model")
+
+
+def steering_doses(steerings: list[AblationRun], neuron_dose: AblationRun | None) -> go.Figure:
+    """Steering dose curves (coefficient -> emoji-onset probability, random directions' mean and sd), next to the
+    neurons' dose curve when the run has one."""
+    titles = [f"steering after block {run.report['vector']['layer']} ({run.path.name})" for run in steerings]
+    titles += ["scaling the tested neurons"] if neuron_dose else []
+    figure = make_subplots(rows=1, cols=len(titles), subplot_titles=[html.escape(t) for t in titles])
+    for column, run in enumerate(steerings, start=1):
+        _dose_traces(figure, run.dose_points(identity=0.0), "random directions (mean +- sd)", "along the vector",
+                     column=column, legend=column == 1)  # fmt: skip
+        figure.update_xaxes(title="coefficient (0 = unedited)", row=1, col=column)
+    if neuron_dose:
+        _dose_traces(figure, neuron_dose.dose_points(), "random neuron sets (mean +- sd)", "tested neurons",
+                     column=len(titles))  # fmt: skip
+        figure.update_xaxes(title="alpha (1 = unedited)", row=1, col=len(titles))
+    figure.update_yaxes(title="emoji-onset probability", row=1, col=1)
+    return _layout(figure, "Dose curves: steering along a direction, and scaling neurons", 420)
+
+
+def _dose_traces(figure: go.Figure, points, control_name: str, tested_name: str, column: int | None = None,
+                 legend: bool = True) -> None:  # fmt: skip
+    doses, tested, controls, spread = (list(values) for values in zip(*points))
+    where = {"row": 1, "col": column} if column else {}
+    figure.add_trace(go.Scatter(x=doses, y=controls, error_y={"type": "data", "array": spread}, mode="lines+markers",
+                                name=control_name, line={"color": CONTROL_COLOUR}, showlegend=legend),
+                     **where)  # fmt: skip
+    figure.add_trace(go.Scatter(x=doses, y=tested, mode="lines+markers", name=tested_name, showlegend=legend,
+                                line={"color": TESTED_COLOUR, "width": 3}), **where)  # fmt: skip
+
+
+def persona_projection(persona: dict) -> go.Figure:
+    """Per layer: the fine-tune's shift projected on the persona vector (95 % interval over questions) with the
+    band random directions would give (+-1.96 x |shift| / sqrt(d)); and its cosine with every trait's vector."""
+    layers = persona["finetune_shift"]["layers"]
+    d_model = persona.get("d_model") or 0
+    x = [entry["layer"] for entry in layers]
+    figure = make_subplots(rows=1, cols=2, subplot_titles=(
+        "shift along the persona vector (residual units)", "cosine of the shift with each trait's vector"))  # fmt: skip
+    projection = [entry["projection"] for entry in layers]
+    low = [p - (entry["projection_ci95"] or [p, p])[0] for p, entry in zip(projection, layers)]
+    high = [(entry["projection_ci95"] or [p, p])[1] - p for p, entry in zip(projection, layers)]
+    if d_model:
+        band = [1.96 * entry["shift_norm"] / math.sqrt(d_model) for entry in layers]
+        figure.add_trace(go.Scatter(x=x + x[::-1], y=band + [-b for b in band[::-1]], fill="toself", name="random "
+                                    "directions (95 %)", line={"width": 0}, fillcolor="rgba(157,157,157,0.35)"),
+                         row=1, col=1)  # fmt: skip
+    figure.add_trace(go.Scatter(x=x, y=projection, mode="lines+markers", name="fine-tune shift (95 % CI)",
+                                error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+                                line={"color": TESTED_COLOUR, "width": 3}), row=1, col=1)  # fmt: skip
+    figure.add_trace(go.Scatter(x=x, y=[entry["cosine"] for entry in layers], mode="lines+markers",
+                                name=html.escape(persona["trait"]), line={"color": TESTED_COLOUR, "width": 3}),
+                     row=1, col=2)  # fmt: skip
+    for trait in layers[0]["other_traits_cosine"]:
+        cosines = [entry["other_traits_cosine"][trait] for entry in layers]
+        figure.add_trace(go.Scatter(x=x, y=cosines, mode="lines", name=html.escape(trait), line={"width": 1}),
+                         row=1, col=2)  # fmt: skip
+    figure.update_xaxes(title="layer")
+    return _layout(figure, "Did the fine-tune move the model along its trait? (persona vectors)", 420)
 
 
 def side_effects(runs: list[AblationRun]) -> go.Figure:

@@ -81,6 +81,8 @@ def render(run: RunArtifacts, headline_text: str) -> str:
     causal = [a for a in run.ablations if a.report.get("comparisons")]
     if causal:
         sections.append(("causal", "Causal results", _causal(causal)))
+    if run.persona or run.lens or run.steerings:
+        sections.append(("directions", "Directions", _directions(run)))
     if any(a.generations for a in run.ablations):
         sections.append(("generations", "Generations", _generations(run.ablations)))
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
@@ -245,6 +247,56 @@ def _causal(runs: list[AblationRun]) -> str:
     header = ["run", "condition", "emoji-onset probability", "at reply start", "KL from unedited", "neutral perplexity"]
     parts.append("<h3>Conditions (controls summarised above)</h3>" + _table(header, rows, 'class="sortable"'))
     return "".join(parts)
+
+
+# --- directions ----------------------------------------------------------------------------------------
+def _directions(run: RunArtifacts) -> str:
+    parts = []
+    persona = run.persona
+    if persona:
+        rows = [[entry["layer"], entry["norm"], entry["residual_rms"], entry["split_half_cosine"]]
+                for entry in persona["layers"]]  # fmt: skip
+        header = ["layer", "norm", "residual rms", "split-half cosine"]
+        parts.append(f"<h3>Persona vector: {e(persona['trait'])}</h3><p>High-pole minus low-pole mean residual over "
+                     f"{persona['questions']} questions' teacher-forced answers, per layer.</p>"
+                     + _table(header, rows, 'class="sortable"'))  # fmt: skip
+        if "finetune_shift" in persona:
+            shift = persona["finetune_shift"]
+            parts.append(_figure(figures.persona_projection(persona)))
+            rows = [[entry["layer"], entry["projection"], _interval(entry["projection_ci95"]), entry["cosine"],
+                     entry["p_value_adjusted"], "yes" if entry["significant"] else "no",
+                     "yes" if entry["largest_of_the_traits"] else "no"] for entry in shift["layers"]]  # fmt: skip
+            header = ["layer", "projection", "95 % CI", "cosine", "Holm p", "significant", "largest of the traits"]
+            parts.append(f"<p>Alternative: {e(shift['alternative'])}; null: {e(shift['null'])}.</p>"
+                         + _table(header, rows, 'class="sortable"'))  # fmt: skip
+        if "neurons" in persona:
+            rows = [[row["neuron"], row["cosine"], row["p_value_adjusted"]] for row in persona["neurons"]["neurons"]]
+            parts.append("<h3>Top neurons' write directions against the persona vector</h3><p>A random direction "
+                         f"has |cosine| {persona['neurons']['random_direction_mean_abs_cosine']:.3f} on average.</p>"
+                         + _table(["neuron", "cosine", "Holm p"], rows))  # fmt: skip
+    if run.lens:
+        rows = [[entry["layer"], entry["norm"], entry["onset_probability"], entry["random_onset_probability_median"],
+                 entry.get("p_value_adjusted"), " ".join(entry["promoted"][:10]), " ".join(entry["suppressed"][:10])]
+                for entry in run.lens["lens"]]  # fmt: skip
+        header = ["layer", "|difference|", "emoji-onset mass", "random directions", "Holm p", "promoted", "suppressed"]
+        parts.append("<h3>Activation-difference lens</h3><p>The fine-tuned minus base mean residual on neutral "
+                     "text, read through the final norm and unembedding.</p>" + _table(header, rows))  # fmt: skip
+        steering = run.lens["steering"]
+        for comparison in steering["comparisons"].values():
+            closed = comparison.get("gap_closed")
+            share = f" It reproduces {closed:.0%} of the fine-tune's change." if closed is not None else ""
+            parts.append(f"<p><b>The difference added to the base model after block {steering['layer']}</b>: "
+                         f"{e(comparison['verdict'])}{e(share)}</p>")  # fmt: skip
+    if run.steerings:
+        parts.append(_figure(figures.steering_doses(run.steerings, run.ablation("dose"))))
+        for steering in run.steerings:
+            for name, comparison in steering.report["comparisons"].items():
+                parts.append(f"<p><b>steer {e(steering.path.name)} {e(name)}</b>: {e(comparison['verdict'])}</p>")
+    return "".join(parts)
+
+
+def _interval(values: list[float] | None) -> str:
+    return "-" if not values else f"{values[0]:.4g} to {values[1]:.4g}"
 
 
 # --- generations ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Read a run directory's artifacts for the report (no model code: files only).
 
 A run directory is a pipeline run (stages in subdirectories), or the output of one command
-(``diff-neurons``, ``ablate``, ``evaluate``), or a folder holding such outputs one level down.
+(``diff-neurons``, ``ablate``, ``evaluate``, ``persona-vector``, ``steer``, ``lens``), or a folder holding such
+outputs one level down.
 Which ablation run is which (restore / necessity / sufficiency / dose) comes from its recorded role, or for
 runs without one from its settings, not its folder's name.
 """
@@ -53,17 +54,21 @@ class AblationRun:
         mode = self.report["config"].get("mode")
         return {"patch": "sufficiency", "scale": "dose"}.get(mode, "necessity")
 
-    def dose_points(self) -> list[tuple[float, float, float, float]]:
-        """A scaling run as (alpha, tested probability, controls' mean probability, controls' sd), by alpha;
-        alpha 1 is the unedited model."""
+    def dose_points(self, identity: float = 1.0) -> list[tuple[float, float, float, float]]:
+        """A scaling (or steering) run as (alpha, tested probability, controls' mean probability, controls' sd), by
+        alpha (coefficient); ``identity``, the alpha of the unedited model (1 for scaling, 0 for steering), is
+        added."""
         unedited = self.report["conditions"]["unedited"]["emoji_onset_probability"]
-        points = [(1.0, unedited, unedited, 0.0)]
+        points = [(identity, unedited, unedited, 0.0)] if identity not in self._alphas() else []
         for name, comparison in self.report["comparisons"].items():
             alpha = float(name.split("=")[1])
             null = next(iter(comparison.get("nulls", {}).values()), {"control_mean": math.nan, "control_std": 0.0})
             points.append((alpha, unedited + comparison["effect"], unedited + null["control_mean"],
                            null["control_std"] or 0.0))  # fmt: skip
         return sorted(points)
+
+    def _alphas(self) -> list[float]:
+        return [float(name.split("=")[1]) for name in self.report["comparisons"]]
 
 
 @dataclass
@@ -74,6 +79,9 @@ class RunArtifacts:
     diff: DiffRun | None = None
     ablations: list[AblationRun] = field(default_factory=list)
     replication: dict | None = None  # replication.json (``interp replicate``)
+    persona: dict | None = None  # summary.json of ``interp persona-vector``
+    lens: dict | None = None  # lens.json of ``interp lens``
+    steerings: list[AblationRun] = field(default_factory=list)  # steering.json runs (``interp steer``)
 
     def ablation(self, role: str) -> AblationRun | None:
         return next((run for run in self.ablations if run.role == role), None)
@@ -96,14 +104,24 @@ def load_run(root: Path) -> RunArtifacts:
             run.evaluate = _json(folder / "table.json")
         if (folder / "neurons.csv").is_file() and run.diff is None:
             run.diff = _diff_run(folder)
+        summary = _json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+        if summary.get("command") == "persona-vector" and run.persona is None:
+            run.persona = summary
+        if (folder / "lens.json").is_file() and run.lens is None:
+            run.lens = _json(folder / "lens.json")
+        if (folder / "steering.json").is_file():
+            run.steerings.append(
+                AblationRun(folder, _json(folder / "steering.json"), _jsonl(folder / "generations.jsonl"))
+            )
         if (folder / "ablation.json").is_file():
             run.ablations.append(
                 AblationRun(folder, _json(folder / "ablation.json"), _jsonl(folder / "generations.jsonl"))
             )
     run.ablations.sort(key=lambda a: ROLES.index(a.role))
-    if not (run.evaluate or run.diff or run.ablations):
+    if not (run.evaluate or run.diff or run.ablations or run.persona or run.lens or run.steerings):
         raise UserInputError(
-            f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json or table.json, here or one level down)."
+            f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json, table.json, steering.json, lens.json "
+            "or a persona vector, here or one level down)."
         )
     return run
 

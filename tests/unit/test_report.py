@@ -43,6 +43,17 @@ def run_dir(tiny_llama_dir, planted_tiny, tmp_path_factory) -> Path:
             "--samples", 1, "--max-new-tokens", 8, "--out", root / "sufficiency", *common)  # fmt: skip
     run_cli("ablate", "--model", planted_dir, "--mode", "scale", "--alpha", "0,0.5,2", *top, "--out", root / "dose",
             *common)  # fmt: skip
+    # directions (issue 16): the persona vector with the planted model's shift along it, steering, the lens
+    run_cli("persona-vector", "--model", tiny_llama_dir, "--finetuned", planted_dir, "--trait", "extraversion",
+            "--split", "test", "--neurons-from", root / "diff" / "neurons.csv", "--top-k", 4, "--out",
+            root / "persona-vector", "--device", "cpu")  # fmt: skip
+    run_cli("steer", "--model", tiny_llama_dir, "--vector", root / "persona-vector", "--layer", 1, "--coeff=-4,4",
+            "--controls", 4, "--out", root / "steer", *common)  # fmt: skip
+    run_cli("lens", "--base", tiny_llama_dir, "--finetuned", planted_dir, "--controls", 4, "--out", root / "lens",
+            *common)  # fmt: skip
+    lens = json.loads((root / "lens" / "lens.json").read_text(encoding="utf-8"))
+    lens["lens"][0]["promoted"][0] = HOSTILE  # a token as hostile as a tokenizer could hold
+    (root / "lens" / "lens.json").write_text(json.dumps(lens, ensure_ascii=False), encoding="utf-8")
     # A generation as hostile as a model could write, beside the real ones.
     generations = root / "necessity" / "generations.jsonl"
     hostile = {"prompt_index": 2, "prompt": HOSTILE, "condition": HOSTILE, "text": f"{HOSTILE} 😀", "emojis": ["😀"]}
@@ -86,10 +97,10 @@ def parsed(path: Path) -> tuple[str, Elements]:
 
 def test_report_has_every_section_from_real_artifacts(run_dir):
     text, elements = parsed(run_dir / "report.html")
-    for section in ("overview", "landscape", "neurons", "causal", "generations"):
+    for section in ("overview", "landscape", "neurons", "causal", "directions", "generations"):
         assert f'<section id="{section}">' in text
     assert elements.sources == []  # offline: nothing is loaded from anywhere (plotly.js is inlined)
-    assert elements.tags["script"] >= 2 + 6  # plotly.js, our script, and one per figure
+    assert elements.tags["script"] >= 2 + 8  # plotly.js, our script, and one per figure
     run = load_run(run_dir)
     assert {a.role for a in run.ablations} == {"necessity", "sufficiency", "dose"}
     first = run.diff.neurons.rows[0]
@@ -117,6 +128,13 @@ def test_missing_sections_are_left_out(run_dir, tmp_path):
     assert '<section id="causal">' in text
     assert '<section id="landscape">' not in text and '<section id="neurons">' not in text
     assert '<section id="generations">' not in text  # scaling runs sample nothing by default
+
+    directions_only = tmp_path / "directions"
+    shutil.copytree(run_dir / "steer", directions_only / "steer")
+    run_cli("report", directions_only)
+    text = (directions_only / "report.html").read_text(encoding="utf-8")
+    assert '<section id="directions">' in text and '<section id="causal">' not in text
+    assert "steer steer coeff=4" in text and "Dose curves" in text
 
     bare_diff = tmp_path / "bare"
     shutil.copytree(run_dir / "diff", bare_diff)
@@ -152,7 +170,7 @@ def test_bad_run_directories_exit_2(tmp_path, capsys, make):
 def test_report_renders_in_a_real_browser(run_dir, tmp_path):
     result = open_report(run_dir / "report.html", tmp_path / "report.png")
     assert result.errors == []
-    assert result.plots >= 6 and result.rendered == result.plots  # every figure drew its SVG
+    assert result.plots >= 8 and result.rendered == result.plots  # every figure drew its SVG
     assert result.pwned is None  # the hostile text never ran
     assert result.generation_rows > 1 and result.filtered_rows < result.generation_rows  # the filter works
     assert (tmp_path / "report.png").stat().st_size > 10_000
