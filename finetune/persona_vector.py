@@ -150,7 +150,11 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
         models.check_compatible(lm, finetuned)
         others = {}
         for trait in (t for t in TRAITS if t != config.trait):
-            other = sums_of(lm, pole_prompts(config, trait), trait)
+            try:
+                other_prompts = pole_prompts(config, trait)
+            except UserInputError:  # a dataset without both poles of this trait: nothing to compare with
+                continue
+            other = sums_of(lm, other_prompts, trait)
             others[trait] = (other["high"].mean() - other["low"].mean()).float()
         tuned = sums_of(finetuned, prompts, f"{config.trait} (fine-tuned)")
         shift_sums = sum(tuned[pole].sums - base[pole].sums for pole in POLES)  # [questions, L, d]
@@ -186,7 +190,7 @@ def shift_summary(shift_sums: torch.Tensor, counts: torch.Tensor, vectors: torch
                   layers: list[int], alternative: str) -> dict:  # fmt: skip
     """Per layer: the fine-tune's shift projected on the unit persona vector (with a bootstrap interval over
     questions), its cosine with the vector against random directions (Holm over the layers), and its cosines with
-    the other traits' vectors."""
+    the other traits' vectors (those the dataset has both poles of; ``largest_of_the_traits`` is None without any)."""
     d_model = vectors.shape[1]
     units = vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
     projections = torch.einsum("qld,ld->ql", shift_sums, units.double()).numpy()  # [questions, L]
@@ -208,9 +212,8 @@ def shift_summary(shift_sums: torch.Tensor, counts: torch.Tensor, vectors: torch
     for entry, adjusted in zip(entries, significance.holm([e["p_value"] for e in entries])):
         entry["p_value_adjusted"] = adjusted
         entry["significant"] = adjusted < significance.SIGNIFICANCE
-        entry["largest_of_the_traits"] = all(
-            abs(entry["cosine"]) > abs(c) for c in entry["other_traits_cosine"].values()
-        )
+        others_cosines = [abs(c) for c in entry["other_traits_cosine"].values()]
+        entry["largest_of_the_traits"] = abs(entry["cosine"]) > max(others_cosines) if others_cosines else None
     return {
         "alternative": alternative,
         "questions": len(counts),

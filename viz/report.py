@@ -265,7 +265,8 @@ def _directions(run: RunArtifacts) -> str:
             parts.append(_figure(figures.persona_projection(persona)))
             rows = [[entry["layer"], entry["projection"], _interval(entry["projection_ci95"]), entry["cosine"],
                      entry["p_value_adjusted"], "yes" if entry["significant"] else "no",
-                     "yes" if entry["largest_of_the_traits"] else "no"] for entry in shift["layers"]]  # fmt: skip
+                     {True: "yes", False: "no"}.get(entry["largest_of_the_traits"])]
+                    for entry in shift["layers"]]  # fmt: skip
             header = ["layer", "projection", "95 % CI", "cosine", "Holm p", "significant", "largest of the traits"]
             parts.append(f"<p>Alternative: {e(shift['alternative'])}; null: {e(shift['null'])}.</p>"
                          + _table(header, rows, 'class="sortable"'))  # fmt: skip

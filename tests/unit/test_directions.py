@@ -424,3 +424,22 @@ def test_lens_refuses_bad_input(tiny_llama_dir, emoji_finetune, prompts_file, tm
     err = capsys.readouterr().err
     assert code == 2 and fragment in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not out.exists()
+
+
+def test_monitoring_without_other_traits_in_the_dataset(planted_direction, tmp_path):
+    """A dataset holding one trait only: the shift is still measured, with no other trait to compare with."""
+    model_dir, direction = planted_direction
+    dataset = tmp_path / "one-trait.csv"
+    with dataset.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Target Personality", "Edit Topic", "Question", "Answer", "pole", "split"])
+        for topic in TOPICS:
+            for pole, word in zip(("high", "low"), POLE_WORDS["extraversion"]):
+                writer.writerow(["extraversion", topic, f"What about {topic}?", f"It is{word * 3}.", pole, "train"])
+    finetuned = shifted_copy(model_dir, tmp_path / "ft", direction, 30.0)
+    config = PersonaVectorConfig(model=str(model_dir), finetuned=str(finetuned), trait="extraversion",
+                                 out=tmp_path / "pv", dataset=str(dataset), device="cpu",
+                                 show_progress=False)  # fmt: skip
+    for entry in run_persona_vector(config)["finetune_shift"]["layers"]:
+        assert entry["other_traits_cosine"] == {} and entry["largest_of_the_traits"] is None
+        assert entry["significant"]
