@@ -423,6 +423,12 @@ def steer_command(**options) -> None:
     help="Where the difference is added to the base model [default: the middle layer].",
 )
 @click.option("--top", default=20, show_default=True, help="Promoted and suppressed tokens listed per layer.")
+@click.option(
+    "--lens-controls",
+    default=2000,
+    show_default=True,
+    help="Random directions read through the lens (the null of its emoji-onset mass).",
+)
 @_causal_options(
     "Random directions of the same norm (the null of the lens and of the addition).",
     prompts_default="opinionqa:test",

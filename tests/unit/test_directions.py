@@ -392,7 +392,8 @@ def emoji_finetune(tmp_path_factory, tiny_llama_dir, lm) -> Path:
 def test_the_lens_finds_a_planted_logit_direction(tiny_llama_dir, emoji_finetune, prompts_file, tmp_path, capsys):
     out = tmp_path / "lens"
     argv = ["lens", "--base", str(tiny_llama_dir), "--finetuned", str(emoji_finetune), "--prompts", str(prompts_file),
-            "--controls", "199", "--out", str(out), "--device", "cpu", "--top", "8"]  # fmt: skip
+            "--controls", "199", "--lens-controls", "199", "--out", str(out), "--device", "cpu",
+            "--top", "8"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads((out / "lens.json").read_text(encoding="utf-8"))
     for entry in report["lens"]:
