@@ -21,6 +21,7 @@ cosine of each listed neuron's write direction with the persona vector after its
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,9 +120,11 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
     split_half = torch.nn.functional.cosine_similarity(halves[0], halves[1], dim=1)
     squares = torch.cat([base[pole].squares for pole in POLES])
     residual_rms = (squares.sum(0) / torch.cat([base[pole].counts for pole in POLES]).sum()).sqrt()
+    fingerprints = prompt_fingerprints([p for pole in POLES for p in prompts[pole]])
     metadata = {
         "method": "persona-vector: mean residual after each block, high-pole minus low-pole answers (response "
         "positions)", "trait": config.trait, "model_ref": config.model, "model_fingerprint": lm.fingerprint(),
+        "prompt_fingerprints": json.dumps(fingerprints),
     }  # fmt: skip
     summary = {
         "command": "persona-vector",
@@ -132,7 +135,7 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
         "instructions": {pole: instruction(config.trait, pole) if config.instruction else None for pole in POLES},
         "questions": len(prompts["high"]),
         "data_hash": data_hash(load_rows(config.dataset)),
-        "prompt_fingerprints": prompt_fingerprints([p for pole in POLES for p in prompts[pole]]),
+        "prompt_fingerprints": fingerprints,
         "positions": {pole: int(base[pole].counts.sum()) for pole in POLES},
         "layers": [
             {

@@ -104,6 +104,7 @@ def test_a_planted_direction_is_recovered_as_the_persona_vector(planted_directio
     assert summary["positions"]["high"] == summary["positions"]["low"] > 0
     assert all(entry["split_half_cosine"] > 0.9 for entry in summary["layers"])
     assert vectors.metadata["trait"] == "extraversion" and len(summary["prompt_fingerprints"]) == 2 * len(TOPICS)
+    assert json.loads(vectors.metadata["prompt_fingerprints"]) == summary["prompt_fingerprints"]  # in the file too
 
 
 def test_the_unplanted_model_has_no_such_direction(tiny_llama_dir, pole_dataset, tmp_path, planted_direction):
