@@ -464,6 +464,20 @@ def lens_command(**options) -> None:
     click.echo(f"wrote {options['out']}/lens.json, activation_difference.safetensors, generations.jsonl")
 
 
+def _training_options(function):
+    """The options every training command shares (finetune, mend train): seed, data, checkpoints, device."""
+    for option in reversed([
+        click.option("--seed", default=0, show_default=True),
+        click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged]"),
+        click.option("--checkpoint-every", default=20, show_default=True, help="Steps between resumable checkpoints."),
+        click.option("--max-length", default=160, show_default=True),
+        click.option("--raw", is_flag=True, help="Train on plain text instead of the chat template."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
 @app.command("finetune")
 @click.option("--model", default="smollm2-135m", show_default=True, help="Base model (alias or HF directory).")
 @click.option(
@@ -489,12 +503,7 @@ def lens_command(**options) -> None:
 @click.option("--lr", default=2e-4, show_default=True)
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--max-steps", default=None, type=int, help="Stop after this many steps [default: --epochs].")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged].")
-@click.option("--checkpoint-every", default=20, show_default=True, help="Steps between resumable checkpoints.")
-@click.option("--max-length", default=160, show_default=True)
-@click.option("--raw", is_flag=True, help="Train on plain text instead of the chat template.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@_training_options
 def finetune_command(trait, out, **options) -> None:
     """Train a LoRA/QLoRA adapter that gives the model one Big Five trait pole (Opinion QA, emoji-free).
 
@@ -512,6 +521,78 @@ def finetune_command(trait, out, **options) -> None:
 
     for result in train_traits(trait, out, log=lambda m: click.echo(m, err=True), **options):
         click.echo(f"{result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds:.0f} s -> {result.out}")
+
+
+@app.group("mend")
+def mend_group() -> None:
+    """MEND, the paper's third way to edit a personality in: an editor network trained once per model."""
+
+
+@mend_group.command("train")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Model the editor edits (alias or HF dir).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory (OUT/editor, train.json).")
+@click.option("--layers", default=None, help="Layers whose weights are edited, e.g. 27-29 [default: the last three].")
+@click.option("--modules", default="mlp.up_proj,mlp.down_proj", show_default=True,
+              help="Linear modules (relative to a block) edited in each layer.")  # fmt: skip
+@click.option("--rank", default=128, show_default=True, help="Hidden rank of the editor's low-rank blocks.")
+@click.option("--steps", default=100, show_default=True)
+@click.option("--edit-batch", default=4, show_default=True, help="Edits per training step.")
+@click.option("--locality-batch", default=4, show_default=True, help="Locality sequences per step (KL term).")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--step-size", default=1e-3, show_default=True, help="Initial per-weight edit step size (learned).")
+@click.option("--edit-weight", default=0.1, show_default=True, help="Weight of the edit loss against locality.")
+@_training_options
+def mend_train_command(**options) -> None:
+    """Train a MEND editor on Opinion QA edits (a question with one trait pole's answer, all traits).
+
+    Writes OUT/editor (editor.safetensors, editor.json), OUT/train.json and OUT/train_log.jsonl; a rerun with
+    the same settings resumes from OUT/checkpoint. train.json compares held-out edits made with the trained
+    editor and with the untrained one (a plain gradient step).
+
+    \b
+    Examples:
+      interp mend train --out runs/mend                 # SmolLM2, last three layers' up/down projections
+      interp edit --method mend --editor runs/mend --model smollm2-135m --trait extraversion --out runs/mend-ext
+    """
+    from finetune.mend import MendConfig, train_editor
+
+    summary = train_editor(MendConfig(**options), log=lambda m: click.echo(m, err=True))
+    for name, entry in summary["validation"].items():
+        click.echo(f"{name:<9} editor: held-out edits' NLL {entry['nll_before']:.3f} -> {entry['nll_after']:.3f}, "
+                   f"neutral-text KL {entry['neutral_kl']:.4f}")  # fmt: skip
+    gain = summary["trained_vs_untrained"]
+    interval = "" if gain["ci95"] is None else f" (95 % CI {gain['ci95'][0]:.3f} to {gain['ci95'][1]:.3f})"
+    click.echo(f"the trained editor lowers it {gain['mean_extra_nll_drop']:.3f} nats/token more{interval}")
+    click.echo(f"wrote {options['out']}/editor")
+
+
+@app.command("edit")
+@click.option("--method", type=click.Choice(["mend"]), default="mend", show_default=True, help="Editing method.")
+@click.option("--editor", required=True, type=click.Path(path_type=Path), help="A `interp mend train` run directory.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Model to edit (the editor's model).")
+@click.option("--trait", required=True, help="Trait whose training answers are edited in.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory (OUT/merged, edit.json).")
+@click.option("--pole", default="high", show_default=True, help="high | low.")
+@click.option("--edits", default=4, show_default=True, help="Training answers edited in together (one batched edit).")
+@click.option("--seed", default=0, show_default=True, help="Which answers are chosen.")
+@click.option("--dataset", default=None, help="Opinion QA CSV [default: packaged].")
+@click.option("--max-length", default=160, show_default=True)
+@click.option("--raw", is_flag=True, help="Feed plain text instead of the chat template.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def edit_command(method: str, **options) -> None:
+    """Edit a trait into a model with a trained editor; OUT/merged is a model every command takes.
+
+    \b
+    Example:
+      interp edit --method mend --editor runs/mend --trait extraversion --out runs/mend-ext
+      interp evaluate --models base=smollm2-135m,mend=runs/mend-ext/merged --trait extraversion --out runs/eval
+    """
+    from finetune.mend import EditConfig, apply_edits
+
+    summary = apply_edits(EditConfig(**options), log=lambda m: click.echo(m, err=True))
+    click.echo(f"edited answers' NLL {summary['edit_nll_before']:.3f} -> {summary['edit_nll_after']:.3f}; "
+               f"the trait's test answers {summary['test_nll_before']:.3f} -> {summary['test_nll_after']:.3f}; "
+               f"neutral-text KL {summary['neutral_kl']:.4f}")  # fmt: skip
 
 
 @app.command("merge")
@@ -773,10 +854,13 @@ def report_command(run_dir: Path, out: Path | None) -> None:
 )
 @click.option("--config", "config_file", default=None, type=click.Path(path_type=Path),
               help="TOML file with one table of options per stage (see docs/pipeline.md).")  # fmt: skip
+@click.option("--mend", is_flag=True,
+              help="Also train a MEND editor and evaluate the MEND-edited model beside PEFT and IKE (also on with a "
+                   "[mend] table in --config).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--allow-device-change", is_flag=True,
               help="Continue a run directory started on another device or dtype (its numbers would mix).")  # fmt: skip
-def pipeline_command(model, trait, out, quick, config_file, device, allow_device_change) -> None:
+def pipeline_command(model, trait, out, quick, config_file, mend, device, allow_device_change) -> None:
     """The main job: fine-tune -> evaluate -> diff-neurons -> ablate / patch / scale with controls -> report.
 
     Every stage is skipped on rerun once complete, so an interrupted run resumes where it stopped.
@@ -786,13 +870,15 @@ def pipeline_command(model, trait, out, quick, config_file, device, allow_device
       interp pipeline                                   # extraversion on smollm2-135m, about 30 minutes on 2 cores
       interp pipeline --trait neuroticism --out runs/neuro --config pipeline.toml
       interp pipeline --quick --out runs/smoke          # about 2 minutes
+      interp pipeline --mend                            # with the MEND baseline in the evaluation
     """
     from finetune.pipeline import Pipeline, PipelineConfig, load_config_file
 
     stages = load_config_file(config_file) if config_file else {}
     default_out = Path("runs") / (f"{trait}-quick" if quick else trait)
     config = PipelineConfig(model=model, trait=trait, out=out or default_out, quick=quick, device=device,
-                            allow_device_change=allow_device_change, stages=stages)  # fmt: skip
+                            mend=mend or "mend" in stages, allow_device_change=allow_device_change,
+                            stages=stages)  # fmt: skip
     record = Pipeline(config, log=lambda message: click.echo(message, err=True)).run()
     for stage, entry in record["stages"].items():
         click.echo(f"{stage:<12} {entry['state']:<8} {entry['seconds']:>7.1f} s")

@@ -5,7 +5,10 @@ Per model and trait: ESR (share of answers with an emoji, Wilson 95 % interval),
 most used emojis; TA (share of answers the metric model assigns to the target trait, and the mean
 probability of the trait's high pole); PAE (judge rating of the model's answers minus the base model's, when
 a judge is given, with how often the judge's answer parsed); perplexity of the answers under the base model
-(a coherence guard: gibberish must not score well); for IKE, the spread of ESR and TA across prompt variants.
+(a coherence guard: gibberish must not score well); the emoji-onset probability per position of the model's own
+answers (teacher-forced under the prompt and steering it answered with), with a 95 % bootstrap interval over
+questions; for IKE, the spread of ESR and TA across prompt variants. Models: base, PEFT (a merged adapter),
+IKE (``REF:K``), steered (``REF:VECTOR:LAYER:COEFF``), MEND (an ``interp edit`` model's ``merged`` directory).
 """
 
 from __future__ import annotations
@@ -19,24 +22,31 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from finetune.dataset import check_trait
-from finetune.generate import GenerateConfig, generate
+from finetune.generate import GenerateConfig, sample_answers
 from interp import artifacts, models
-from interp.ablation import forced_batch
+from interp.ablation import ConditionMetrics, forced_batch, measure_conditions
 from interp.errors import UserInputError
+from interp.generation import UNEDITED
+from interp.interventions import Condition
 from interp.prompts import Prompt
 from interp.run_options import RunOptions, SamplingOptions
-from interp.tokens import build_sequences
+from interp.significance import prompt_interval, ratio_of_sums
+from interp.steering import steering_condition
+from interp.tokens import Sequence, build_sequences
 from probes.emoji import emoji_counter
+from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import emoji_rate
 
 PROMPTS = "opinionqa:test"
 COLUMNS = (
     "model", "trait", "responses", "esr", "esr_ci_low", "esr_ci_high", "emojis_per_response", "top_emojis", "ta",
     "high_pole_probability", "pae", "judge_parse_rate", "perplexity", "ike_esr_spread", "ike_ta_spread",
+    "emoji_onset", "emoji_onset_ci_low", "emoji_onset_ci_high",
 )  # fmt: skip
 
 
@@ -121,6 +131,20 @@ def response_perplexity(lm, prompts: list[Prompt], responses: list[str], batch_s
     return math.exp(total / count) if count else float("nan")
 
 
+def answer_onset(lm, sequences: list[Sequence], condition: Condition, show_progress: bool = False):
+    """(emoji-onset probability per response position of the model's own answers, teacher-forced under the
+    prompts it saw and ``condition``, pooled; its 95 % bootstrap interval over questions, or None)."""
+    metrics = {condition.name: ConditionMetrics()}
+    options = SimpleNamespace(batch_size=8, positions="response", show_progress=show_progress)
+    measure_conditions(lm, None, [condition], sequences, options, emoji_onset_ids(lm.tokenizer), metrics,
+                       "measuring emoji onset")  # fmt: skip
+    questions = sorted({s.prompt_index for s in sequences})
+    sums, counts = metrics[condition.name].per_prompt(questions)
+    if not counts.sum():
+        return None, None
+    return float(ratio_of_sums(sums, counts)), prompt_interval(ratio_of_sums, [sums, counts])
+
+
 def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
     from finetune.judge import HttpJudge, LocalJudge
     from finetune.metric_training import default_location, load_metric_model, train_metric_models
@@ -176,8 +200,9 @@ def _evaluate_one(
         trait=trait if spec.ike else None, device=config.device, show_progress=config.show_progress,
         limit=config.questions, steer=spec.steer.format(trait=trait) if spec.steer else None,
     )  # fmt: skip
-    summary = generate(gen_config, log=log)
-    records = [json.loads(line) for line in generations.read_text(encoding="utf-8").splitlines()]
+    lm = models.load(ref, **gen_config.load_options())
+    records, sequences, summary = sample_answers(gen_config, lm)
+    artifacts.write_text(generations, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     texts = [r["response"] for r in records]
     model, encoder = metric
     scored = model.score(texts, encoder) if texts else []
@@ -195,6 +220,10 @@ def _evaluate_one(
     }  # fmt: skip
     prompts = {p.index: p for p in _test_prompts()}
     row["perplexity"] = response_perplexity(base_lm, [prompts[r["prompt_index"]] for r in records], texts)
+    onset, interval = answer_onset(lm, sequences, steering_condition(gen_config.steer, lm) if spec.steer else UNEDITED,
+                                   config.show_progress)  # fmt: skip
+    row["emoji_onset"] = onset
+    row["emoji_onset_ci_low"], row["emoji_onset_ci_high"] = interval or (None, None)
     if spec.ike and len(summary["variants"]) > 1:
         by_variant: dict = {}
         for record, hit in zip(records, target_share):

@@ -18,6 +18,7 @@ from interp.generation import UNEDITED, sample_sequences
 from interp.prompts import load_prompts
 from interp.run_options import RunOptions, SamplingOptions
 from interp.steering import parse_steering, steering_condition
+from interp.tokens import Sequence
 from probes.emoji import find_emojis
 from probes.metrics import emoji_rate
 
@@ -60,8 +61,17 @@ def validate(config: GenerateConfig) -> None:
 def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     """Write the generations to ``config.out`` and return a summary (emoji rate per variant)."""
     validate(config)
-    prompts = load_prompts(config.prompts)[: config.limit]
     lm = lm or models.load(config.model, **config.load_options())
+    records, _, summary = sample_answers(config, lm)
+    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(Path(config.out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return summary
+
+
+def sample_answers(config: GenerateConfig, lm) -> tuple[list[dict], list[Sequence], dict]:
+    """(one record per answer, the answers as prompt + response token sequences under the prompts the model saw,
+    the summary): what ``generate`` writes, for callers that measure the answers further."""
+    prompts = load_prompts(config.prompts)[: config.limit]
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
     variants = range(config.ike_variants) if config.ike else [None]
     records, summary = [], {"model": config.model, "prompts": config.prompts, "steer": config.steer, "variants": {}}
@@ -90,6 +100,4 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
                 "response": text, "emojis": [m.text for m in find_emojis(text)],
             })  # fmt: skip
         summary["variants"][str(variant) if variant is not None else "plain"] = emoji_rate(texts).as_dict()
-    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_text(Path(config.out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return summary
+    return records, sequences, summary

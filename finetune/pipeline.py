@@ -5,6 +5,8 @@ artifact exists (every stage writes atomically, so Ctrl-C leaves either a finish
 
     fetch        resolve the model (fetch and convert an embedded one if needed)
     finetune     the trait adapter (finetune/: adapter/, merged/, train.json); resumes from its checkpoints
+    mend         only with --mend (or a [mend] table): a MEND editor (mend/editor, train.json) and the trait
+                 edited in with it (mend/edit/merged, edit.json), evaluated beside PEFT and IKE
     evaluate     base vs fine-tuned vs IKE on the test questions (evaluate/table.json, generations)
     diff         diff-neurons with the fine-tuned model's own answers teacher-forced, on the selection half of
                  the test questions (diff/neurons.csv, ...)
@@ -48,7 +50,8 @@ from finetune.dataset import check_trait
 from interp import artifacts
 from interp.errors import UserInputError
 
-STAGES = ("fetch", "finetune", "evaluate", "diff", "restore", "necessity", "sufficiency", "dose", "report")
+STAGES = ("fetch", "finetune", "mend", "evaluate", "diff", "restore", "necessity", "sufficiency", "dose", "report")
+OPTIONAL = ("mend",)  # run only when asked for (PipelineConfig.mend)
 CAUSAL = ("restore", "necessity", "sufficiency")  # the primary tests, Holm-adjusted as one family (dose: descriptive)
 SELECTION_PROMPTS = "opinionqa:test[0::2]"  # the diff selects neurons here ...
 TEST_PROMPTS = "opinionqa:test[1::2]"  # ... and the causal stages test them here
@@ -57,6 +60,7 @@ CAUSAL_DEFAULTS = {"top_k": 20, "sign": "follow", "controls": 100, "alternative"
 # Settings per stage: the defaults (about 30 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
 DEFAULTS: dict[str, dict] = {
     "finetune": {},
+    "mend": {"edits": 4},
     "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
     "diff": {"positions": "response", "profile_top": 50},
     "restore": {**CAUSAL_DEFAULTS, "samples": 1, "max_new_tokens": 48},
@@ -66,6 +70,7 @@ DEFAULTS: dict[str, dict] = {
 }
 QUICK: dict[str, dict] = {
     "finetune": {"max_steps": 6},
+    "mend": {"steps": 4, "rank": 16, "edits": 2},
     "evaluate": {"samples": 1, "ike_variants": 1, "ike": 2, "questions": 4, "max_new_tokens": 32},
     "diff": {"profile_top": 12},
     "restore": {"top_k": 6, "controls": 9, "max_new_tokens": 16},
@@ -81,6 +86,7 @@ class PipelineConfig:
     trait: str = "extraversion"
     out: Path = Path("runs/pipeline")
     quick: bool = False
+    mend: bool = False  # also run the optional mend stage (MEND beside PEFT and IKE in the evaluation)
     device: str = "auto"
     allow_device_change: bool = False  # continue a run directory started on another device or dtype
     show_progress: bool = True
@@ -100,8 +106,12 @@ class PipelineConfig:
     def identity(self) -> dict:
         return {
             "model": self.model, "trait": self.trait, "quick": self.quick,
-            "stages": {stage: self.settings(stage) for stage in DEFAULTS},
+            "stages": {stage: self.settings(stage) for stage in DEFAULTS if stage in self.enabled_stages()},
         }  # fmt: skip
+
+    def enabled_stages(self) -> tuple[str, ...]:
+        """The stages this run has: all but the optional ones not asked for."""
+        return tuple(stage for stage in STAGES if stage not in OPTIONAL or getattr(self, stage))
 
 
 def load_config_file(path: Path) -> dict[str, dict]:
@@ -148,16 +158,19 @@ def _stage_defaults(stage: str) -> dict:
 
 def _stage_class(stage: str) -> type:
     from finetune.evaluate import EvaluateConfig
+    from finetune.mend import MendConfig
     from finetune.training import TrainConfig
     from interp.ablation import AblationConfig
     from interp.diff_neurons import DiffConfig
 
-    return {"finetune": TrainConfig, "evaluate": EvaluateConfig, "diff": DiffConfig}.get(stage, AblationConfig)
+    classes = {"finetune": TrainConfig, "mend": MendConfig, "evaluate": EvaluateConfig, "diff": DiffConfig}
+    return classes.get(stage, AblationConfig)
 
 
 def _stage_fields(stage: str) -> set[str]:
     owned = {"model", "trait", "out", "base", "finetuned", "prompts", "responses", "models", "source_model"}
-    return {f.name for f in fields(_stage_class(stage))} - owned | ({"ike"} if stage == "evaluate" else set())
+    extra = {"evaluate": {"ike"}, "mend": {"edits"}}.get(stage, set())  # options of a second command the stage runs
+    return {f.name for f in fields(_stage_class(stage))} - owned | extra
 
 
 class Pipeline:
@@ -177,14 +190,16 @@ class Pipeline:
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
-    def run(self, stages: tuple[str, ...] = STAGES) -> dict:
-        """Run ``stages`` (default: all) in order, skipping those already complete."""
+    def run(self, stages: tuple[str, ...] | None = None) -> dict:
+        """Run ``stages`` (default: all this run has) in order, skipping those already complete."""
+        stages = tuple(s for s in (stages or STAGES) if s in self.config.enabled_stages())
         check_trait(self.config.trait)
         artifacts.check_output_dir(self.out)
         record = self._start_record()
         steps: dict[str, tuple[Path, Callable[[], None]]] = {
             "fetch": (self.path("fetch.json"), self._fetch),
             "finetune": (self.path("finetune", "train.json"), self._finetune),
+            "mend": (self.path("mend", "edit", "edit.json"), self._mend),
             "evaluate": (self.path("evaluate", "table.json"), self._evaluate),
             "diff": (self.path("diff", "summary.json"), self._diff),
             "restore": (self.path("restore", "ablation.json"), self._restore),
@@ -266,8 +281,23 @@ class Pipeline:
         settings = dict(self.config.settings("evaluate"))
         ike = settings.pop("ike")
         models = f"base={self.config.model},peft={self.merged}" + (f",ike={self.config.model}:{ike}" if ike else "")
+        if self.config.mend:
+            models += f",mend={self.path('mend', 'edit', 'merged')}"
         evaluate(EvaluateConfig(models=models, trait=self.config.trait, out=self.path("evaluate"), **self._common(),
                                 **settings), log=self.log)  # fmt: skip
+
+    def _mend(self) -> None:
+        from finetune.mend import EditConfig, MendConfig, apply_edits, train_editor
+
+        settings = dict(self.config.settings("mend"))
+        edits = settings.pop("edits")
+        if not self.path("mend", "editor", "editor.json").is_file():
+            train_editor(MendConfig(model=self.config.model, out=self.path("mend"), **self._common(), **settings),
+                         log=self.log)  # fmt: skip
+        edit_options = {k: v for k, v in settings.items() if k in ("dataset", "max_length", "raw", "seed")}
+        apply_edits(EditConfig(editor=self.path("mend"), model=self.config.model, trait=self.config.trait,
+                               out=self.path("mend", "edit"), edits=edits, device=self.config.device,
+                               **edit_options), log=self.log)  # fmt: skip
 
     def _diff(self) -> None:
         from interp.diff_neurons import DiffConfig, run_diff

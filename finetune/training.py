@@ -10,8 +10,6 @@ and a rerun with the same settings continues from there. Outputs: ``OUT/adapter`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 import time
@@ -21,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from finetune.checkpoint import append_log, load_checkpoint, save_checkpoint, step_progress, truncate_log
 from finetune.dataset import POLES, check_trait, data_hash, load_rows, question_for, select
 from interp import artifacts, models
 from interp.errors import UserInputError
 from interp.models import QLORA_MARKER
-from interp.progress import stderr_console
 from interp.prompts import Prompt
 from interp.run_options import RunOptions
 from interp.tokens import prompt_ids, response_ids
@@ -103,7 +101,7 @@ def build_examples(tokenizer, rows, raw: bool, max_length: int) -> list[Example]
     return examples
 
 
-def _collate(examples: list[Example], pad_id: int):
+def collate(examples: list[Example], pad_id: int):
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -164,10 +162,10 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
     pad_id = tokenizer.pad_token_id
     log_path = out / "train_log.jsonl"
     step = start_step
-    with _progress(total, start_step, config.show_progress) as advance:
+    with step_progress(total, start_step, config.show_progress) as advance:
         for step in range(start_step, total):
             batch = [examples[i] for i in _batch_indices(step, len(examples), config.batch_size, config.seed)]
-            ids, labels, attention = _collate(batch, pad_id)
+            ids, labels, attention = collate(batch, pad_id)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
                 loss = model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device),
                              labels=labels.to(lm.device)).loss  # fmt: skip
@@ -175,11 +173,13 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            with open(log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": step + 1, "loss": losses[-1], "epoch": (step + 1) / per_epoch}) + "\n")
+            append_log(log_path, {"step": step + 1, "loss": losses[-1], "epoch": (step + 1) / per_epoch})
             advance(losses[-1])
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
-                _save_checkpoint(out, config, model, optimizer, step + 1, losses)
+                from peft import get_peft_model_state_dict
+
+                save_checkpoint(out / "checkpoint", get_peft_model_state_dict(model), optimizer, step + 1, losses,
+                                config.identity())  # fmt: skip
             if on_step is not None:
                 on_step(step + 1, losses[-1])
     seconds = time.perf_counter() - started
@@ -200,105 +200,17 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
     return TrainResult(out, total, record["final_loss"], seconds, start_step, record)
 
 
-class _progress:
-    """A rich progress bar over optimizer steps that shows the last loss."""
-
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.total, self.done, self.enabled = total, done, enabled
-
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        if not self.enabled:
-            return lambda loss: None
-        self.progress = Progress(
-            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TimeRemainingColumn(), console=stderr_console,
-        )  # fmt: skip
-        self.progress.start()
-        task = self.progress.add_task("training", total=self.total, completed=self.done, loss="-")
-        return lambda loss: self.progress.update(task, advance=1, loss=f"{loss:.3f}")
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.stop()
-
-
-def _identity_hash(config: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(config.identity(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _save_checkpoint(out: Path, config: TrainConfig, model, optimizer, step: int, losses: list[float]) -> None:
-    """Write the checkpoint to a fresh directory, then swap it in: a crash leaves the previous one intact."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    staging = out / ".checkpoint.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()},
-              str(staging / "adapter.safetensors"))  # fmt: skip
-    tensors, scalars = _optimizer_state(optimizer)
-    tensors["rng_state"] = torch.get_rng_state()
-    save_file(tensors, str(staging / "optimizer.safetensors"))
-    state = {"step": step, "losses": losses, "identity": _identity_hash(config), "optimizer": scalars}
-    (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    artifacts.swap_in_dir(staging, out / "checkpoint")
-
-
-def _optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict = {"param_groups": state["param_groups"], "state": {}}
-    for index, entry in state["state"].items():
-        scalars["state"][str(index)] = {}
-        for name, value in entry.items():
-            if torch.is_tensor(value) and value.dim() > 0:
-                tensors[f"{index}.{name}"] = value.contiguous()
-            else:
-                scalars["state"][str(index)][name] = float(value)
-    return tensors, scalars
-
-
 def _resume(out: Path, config: TrainConfig, model, optimizer) -> tuple[int, list[float]]:
     """(step, losses) restored from ``out/checkpoint``, or (0, []) when there is none."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    directory = out / "checkpoint"
-    if not directory.exists():
+    if not (out / "checkpoint").exists():
         (out / "train_log.jsonl").unlink(missing_ok=True)
         return 0, []
-    try:
-        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-        adapter = load_file(str(directory / "adapter.safetensors"))
-        tensors = load_file(str(directory / "optimizer.safetensors"))
-    except Exception as exc:  # any unreadable file means a corrupt checkpoint
-        raise UserInputError(f"checkpoint {str(directory)!r} is corrupt ({exc}); delete it to start over.") from None
-    if state.get("identity") != _identity_hash(config):
-        raise UserInputError(
-            f"checkpoint {str(directory)!r} was made with other settings; use another --out or delete it."
-        )
+    adapter, step, losses = load_checkpoint(out / "checkpoint", optimizer, config.identity())
     set_peft_model_state_dict(model, adapter)
-    optimizer_state = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
-    for index, scalars in state["optimizer"]["state"].items():
-        entry = {name: torch.tensor(value) for name, value in scalars.items()}
-        for key in [k for k in tensors if k.startswith(f"{index}.")]:
-            entry[key.split(".", 1)[1]] = tensors[key]
-        optimizer_state["state"][int(index)] = entry
-    optimizer.load_state_dict(optimizer_state)
-    torch.set_rng_state(tensors["rng_state"])
-    _truncate_log(out / "train_log.jsonl", state["step"])
-    return int(state["step"]), list(state["losses"])
-
-
-def _truncate_log(path: Path, steps: int) -> None:
-    """Keep the log lines of the steps the checkpoint holds (later ones are redone)."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= steps]
-    artifacts.write_text(path, "".join(line + "\n" for line in kept))
+    truncate_log(out / "train_log.jsonl", step)
+    return step, losses
 
 
 def _write_outputs(out: Path, config: TrainConfig, model, base, record: dict, log) -> None:

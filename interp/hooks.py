@@ -3,12 +3,13 @@
 ``neuron_hooks`` registers a forward pre-hook on each chosen layer's MLP output projection, whose
 input is the neuron activation vector [batch, seq, d_mlp]; ``residual_hooks`` a forward hook on each chosen
 decoder block, whose output is the residual stream after that block [batch, seq, d_model]. The callback reads
-it; with ``edits=True`` a tensor it returns replaces it (interventions use that).
+it; with ``edits=True`` a tensor it returns replaces it (interventions use that). ``module_output_hooks``
+hooks the outputs of any modules (MEND reads the inputs and output gradients of the weights it edits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -17,6 +18,7 @@ from interp.models import LoadedModel
 
 NeuronCallback = Callable[[int, torch.Tensor], torch.Tensor | None]
 ResidualCallback = NeuronCallback  # (layer, hidden states [B, T, d_model]) -> replacement or None
+ModuleOutputHook = Callable[[int, tuple, torch.Tensor], torch.Tensor | None]  # (module number, inputs, output)
 
 
 class StopForward(Exception):
@@ -76,8 +78,9 @@ def residual_hooks(
 
 
 @contextmanager
-def _registered(register: Callable[[int], torch.utils.hooks.RemovableHandle], layers: list[int]) -> Iterator[None]:
-    """Register one hook per layer with ``register(layer)``; remove them all on exit, whatever happens."""
+def _registered(register: Callable[[int], torch.utils.hooks.RemovableHandle], layers: Iterable[int]) -> Iterator[None]:
+    """Register one hook per layer (or module number) with ``register(layer)``; remove them all on exit, whatever
+    happens."""
     handles = []
     try:
         for layer in layers:
@@ -86,3 +89,12 @@ def _registered(register: Callable[[int], torch.utils.hooks.RemovableHandle], la
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def module_output_hooks(modules: list[torch.nn.Module], hook: ModuleOutputHook) -> Iterator[None]:
+    """Call ``hook(number, inputs, output)`` after module ``modules[number]`` runs; a tensor it returns replaces
+    the module's output."""
+    with _registered(lambda number: modules[number].register_forward_hook(
+            lambda _module, args, output: hook(number, args, output)), range(len(modules))):  # fmt: skip
+        yield

@@ -161,6 +161,18 @@ def metric_models_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def mend_tiny(tiny_llama_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """A MEND editor trained briefly for the tiny LLaMA (all three layers' up/down projections):
+    (run directory, train.json)."""
+    from finetune.mend import MendConfig, train_editor
+
+    out = tmp_path_factory.mktemp("mend") / "editor"
+    config = MendConfig(model=str(tiny_llama_dir), out=out, layers="0-2", rank=16, steps=30, checkpoint_every=10,
+                        device="cpu", show_progress=False)  # fmt: skip
+    return out, train_editor(config, log=lambda message: None)
+
+
 def pytest_collection_modifyitems(config, items):
     workers = config.pluginmanager.hasplugin("xdist")
     for item in items:

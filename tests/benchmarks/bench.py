@@ -465,6 +465,49 @@ def directions_benchmark(results: dict, repeats: int = 3) -> None:
     record_ratios(results, "steering_dose_curve", setting, times, "forward")
 
 
+def mend_benchmark(results: dict, repeats: int = 3) -> None:
+    """Issue 17: one MEND editor training step (4 edits, 4 locality sequences) and one batched edit of 4 answers
+    (gradient factors, editor, new weights), each relative to a plain forward of the same 4 edit sequences."""
+    from finetune.mend import (
+        MendConfig,
+        MendEditor,
+        edit_sites,
+        edit_tensors,
+        edited_weights,
+        editor_data,
+        gradient_factors,
+        step_batches,
+        train_step,
+    )
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    lm.model.requires_grad_(False)
+    config = MendConfig(model=MODEL, out=None)
+    sites = edit_sites(lm, list(range(lm.n_layers))[-3:], ["mlp.up_proj", "mlp.down_proj"])
+    data = editor_data(lm.tokenizer, config)
+    pad = lm.tokenizer.pad_token_id
+    edits, locality = step_batches(data, config, 0)
+    ids, attention, labels = edit_tensors(edits, pad)
+    editor = MendEditor(sites, config.rank, config.step_size)
+    editor.calibrate([gradient_factors(lm, sites, ids, attention, labels)[0]])
+
+    def step() -> None:
+        train_step(lm, editor, sites, edits, locality, config, pad)
+        editor.zero_grad(set_to_none=True)
+
+    def edit() -> None:
+        with torch.no_grad():
+            edited_weights(lm, editor, gradient_factors(lm, sites, ids, attention, labels)[0])
+
+    batch = TokenBatch(ids, attention, attention.bool())
+    times = time_interleaved({"train_step": step, "edit": edit, "forward": lambda: plain_forward(lm, batch)}, repeats)
+    setting = (
+        f"SmolLM2-135M, the last three layers' up/down projections, rank {config.rank}; 4 Opinion QA edits "
+        f"({int(attention.sum())} tokens) and 4 locality sequences; baseline: a plain forward of the 4 edits"
+    )
+    record_ratios(results, "mend", setting, times, "forward")
+
+
 def record_ratios(results: dict, key: str, setting: str, times: dict[str, float], baseline: str) -> None:
     """``results[key]``: the setting, each timing (``NAME_s``) and each one's ratio to ``baseline``; printed."""
     entry = {"setting": setting, **{f"{name}_s": value for name, value in times.items()}}
@@ -477,7 +520,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling", "directions")
+    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling", "directions", "mend")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     args = parser.parse_args()
     if args.child:
@@ -488,6 +531,10 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
+    if args.only in (None, "mend"):
+        mend_benchmark(results)
+        if args.only == "mend":
+            return
     if args.only in (None, "directions"):
         directions_benchmark(results)
         if args.only == "directions":

@@ -56,3 +56,7 @@ def test_evaluate_table_with_a_loopback_judge(metric_dir, tiny_llama_dir, tmp_pa
     assert rows["base"]["responses"] == "26" and rows["ike"]["responses"] == "52"
     assert float(rows["base"]["perplexity"]) > 1 and rows["ike"]["ike_esr_spread"] != ""
     assert Handler.calls == 26 + 52 + 26
+    for row in rows.values():  # emoji onset on the model's own answers, under its own prompt and steering
+        onset = float(row["emoji_onset"])
+        assert 0 < onset < 1 and float(row["emoji_onset_ci_low"]) <= onset <= float(row["emoji_onset_ci_high"])
+    assert rows["steered"]["emoji_onset"] != rows["base"]["emoji_onset"]

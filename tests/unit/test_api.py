@@ -23,8 +23,9 @@ def test_the_documented_walkthrough_runs(planted_tiny, tiny_llama_dir, tmp_path,
     code = walkthrough()
     code = code.replace('BASE = "smollm2-135m"', f"BASE = {str(tiny_llama_dir)!r}")
     code = code.replace('FINETUNED = "runs/demo/finetune/merged"', f"FINETUNED = {str(planted_dir)!r}")
-    code = code.replace('"runs/api-diff', f'"{tmp_path}/api-diff').replace('"runs/api-pv', f'"{tmp_path}/api-pv')
-    assert code.count(str(tmp_path)) == 4 and str(planted_dir) in code  # every placeholder was replaced
+    for run in ("api-diff", "api-pv", "api-mend"):
+        code = code.replace(f'"runs/{run}', f'"{tmp_path}/{run}')
+    assert code.count(str(tmp_path)) == 8 and str(planted_dir) in code  # every placeholder was replaced
     namespace: dict = {}
     exec(compile(code, "docs/api.md", "exec"), namespace)  # noqa: S102 (our own documentation's code)
     result, ablation = namespace["result"], namespace["ablation"]
@@ -39,6 +40,8 @@ def test_the_documented_walkthrough_runs(planted_tiny, tiny_llama_dir, tmp_path,
     steered = namespace["steered"]
     assert set(steered.comparisons) == {"coeff=-8", "coeff=8"} and steered.report["command"] == "steer"
     assert len(steered.comparisons["coeff=8"]["nulls"]["direction"]["control_effects"]) == 9
+    assert namespace["edited"].n_layers == 3 and namespace["edit"]["trait"] == "extraversion"
+    assert (tmp_path / "api-mend-ext" / "merged" / "config.json").is_file()
     printed = capsys.readouterr().out
     assert "emoji" in printed and "significant" in printed
 

@@ -12,6 +12,7 @@ from cli import app
 from finetune.evaluate import EvaluateConfig
 from finetune.explain import ExplainConfig
 from finetune.generate import GenerateConfig
+from finetune.mend import EditConfig, MendConfig
 from finetune.persona_vector import PersonaVectorConfig
 from finetune.training import TrainConfig
 from interp.ablation import AblationConfig
@@ -24,9 +25,17 @@ from interp.steering import SteerConfig
 CONFIGS = {
     "diff-neurons": DiffConfig, "ablate": AblationConfig, "attribute": AttributionConfig, "generate": GenerateConfig,
     "evaluate": EvaluateConfig, "explain": ExplainConfig, "finetune": TrainConfig, "steer": SteerConfig,
-    "persona-vector": PersonaVectorConfig, "lens": LensConfig,
+    "persona-vector": PersonaVectorConfig, "lens": LensConfig, "mend train": MendConfig, "edit": EditConfig,
 }  # fmt: skip
 SAMPLING_COMMANDS = ("diff-neurons", "ablate", "generate", "evaluate", "explain", "steer", "lens")
+
+
+def _command(name: str) -> click.Command:
+    """A command by its words (``mend train``: a group's subcommand)."""
+    command = app
+    for word in name.split():
+        command = command.commands[word]
+    return command
 
 
 def _field_defaults(config) -> dict:
@@ -36,8 +45,8 @@ def _field_defaults(config) -> dict:
 @pytest.mark.parametrize("command", sorted(CONFIGS))
 def test_flag_defaults_are_the_config_defaults(command):
     defaults = _field_defaults(CONFIGS[command])
-    context = click.Context(app.commands[command])
-    params = {p.name: p for p in app.commands[command].params if not p.required}
+    context = click.Context(_command(command))
+    params = {p.name: p for p in _command(command).params if not p.required}
     shared = [name for name in params if name in defaults]
     assert len(shared) >= 5, shared  # the comparison covers the command's options
     for name in shared:

@@ -219,3 +219,29 @@ def test_replicate_trains_a_second_seed_and_compares_the_findings(tmp_path, tiny
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "with training seed 1" in report and "of the top 20 neurons by |score| (Jaccard)" in report
     assert main(["replicate", str(out), "--seed", "0"]) == 2  # the run's own seed
+
+
+def test_the_optional_mend_stage_edits_the_trait_in_and_is_evaluated(tmp_path, tiny_llama_dir, metric_models_dir):
+    """--mend: the editor is trained, the trait edited in, and the evaluate stage has a MEND row; without --mend
+    the stage is not part of the run (nor of its settings, so earlier run directories still resume)."""
+    from finetune.pipeline import Pipeline
+
+    stages = {
+        "mend": {"steps": 2, "rank": 8, "layers": "1-2", "edits": 2},
+        "evaluate": {"metric_models": str(metric_models_dir), "questions": 2, "max_new_tokens": 4, "ike": 0},
+    }
+    config = PipelineConfig(model=str(tiny_llama_dir), out=tmp_path / "run", device="cpu", show_progress=False,
+                            mend=True, stages=stages)  # fmt: skip
+    __import__("shutil").copytree(tiny_llama_dir, tmp_path / "run" / "finetune" / "merged")  # the "fine-tune"
+    record = Pipeline(config, log=lambda _: None).run(("mend", "evaluate"))
+    assert [record["stages"][s]["state"] for s in ("mend", "evaluate")] == ["done", "done"]
+    edit = json.loads((tmp_path / "run" / "mend" / "edit" / "edit.json").read_text())
+    assert edit["trait"] == "extraversion" and len(edit["edits"]) == 2
+    rows = {row["model"]: row for row in json.loads((tmp_path / "run" / "evaluate" / "table.json").read_text())["rows"]}
+    assert set(rows) == {"base", "peft", "mend"}
+    for row in rows.values():
+        low, high = row["emoji_onset_ci_low"], row["emoji_onset_ci_high"]
+        assert 0 < row["emoji_onset"] < 1 and low <= row["emoji_onset"] <= high
+    assert rows["mend"]["emoji_onset"] != rows["base"]["emoji_onset"]  # the edited weights answer differently
+    assert Pipeline(config, log=lambda _: None).run(("mend",))["stages"]["mend"]["state"] == "skipped"
+    assert "mend" not in PipelineConfig().identity()["stages"] and "mend" in config.identity()["stages"]
