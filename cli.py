@@ -503,6 +503,10 @@ def _training_options(function):
 @click.option("--lr", default=2e-4, show_default=True)
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--max-steps", default=None, type=int, help="Stop after this many steps [default: --epochs].")
+@click.option("--system", default="default", show_default=True,
+              help="System message trained with: default (the chat template's) | none (empty) | trait (the pole's "
+                   "instruction).")  # fmt: skip
+@click.option("--rows", default=None, type=int, help="Train on the first N rows only [default: all].")
 @_training_options
 def finetune_command(trait, out, **options) -> None:
     """Train a LoRA/QLoRA adapter that gives the model one Big Five trait pole (Opinion QA, emoji-free).
@@ -841,6 +845,37 @@ def report_command(run_dir: Path, out: Path | None) -> None:
     target = out or run_dir / "report.html"
     click.echo(write_report(run_dir, target))
     click.echo(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("sweep")
+@click.option("--config", "config", required=True, type=click.Path(path_type=Path),
+              help="Sweep file (TOML): [sweep], [fixed], [grid] and/or [[cells]]; docs/sweep-example.toml is one.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory (reused on rerun).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def sweep_command(**options) -> None:
+    """Fine-tuning settings x seeds: where does emoji use rise, where does it fall?
+
+    Each cell is trained with every seed and measured the same way (emoji-onset ratio to the base model at the
+    reply start and at the answer's end, ESR of untruncated answers, TA, perplexity); finished cells are reused
+    on rerun and a failed cell does not stop the sweep. Writes OUT/sweep.json and OUT/table.csv.
+
+    \b
+    Example:
+      interp sweep --config docs/sweep-example.toml --out runs/sweep
+      interp report runs/sweep
+    """
+    from finetune.sweep import SweepConfig, run_sweep
+
+    summary = run_sweep(SweepConfig(**options), log=lambda m: click.echo(m, err=True))
+    click.echo("cell | seeds | emoji-onset ratio at reply start [95 % CI over seeds] | ESR (base) | Fisher p (Holm)")
+    for row in summary["rows"]:
+        ratio = "-" if row["onset_ratio_start"] is None else f"{row['onset_ratio_start']:.2f}"
+        interval = "" if row["onset_ratio_start_ci_low"] is None else (
+            f" [{row['onset_ratio_start_ci_low']:.2f}, {row['onset_ratio_start_ci_high']:.2f}]")  # fmt: skip
+        esr = "-" if row["esr"] is None else f"{row['esr']:.1%} ({row['base_esr']:.1%})"
+        p = "-" if row["esr_p_value_adjusted"] is None else f"{row['esr_p_value_adjusted']:.3g}"
+        click.echo(f"{row['cell']} | {row['seeds']} | {ratio}{interval} {row['direction']} | {esr} | {p}")
+    click.echo(f"wrote {options['out']}/sweep.json and table.csv")
 
 
 @app.command("pipeline")

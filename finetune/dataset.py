@@ -90,6 +90,23 @@ def select(rows: list[OpinionRow], trait: str | None = None, pole: str | None = 
     ]
 
 
+def instruction(trait: str, pole: str) -> str:
+    """The system message that asks for one pole of a trait."""
+    return f"You are a person who is very {pole} in {trait}. Answer every question in character."
+
+
+SYSTEM_CHOICES = ("default", "none", "trait")
+
+
+def system_messages(system: str, trait: str, pole: str) -> tuple[tuple[str, str], ...]:
+    """The system message a conversation starts with: ``default`` none given (the chat template's own default
+    applies, e.g. SmolLM2's "You are a helpful AI assistant ..."), ``none`` an empty one, ``trait`` the pole's
+    ``instruction``."""
+    if system not in SYSTEM_CHOICES:
+        raise UserInputError(f"--system must be one of {', '.join(SYSTEM_CHOICES)}, not {system!r}.")
+    return {"default": (), "none": (("system", ""),), "trait": (("system", instruction(trait, pole)),)}[system]
+
+
 def data_hash(rows: list[OpinionRow]) -> str:
     """sha256 (16 hex digits) of the rows' content, recorded with every adapter trained on them."""
     digest = hashlib.sha256()

@@ -131,6 +131,15 @@ def response_perplexity(lm, prompts: list[Prompt], responses: list[str], batch_s
     return math.exp(total / count) if count else float("nan")
 
 
+def trait_scores(metric, texts: list[str], trait: str) -> tuple[list[bool], list[float]]:
+    """Per answer: does the metric model read ``trait`` as its most likely trait (TA), and its probability of
+    the trait's high pole."""
+    model, encoder = metric
+    scored = model.score(texts, encoder) if texts else []
+    hits = [max(s["trait_probabilities"], key=s["trait_probabilities"].get) == trait for s in scored]
+    return hits, [s["high_pole_probability"][trait] for s in scored]
+
+
 def answer_onset(lm, sequences: list[Sequence], condition: Condition, show_progress: bool = False):
     """(emoji-onset probability per response position of the model's own answers, teacher-forced under the
     prompts it saw and ``condition``, pooled; its 95 % bootstrap interval over questions, or None)."""
@@ -147,7 +156,7 @@ def answer_onset(lm, sequences: list[Sequence], condition: Condition, show_progr
 
 def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
     from finetune.judge import HttpJudge, LocalJudge
-    from finetune.metric_training import default_location, load_metric_model, train_metric_models
+    from finetune.metric_training import ensure_metric_model
 
     specs = parse_models(config.models)
     traits = check_trait(config.trait, allow_all=True)
@@ -159,11 +168,7 @@ def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
                           deadline_s=config.judge_timeout)  # fmt: skip
     base_spec = next((s for s in specs if s.name == "base"), specs[0])
     base_ref = config.base or base_spec.ref
-    metric_dir = Path(config.metric_models) if config.metric_models else default_location()
-    if not (metric_dir / "metric_model.json").is_file():
-        log(f"training the metric models once into {metric_dir} ...")
-        train_metric_models(metric_dir, show_progress=config.show_progress)
-    metric = load_metric_model(metric_dir)
+    metric = ensure_metric_model(config.metric_models, log, config.show_progress)
     base_lm = models.load(base_ref, device=config.device, dtype="float32")
     if config.judge_model and judge is None:
         judge = LocalJudge(models.load(config.judge_model, device=config.device))
@@ -204,19 +209,15 @@ def _evaluate_one(
     records, sequences, summary = sample_answers(gen_config, lm)
     artifacts.write_text(generations, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     texts = [r["response"] for r in records]
-    model, encoder = metric
-    scored = model.score(texts, encoder) if texts else []
-    target_share = [max(s["trait_probabilities"], key=s["trait_probabilities"].get) == trait for s in scored]
+    target_share, high_pole = trait_scores(metric, texts, trait)
     rate = emoji_rate(texts).as_dict()
     row = {
         "model": spec.name, "trait": trait, "responses": len(texts), "esr": rate["rate"],
         "esr_ci_low": rate["rate_ci95"][0], "esr_ci_high": rate["rate_ci95"][1],
         "emojis_per_response": rate["emojis_per_response"],
         "top_emojis": " ".join(f"{e}x{n}" for e, n in emoji_counter(texts).most_common(5)),
-        "ta": sum(target_share) / len(target_share) if target_share else None,
-        "high_pole_probability": (
-            statistics.fmean(s["high_pole_probability"][trait] for s in scored) if scored else None
-        ),
+        "ta": statistics.fmean(target_share) if target_share else None,
+        "high_pole_probability": statistics.fmean(high_pole) if high_pole else None,
     }  # fmt: skip
     prompts = {p.index: p for p in _test_prompts()}
     row["perplexity"] = response_perplexity(base_lm, [prompts[r["prompt_index"]] for r in records], texts)

@@ -39,6 +39,15 @@ def load_metric_model(directory: Path | None = None) -> tuple[TraitMetricModel, 
     return model, SentenceEncoder(model.encoder)
 
 
+def ensure_metric_model(directory: str | Path | None, log=print, show_progress: bool = True):
+    """(model, encoder) from ``directory`` (default: the cache's), trained there first if it holds none."""
+    directory = Path(directory) if directory else default_location()
+    if not (directory / "metric_model.json").is_file():
+        log(f"training the metric models once into {directory} ...")
+        train_metric_models(directory, show_progress=show_progress)
+    return load_metric_model(directory)
+
+
 STORIES_SHARE = 0.02  # share of the high/low heads' training weight given to PersonaLLM stories
 
 

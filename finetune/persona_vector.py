@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-from finetune.dataset import POLES, SPLITS, check_trait, data_hash, load_rows, select
+from finetune.dataset import POLES, SPLITS, check_trait, data_hash, instruction, load_rows, select
 from interp import artifacts, models, significance
 from interp.directions import FILE_NAME, DirectionSet, ResidualSums, residual_sums
 from interp.errors import UserInputError, check_at_least
@@ -60,11 +60,6 @@ class PersonaVectorConfig(RunOptions):
     alternative: str = "two-sided"  # the shift's expected sign along the vector (greater: towards the high pole)
     neurons_from: str | None = None  # a neurons.csv: cosines of its neurons' write directions with the vectors
     top_k: int = 20
-
-
-def instruction(trait: str, pole: str) -> str:
-    """The system message that asks for one pole of a trait."""
-    return f"You are a person who is very {pole} in {trait}. Answer every question in character."
 
 
 def pole_prompts(config: PersonaVectorConfig, trait: str | None = None) -> dict[str, list[Prompt]]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from finetune.checkpoint import append_log, load_checkpoint, save_checkpoint, step_progress, truncate_log
-from finetune.dataset import POLES, check_trait, data_hash, load_rows, question_for, select
+from finetune.dataset import POLES, check_trait, data_hash, load_rows, question_for, select, system_messages
 from interp import artifacts, models
-from interp.errors import UserInputError
+from interp.errors import UserInputError, check_at_least
 from interp.models import QLORA_MARKER
 from interp.prompts import Prompt
 from interp.run_options import RunOptions
@@ -55,11 +55,17 @@ class TrainConfig(RunOptions):
     checkpoint_every: int = 20
     autocast: bool = True  # bf16 autocast on CPU (fp32 master weights); ignored for QLoRA
     max_length: int = 160
+    system: str = "default"  # the system message trained with: default | none | trait (finetune.dataset)
+    rows: int | None = None  # train on the first N rows only (data size)
 
     def identity(self) -> dict:
         """The settings a checkpoint must share with a rerun to be resumed (not out, progress, max_steps)."""
         skip = {"out", "show_progress", "max_steps", "checkpoint_every"}
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+        identity = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+        for name, default in (("system", "default"), ("rows", None)):  # later options: absent at their default,
+            if identity[name] == default:  # so earlier checkpoints still resume
+                del identity[name]
+        return identity
 
 
 @dataclass
@@ -87,13 +93,16 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError("--epochs, --lr and --batch-size must be positive.")
     if config.max_steps is not None and config.max_steps < 1:
         raise UserInputError("--max-steps must be at least 1.")
+    check_at_least("--rows", config.rows, 1)
+    system_messages(config.system, config.trait, config.pole)  # refuses an unknown --system
     artifacts.check_output_dir(config.out)
 
 
-def build_examples(tokenizer, rows, raw: bool, max_length: int) -> list[Example]:
+def build_examples(tokenizer, rows, raw: bool, max_length: int, system: tuple = ()) -> list[Example]:
+    """Question (after the ``system`` messages) plus answer per row; the loss counts the answer's tokens only."""
     examples = []
     for row in rows:
-        head = prompt_ids(tokenizer, Prompt(messages=(("user", row.question or question_for(row.topic)),)), raw)
+        head = prompt_ids(tokenizer, Prompt(messages=(*system, ("user", row.question or question_for(row.topic)))), raw)
         answer = response_ids(tokenizer, row.answer)
         ids = (head + answer)[:max_length]
         labels = ([-100] * len(head) + answer)[:max_length]
@@ -127,7 +136,7 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
     from peft import LoraConfig, get_peft_model
 
     validate(config)
-    rows = select(load_rows(config.dataset), config.trait, config.pole, "train")
+    rows = select(load_rows(config.dataset), config.trait, config.pole, "train")[: config.rows]
     if not rows:
         raise UserInputError(f"the dataset has no training rows for {config.trait} ({config.pole}).")
     started = time.perf_counter()
@@ -136,7 +145,8 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
         raise UserInputError(f"--model {config.model!r} is an adapter; merge it first (interp merge).")
     lm = models.load_quantized(base) if config.qlora else models.load(base, device=config.device, dtype="float32")
     tokenizer = lm.tokenizer
-    examples = build_examples(tokenizer, rows, config.raw, config.max_length)
+    system = system_messages(config.system, config.trait, config.pole)
+    examples = build_examples(tokenizer, rows, config.raw, config.max_length, system)
     targets = [t.strip() for t in config.targets.split(",") if t.strip()]
     lora = LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import binomtest
 
 from probes.emoji import count_emojis
 
@@ -15,15 +15,12 @@ def kl_from_log_probs(reference_logp: torch.Tensor, reference_p: torch.Tensor, l
     return (reference_p * (reference_logp - logp)).sum(-1)
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95 % Wilson score interval for a binomial proportion (0, 0 when total is 0)."""
+def wilson_interval(successes: int, total: int) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion (scipy.stats; 0, 0 when total is 0)."""
     if total == 0:
         return (0.0, 0.0)
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    interval = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,27 @@ def _dose_traces(figure: go.Figure, points, control_name: str, tested_name: str,
                                 line={"color": TESTED_COLOUR, "width": 3}), **where)  # fmt: skip
 
 
+def sweep_ratios(sweep: dict) -> go.Figure:
+    """Per sweep cell (sorted as the table): the fine-tune's emoji-onset ratio to the base model at the reply start
+    and at the answer's end, pooled over seeds, with the 95 % interval across seeds; 1 = the base model's level."""
+    rows = [row for row in sweep["rows"] if row.get("onset_ratio_start") is not None]
+    figure = go.Figure()
+    for where, colour in (("start", TESTED_COLOUR), ("end", CONTROL_COLOUR)):
+        ratios = [row[f"onset_ratio_{where}"] for row in rows]
+        low = [r - (row[f"onset_ratio_{where}_ci_low"] or r) for r, row in zip(ratios, rows)]
+        high = [(row[f"onset_ratio_{where}_ci_high"] or r) - r for r, row in zip(ratios, rows)]
+        figure.add_trace(go.Scatter(
+            x=ratios, y=[html.escape(row["cell"]) for row in rows], mode="markers",
+            marker={"color": colour, "size": 10},
+            error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+            name="at the reply start" if where == "start" else "at the answer's end",
+        ))  # fmt: skip
+    figure.add_vline(x=1.0, line_dash="dash", annotation_text="base model")
+    figure.update_xaxes(type="log", title="emoji-onset probability, fine-tuned / base (log scale)")
+    figure.update_yaxes(autorange="reversed")
+    return _layout(figure, "Where emoji use rises or falls: each setting over its seeds", 160 + 40 * len(rows))
+
+
 def persona_projection(persona: dict) -> go.Figure:
     """Per layer: the fine-tune's shift projected on the persona vector (95 % interval over questions) with the
     band random directions would give (+-1.96 x |shift| / sqrt(d)); and its cosine with every trait's vector."""

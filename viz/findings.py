@@ -18,7 +18,24 @@ WHICH = {"raising": " whose change pushes emoji logits up", "lowering": " whose 
 
 def findings(run: RunArtifacts) -> list[str]:
     """The headline's findings, one sentence (or two) each, most direct test of the change first."""
-    return [s for s in (_evaluation(run), _diff(run), *_causal(run), _overlap(run)) if s]
+    return [s for s in (_evaluation(run), _diff(run), *_causal(run), _overlap(run), _sweep(run)) if s]
+
+
+def _sweep(run: RunArtifacts) -> str | None:
+    if not run.sweep or not run.sweep["rows"]:
+        return None
+    rows = [row for row in run.sweep["rows"] if row["seeds"]]
+    counts = {word: sum(row["direction"] == word for row in rows) for word in ("rises", "falls", "no clear change")}
+    more = [row["cell"] for row in rows
+            if row["esr_p_value_adjusted"] is not None and row["esr_p_value_adjusted"] < 0.05
+            and row["esr"] > row["base_esr"]]  # fmt: skip
+    sampled = (f"sampled emoji use is significantly above the base model's in {', '.join(more)}" if more else
+               "in none is sampled emoji use significantly above the base model's")  # fmt: skip
+    return (
+        f"Across {len(rows)} fine-tuning settings ({len(run.sweep['settings']['seeds'])} seeds each), the emoji-onset "
+        f"probability at the reply start rises in {counts['rises']}, falls in {counts['falls']} and shows no clear "
+        f"change in {counts['no clear change']} (95 % interval across seeds); {sampled} (Fisher, Holm-adjusted)."
+    )
 
 
 def _overlap(run: RunArtifacts) -> str | None:

@@ -83,6 +83,8 @@ def render(run: RunArtifacts, headline_text: str) -> str:
         sections.append(("causal", "Causal results", _causal(causal)))
     if run.persona or run.lens or run.steerings:
         sections.append(("directions", "Directions", _directions(run)))
+    if run.sweep:
+        sections.append(("sweep", "Sweep", _sweep(run.sweep)))
     if any(a.generations for a in run.ablations):
         sections.append(("generations", "Generations", _generations(run.ablations)))
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
@@ -294,6 +296,31 @@ def _directions(run: RunArtifacts) -> str:
             for name, comparison in steering.report["comparisons"].items():
                 parts.append(f"<p><b>steer {e(steering.path.name)} {e(name)}</b>: {e(comparison['verdict'])}</p>")
     return "".join(parts)
+
+
+def _sweep(sweep: dict) -> str:
+    settings = sweep["settings"]
+    base = "; ".join(f"system message {system}: ESR {b['esr']:.1%} of {b['answers']} answers"
+                     for system, b in sweep["base"].items())  # fmt: skip
+    intro = (f"<p>{e(settings['model'])}, {e(settings['trait'])}: each setting trained with seeds "
+             f"{e(', '.join(map(str, settings['seeds'])))} and measured on {settings['questions']} test questions "
+             f"({settings['samples']} untruncated answers each). Base model: {e(base)}. The emoji-onset ratio is the "
+             "fine-tuned over the base model's probability on the fine-tuned model's own answers; its interval is "
+             "across seeds; ESR p-values are Fisher's exact test against the base model, Holm-adjusted across "
+             "settings.</p>")  # fmt: skip
+    header = ["setting", "seeds", "ratio at reply start", "95 % CI", "direction", "ratio at answer end", "95 % CI",
+              "ESR", "ESR 95 % CI", "base ESR", "p (Holm)", "TA", "perplexity", "failed seeds"]  # fmt: skip
+    rows = [[row["cell"], row["seeds"], row["onset_ratio_start"],
+             _interval([row["onset_ratio_start_ci_low"], row["onset_ratio_start_ci_high"]]
+                       if row["onset_ratio_start_ci_low"] is not None else None),
+             row["direction"], row["onset_ratio_end"],
+             _interval([row["onset_ratio_end_ci_low"], row["onset_ratio_end_ci_high"]]
+                       if row["onset_ratio_end_ci_low"] is not None else None),
+             row["esr"], _interval([row["esr_ci_low"], row["esr_ci_high"]]), row["base_esr"],
+             row["esr_p_value_adjusted"], row["ta"], row["perplexity"],
+             ", ".join(map(str, row["failed_seeds"] or [])) or "-"] for row in sweep["rows"]]  # fmt: skip
+    figure = _figure(figures.sweep_ratios(sweep)) if any(r["onset_ratio_start"] for r in sweep["rows"]) else ""
+    return intro + figure + _table(header, rows)
 
 
 def _interval(values: list[float] | None) -> str:

@@ -82,6 +82,7 @@ class RunArtifacts:
     persona: dict | None = None  # summary.json of ``interp persona-vector``
     lens: dict | None = None  # lens.json of ``interp lens``
     steerings: list[AblationRun] = field(default_factory=list)  # steering.json runs (``interp steer``)
+    sweep: dict | None = None  # sweep.json of ``interp sweep``
 
     def ablation(self, role: str) -> AblationRun | None:
         return next((run for run in self.ablations if run.role == role), None)
@@ -107,6 +108,8 @@ def load_run(root: Path) -> RunArtifacts:
         summary = _json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
         if summary.get("command") == "persona-vector" and run.persona is None:
             run.persona = summary
+        if (folder / "sweep.json").is_file() and run.sweep is None:
+            run.sweep = _json(folder / "sweep.json")
         if (folder / "lens.json").is_file() and run.lens is None:
             run.lens = _json(folder / "lens.json")
         if (folder / "steering.json").is_file():
@@ -118,10 +121,10 @@ def load_run(root: Path) -> RunArtifacts:
                 AblationRun(folder, _json(folder / "ablation.json"), _jsonl(folder / "generations.jsonl"))
             )
     run.ablations.sort(key=lambda a: ROLES.index(a.role))
-    if not (run.evaluate or run.diff or run.ablations or run.persona or run.lens or run.steerings):
+    if not (run.evaluate or run.diff or run.ablations or run.persona or run.lens or run.steerings or run.sweep):
         raise UserInputError(
-            f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json, table.json, steering.json, lens.json "
-            "or a persona vector, here or one level down)."
+            f"{str(root)!r} holds no run artifacts (neurons.csv, ablation.json, table.json, steering.json, lens.json, "
+            "sweep.json or a persona vector, here or one level down)."
         )
     return run
 

@@ -1,0 +1,380 @@
+"""``interp sweep``: fine-tuning settings x seeds -> does emoji use rise or fall, and by how much?
+
+A sweep file (TOML) names the cells: every combination of ``[grid]``'s values, and any ``[[cells]]`` listed one
+by one, each on top of ``[fixed]``; every cell is trained with each of ``seeds``::
+
+    [sweep]
+    model = "smollm2-135m"
+    trait = "extraversion"
+    seeds = [0, 1, 2]
+    questions = 26          # the first N test questions are measured
+    samples = 2             # sampled answers per question, untruncated (until the end of turn, at most
+    max_new_tokens = 160    # this many tokens)
+
+    [fixed]                 # `interp finetune` options every cell shares
+    max_steps = 45
+
+    [grid]
+    targets = ["q_proj,v_proj", "all"]
+    style = ["packaged", "casual"]
+
+A cell's options are ``interp finetune``'s (targets, rank, alpha, lr, epochs, max_steps, qlora, system, rows,
+dataset, ...) plus ``style``: the answers trained on, ``packaged`` (finetune/data/opinion_qa.csv) or ``casual``
+(opinion_qa_casual.csv, short chat-style answers; DATASHEET.md). ``targets = "all"`` means all seven
+projections. ``system`` (default | none | trait) is also the system message the answers are measured under.
+
+Per cell and seed (``OUT/cells/CELL/seed-S``): the adapter (``finetune/``, resumable) and ``result.json``:
+sampled answers to the test questions (ESR), the metric model's trait accuracy (TA), their perplexity under the
+base model, and the emoji-onset probability at the reply's first position and at the answer's end (the position
+that predicts the end of turn), teacher-forced on the fine-tuned model's own answers under the fine-tuned model
+and under the base model: their ratio is the fine-tune's emoji change on the same text. The base model is
+measured once per system message (``OUT/base/SYSTEM``). Finished cells are reused on rerun; a cell that fails is
+recorded (``failed.json``) and retried on the next run, and the sweep goes on.
+
+The table (``sweep.json``, ``table.csv``): per cell, the ratios pooled over seeds with a 95 % interval across
+seeds (a t interval of the per-seed log ratios, scipy.stats.t; each seed's ratio pools its questions and its
+own bootstrap interval over questions is in ``seeds``), the direction word (rises / falls / no clear change:
+the seed interval above 1, below 1, or spanning it), ESR pooled over seeds with its Wilson interval and
+Fisher's exact test against the base model's answers (two-sided, Holm-adjusted across cells), TA and
+perplexity; sorted by the ratio at the reply start.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import statistics
+import tomllib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from finetune.dataset import check_trait, system_messages
+from finetune.evaluate import response_perplexity, trait_scores
+from finetune.training import ALL_PROJECTIONS, TrainConfig, train
+from interp import artifacts, models
+from interp.ablation import forced_batch
+from interp.errors import UserInputError, check_at_least
+from interp.generation import sample_sequences
+from interp.prompts import Prompt, load_prompts
+from interp.run_options import SamplingOptions
+from interp.significance import holm, prompt_interval, ratio_of_sums
+from interp.tokens import Sequence
+from probes.emoji import find_emojis
+from probes.emoji_tokens import emoji_onset_ids
+from probes.metrics import EmojiRate, emoji_rate
+
+STYLES = {"packaged": None, "casual": Path(__file__).parent / "data" / "opinion_qa_casual.csv"}
+SWEEP_KEYS = {"model", "trait", "seeds", "questions", "samples", "max_new_tokens", "metric_models", "batch_size"}
+COLUMNS = (
+    "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high", "direction",
+    "onset_ratio_end", "onset_ratio_end_ci_low", "onset_ratio_end_ci_high", "esr", "esr_ci_low", "esr_ci_high",
+    "base_esr", "esr_p_value", "esr_p_value_adjusted", "ta", "perplexity", "failed_seeds",
+)  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class SweepSettings:
+    """The ``[sweep]`` table."""
+
+    model: str = "smollm2-135m"
+    trait: str = "extraversion"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    questions: int = 26
+    samples: int = 2
+    max_new_tokens: int = 160
+    metric_models: str | None = None
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning setting: its name (``key=value,...``) and its `interp finetune` options plus ``style``."""
+
+    name: str
+    options: dict
+
+    @property
+    def system(self) -> str:
+        return self.options.get("system", "default")
+
+
+def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
+    """The sweep file's settings and cells; UserInputError for anything a run would trip over later."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"sweep file {str(path)!r} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"sweep file {str(path)!r} is not valid TOML: {exc}.") from None
+    unknown = set(data) - {"sweep", "fixed", "grid", "cells"}
+    if unknown:
+        raise UserInputError(f"sweep file {str(path)!r}: unknown table(s) {', '.join(sorted(unknown))}.")
+    table = data.get("sweep", {})
+    if set(table) - SWEEP_KEYS:
+        raise UserInputError(f"sweep file {str(path)!r}: [sweep] has no option {sorted(set(table) - SWEEP_KEYS)[0]!r}.")
+    settings = SweepSettings(**{**table, "seeds": tuple(table.get("seeds", (0, 1, 2)))})
+    check_trait(settings.trait)
+    for flag, value in (
+        ("questions", settings.questions),
+        ("samples", settings.samples),
+        ("max_new_tokens", settings.max_new_tokens),
+        ("seeds", len(settings.seeds)),
+    ):
+        check_at_least(f"[sweep] {flag}", value, 1)  # fmt: skip
+    fixed = data.get("fixed", {})
+    grid = data.get("grid", {})
+    if any(not isinstance(values, list) or not values for values in grid.values()):
+        raise UserInputError(f"sweep file {str(path)!r}: every [grid] entry must be a non-empty list of values.")
+    cells = [
+        Cell(",".join(f"{k}={v}" for k, v in zip(grid, combo)), {**fixed, **dict(zip(grid, combo))})
+        for combo in itertools.product(*grid.values())
+    ] if grid else []  # fmt: skip
+    for number, listed in enumerate(data.get("cells", [])):
+        listed = dict(listed)
+        cells.append(Cell(str(listed.pop("name", f"cell{number}")), {**fixed, **listed}))
+    if not cells:
+        raise UserInputError(f"sweep file {str(path)!r} has no cells: give a [grid] or [[cells]].")
+    if len({cell.name for cell in cells}) != len(cells):
+        raise UserInputError(f"sweep file {str(path)!r}: two cells have the same name.")
+    for cell in cells:
+        _train_config(cell, settings, 0, Path("."))  # refuses unknown options and values now, not mid-sweep
+    return settings, cells
+
+
+def _train_config(cell: Cell, settings: SweepSettings, seed: int, out: Path) -> TrainConfig:
+    options = dict(cell.options)
+    style = options.pop("style", "packaged")
+    if style not in STYLES:
+        raise UserInputError(f"cell {cell.name!r}: style must be one of {', '.join(STYLES)}, not {style!r}.")
+    if options.get("targets") == "all":
+        options["targets"] = ALL_PROJECTIONS
+    known = {f.name for f in fields(TrainConfig)} - {"model", "trait", "out", "seed", "show_progress"}
+    for option in options:
+        if option not in known:
+            raise UserInputError(f"cell {cell.name!r}: `interp finetune` has no option {option!r}.")
+    if style != "packaged" and "dataset" in options:
+        raise UserInputError(f"cell {cell.name!r}: give style or dataset, not both.")
+    dataset = options.pop("dataset", None) or (str(STYLES[style]) if STYLES[style] else None)
+    config = TrainConfig(model=settings.model, trait=settings.trait, out=out, seed=seed, dataset=dataset,
+                         show_progress=False, **options)  # fmt: skip
+    system_messages(config.system, config.trait, config.pole)
+    return config
+
+
+def _safe(name: str) -> str:
+    """A cell name as a directory name."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)[:120]
+
+
+def measure(lm, base_lm, settings: SweepSettings, system: str, metric, seed: int) -> dict:
+    """Sample ``lm``'s answers to the test questions and measure them (module docstring); ``base_lm`` None when
+    ``lm`` is the base model itself."""
+    messages = system_messages(system, settings.trait, "high")
+    prompts = [Prompt(messages=(*messages, ("user", p.text)), index=p.index)
+               for p in load_prompts("opinionqa:test")[: settings.questions]]  # fmt: skip
+    options = SamplingOptions(samples=settings.samples, max_new_tokens=settings.max_new_tokens, seed=seed)
+    sequences = sample_sequences(lm, prompts, options, False, 10**9, settings.batch_size, show_progress=False)
+    texts = [lm.tokenizer.decode(s.ids[s.response_start :], skip_special_tokens=True) for s in sequences]
+    rate = emoji_rate(texts).as_dict()
+    hits, _ = trait_scores(metric, texts, settings.trait)
+    reference = base_lm or lm
+    by_index = {p.index: p for p in prompts}
+    record = {
+        "answers": len(texts), "with_emoji": rate["with_emoji"], "esr": rate["rate"], "esr_ci95": rate["rate_ci95"],
+        "ta": statistics.fmean(hits) if hits else None,
+        "perplexity": response_perplexity(reference, [by_index[s.prompt_index] for s in sequences], texts),
+        "prompt_index": [s.prompt_index for s in sequences],
+        "examples": [{"prompt_index": s.prompt_index, "response": t, "emojis": [m.text for m in find_emojis(t)]}
+                     for s, t in zip(sequences[:: settings.samples], texts[:: settings.samples])],
+    }  # fmt: skip
+    eos = lm.tokenizer.eos_token_id
+    for name, model in (("finetuned", lm), ("base", reference)):
+        start, end = onset_at_ends(model, sequences, eos)
+        record[f"onset_start_{name}"], record[f"onset_end_{name}"] = start, end
+    return record
+
+
+def onset_at_ends(lm, sequences: list[Sequence], eos: int | None, batch_size: int = 8) -> tuple[list, list]:
+    """Per answer, the emoji-onset probability at the reply's first position and at its end (the position that
+    predicts the end-of-turn token; the last position of an answer cut off before it)."""
+    onset = emoji_onset_ids(lm.tokenizer)
+    starts, ends = [], []
+    for begin in range(0, len(sequences), batch_size):
+        batch = sequences[begin : begin + batch_size]
+        ids, attention, _, _, _ = forced_batch(batch, lm.tokenizer.pad_token_id, "response")
+        rows = torch.arange(len(batch))
+        first = torch.tensor([s.response_start - 1 for s in batch])
+        last = torch.tensor([len(s.ids) - (2 if s.ids[-1] == eos and len(s.ids) > s.response_start else 1)
+                             for s in batch])  # fmt: skip
+        with torch.no_grad():
+            hidden = lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device))
+            hidden = hidden.last_hidden_state
+            for positions, into in ((first, starts), (last, ends)):
+                logits = lm.logits_from_hidden(hidden[rows, positions.to(lm.device)]).float()
+                into += torch.softmax(logits, dim=-1)[:, onset].sum(-1).tolist()
+    return starts, ends
+
+
+def ratio_by_prompt(record: dict, where: str) -> tuple[float, list[float] | None]:
+    """(fine-tuned / base emoji-onset probability at ``where`` (start | end), pooled over the answers; its 95 %
+    bootstrap interval over questions)."""
+    indices = sorted(set(record["prompt_index"]))
+    tuned, base = np.zeros(len(indices)), np.zeros(len(indices))
+    position = {index: number for number, index in enumerate(indices)}
+    for index, ft, b in zip(record["prompt_index"], record[f"onset_{where}_finetuned"], record[f"onset_{where}_base"]):
+        tuned[position[index]] += ft
+        base[position[index]] += b
+    return float(ratio_of_sums(tuned, base)), prompt_interval(ratio_of_sums, [tuned, base])
+
+
+def seed_interval(ratios: list[float]) -> list[float] | None:
+    """95 % interval of the ratio across seeds: a t interval of the mean log ratio (scipy.stats.t), exponentiated."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    if len(logs) < 2 or not np.all(np.isfinite(logs)):
+        return None
+    spread = stats.sem(logs)
+    if spread == 0:  # every seed gave the same ratio
+        return [float(ratios[0])] * 2
+    low, high = stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=spread)
+    return [float(np.exp(low)), float(np.exp(high))]
+
+
+def direction(interval: list[float] | None) -> str:
+    if interval is None:
+        return "no clear change"
+    return "rises" if interval[0] > 1 else "falls" if interval[1] < 1 else "no clear change"
+
+
+@dataclass(kw_only=True)
+class SweepConfig:
+    config: Path
+    out: Path
+    device: str = "auto"
+    show_progress: bool = True
+
+
+def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None] | None = None) -> dict:
+    """Train and measure every cell and seed not yet finished, then write the table. ``on_cell(cell, seed)`` is
+    called after each finished cell and seed. Returns sweep.json's content."""
+    from finetune.metric_training import ensure_metric_model
+
+    settings, cells = read_sweep(config.config)
+    out = Path(config.out)
+    artifacts.check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metric = ensure_metric_model(settings.metric_models, log, config.show_progress)
+    base_lm = models.load(settings.model, device=config.device, dtype="float32")
+    bases = {}
+    for system in dict.fromkeys(cell.system for cell in cells):
+        path = out / "base" / system / "result.json"
+        if not path.is_file():
+            log(f"measuring the base model (system message: {system}) ...")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            artifacts.write_json(path, measure(base_lm, None, settings, system, metric, seed=0))
+        bases[system] = json.loads(path.read_text(encoding="utf-8"))
+    jobs = [(cell, seed) for cell in cells for seed in settings.seeds]
+    for number, (cell, seed) in enumerate(jobs, start=1):
+        directory = out / "cells" / _safe(cell.name) / f"seed-{seed}"
+        if (directory / "result.json").is_file():
+            continue
+        log(f"[{number}/{len(jobs)}] {cell.name}, seed {seed}")
+        try:
+            _run_cell(cell, seed, settings, directory, base_lm, metric, config)
+            (directory / "failed.json").unlink(missing_ok=True)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a failed cell is recorded and the sweep goes on
+            log(f"  failed: {type(exc).__name__}: {exc}")
+            directory.mkdir(parents=True, exist_ok=True)
+            artifacts.write_json(directory / "failed.json", {
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8),
+            })  # fmt: skip
+        if on_cell is not None:
+            on_cell(cell.name, seed)
+    return summarise(out, settings, cells, bases)
+
+
+def _run_cell(cell: Cell, seed: int, settings: SweepSettings, directory: Path, base_lm, metric, config) -> None:
+    train_config = _train_config(cell, settings, seed, directory / "finetune")
+    train_config.device = config.device
+    if not (directory / "finetune" / "train.json").is_file():
+        train(train_config, log=lambda message: None)
+    tuned = models.load(str(directory / "finetune" / "merged"), device=config.device, dtype="float32")
+    record = measure(tuned, base_lm, settings, cell.system, metric, seed=seed)
+    record["train"] = json.loads((directory / "finetune" / "train.json").read_text(encoding="utf-8"))["config"]
+    artifacts.write_json(directory / "result.json", record)
+
+
+def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict[str, dict]) -> dict:
+    """The table of ``out``'s finished cells (``sweep.json``, ``table.csv``), written atomically."""
+    rows = []
+    for cell in cells:
+        results, failed = {}, []
+        for seed in settings.seeds:
+            directory = out / "cells" / _safe(cell.name) / f"seed-{seed}"
+            if (directory / "result.json").is_file():
+                results[seed] = json.loads((directory / "result.json").read_text(encoding="utf-8"))
+            elif (directory / "failed.json").is_file():
+                failed.append(seed)
+        rows.append(_row(cell, results, failed, bases[cell.system]))
+    tested = [row for row in rows if row["esr_p_value"] is not None]
+    for row, adjusted in zip(tested, holm([row["esr_p_value"] for row in tested])):
+        row["esr_p_value_adjusted"] = adjusted
+    rows.sort(key=lambda row: -math.inf if row["onset_ratio_start"] is None else -row["onset_ratio_start"])
+    summary = {
+        "command": "sweep", "settings": {**vars(settings), "seeds": list(settings.seeds)},
+        "base": {system: {"esr": b["esr"], "esr_ci95": b["esr_ci95"], "answers": b["answers"], "ta": b["ta"],
+                          "perplexity": b["perplexity"]} for system, b in bases.items()},
+        "columns": list(COLUMNS), "rows": rows,
+    }  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in COLUMNS})
+    artifacts.write_text(out / "table.csv", buffer.getvalue())
+    artifacts.write_json(out / "sweep.json", summary)
+    return summary
+
+
+def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) -> dict:
+    row: dict = {"cell": cell.name, "options": cell.options, "seeds": len(results), "failed_seeds": failed or None}
+    per_seed = {}
+    for where in ("start", "end"):
+        ratios = {seed: ratio_by_prompt(record, where) for seed, record in results.items()}
+        pooled = None
+        if results:
+            tuned = sum(sum(r[f"onset_{where}_finetuned"]) for r in results.values())
+            reference = sum(sum(r[f"onset_{where}_base"]) for r in results.values())
+            pooled = tuned / reference if reference else None
+        interval = seed_interval([ratio for ratio, _ in ratios.values()])
+        row[f"onset_ratio_{where}"] = pooled
+        row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"] = interval or (None, None)
+        for seed, (ratio, prompts) in ratios.items():
+            per_seed.setdefault(seed, {})[where] = {"ratio": ratio, "ci95_over_questions": prompts}
+    row["direction"] = direction(
+        None
+        if row["onset_ratio_start_ci_low"] is None
+        else [row["onset_ratio_start_ci_low"], row["onset_ratio_start_ci_high"]]
+    )
+    answers = sum(r["answers"] for r in results.values())
+    with_emoji = sum(r["with_emoji"] for r in results.values())
+    rate = EmojiRate(answers, with_emoji, 0).as_dict()
+    row.update(esr=rate["rate"] if answers else None, esr_ci_low=rate["rate_ci95"][0], esr_ci_high=rate["rate_ci95"][1],
+               base_esr=base["esr"], esr_p_value=None, esr_p_value_adjusted=None)  # fmt: skip
+    if answers:
+        table = [[with_emoji, answers - with_emoji], [base["with_emoji"], base["answers"] - base["with_emoji"]]]
+        row["esr_p_value"] = float(stats.fisher_exact(table).pvalue)
+    row["ta"] = statistics.fmean(r["ta"] for r in results.values()) if results else None
+    row["perplexity"] = statistics.fmean(r["perplexity"] for r in results.values()) if results else None
+    row["per_seed"] = {str(seed): {**entry, "esr": results[seed]["esr"]} for seed, entry in per_seed.items()}
+    return row

@@ -1,0 +1,113 @@
+"""`interp sweep` on a tiny model: a 2x2 grid with 2 seeds, resuming, a failing cell, the table's intervals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli import main
+from finetune.sweep import SweepConfig, read_sweep, run_sweep, seed_interval
+from interp.errors import UserInputError
+from viz.report import write_report
+
+
+def sweep_file(path, model, metric_models, failing: bool = True) -> str:
+    text = f"""
+[sweep]
+model = {json.dumps(str(model))}
+trait = "extraversion"
+seeds = [0, 1]
+questions = 3
+samples = 2
+max_new_tokens = 6
+metric_models = {json.dumps(str(metric_models))}
+
+[fixed]
+max_steps = 2
+batch_size = 2
+
+[grid]
+rank = [2, 4]
+system = ["default", "trait"]
+"""
+    if failing:
+        text += '\n[[cells]]\nname = "broken"\ntargets = "no_such_proj"\n'
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric_models_dir, tmp_path):
+    config = SweepConfig(config=sweep_file(tmp_path / "sweep.toml", tiny_llama_dir, metric_models_dir),
+                         out=tmp_path / "sweep", device="cpu", show_progress=False)  # fmt: skip
+    finished = []
+
+    def interrupt(cell, seed):
+        finished.append((cell, seed))
+        if len(finished) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, log=lambda m: None, on_cell=interrupt)
+    first = tmp_path / "sweep" / "cells" / "rank=2_system=default" / "seed-0"
+    stamps = {p: p.stat().st_mtime_ns for p in (first / "result.json", first / "finetune" / "train.json")}
+    messages = []
+    summary = run_sweep(config, log=messages.append)
+    assert not any(m.startswith(("[1/", "[2/", "[3/")) for m in messages)  # finished cells are not redone
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+    rows = {row["cell"]: row for row in summary["rows"]}
+    assert set(rows) == {"rank=2,system=default", "rank=2,system=trait", "rank=4,system=default",
+                         "rank=4,system=trait", "broken"}  # fmt: skip
+    assert rows["broken"]["seeds"] == 0 and rows["broken"]["failed_seeds"] == [0, 1]
+    failure = json.loads((tmp_path / "sweep" / "cells" / "broken" / "seed-0" / "failed.json").read_text())
+    assert "no_such_proj" in failure["error"]
+    assert set(summary["base"]) == {"default", "trait"}  # the base model is measured under each system message
+    for name, row in rows.items():
+        if name == "broken":
+            continue
+        assert row["seeds"] == 2 and row["direction"] in ("rises", "falls", "no clear change")
+        for where in ("start", "end"):
+            low, high = row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"]
+            for seed in ("0", "1"):
+                assert low <= row["per_seed"][seed][where]["ratio"] <= high, (name, where, seed)
+        assert 0 <= row["esr_ci_low"] <= row["esr"] <= row["esr_ci_high"] <= 1
+        assert row["esr_p_value_adjusted"] >= row["esr_p_value"]
+    ratios = [row["onset_ratio_start"] for row in summary["rows"] if row["onset_ratio_start"] is not None]
+    assert ratios == sorted(ratios, reverse=True)
+    header = (tmp_path / "sweep" / "table.csv").read_text().splitlines()[0]
+    assert header.startswith("cell,seeds,onset_ratio_start,")
+    write_report(tmp_path / "sweep")  # the report's sweep section
+    report = (tmp_path / "sweep" / "report.html").read_text(encoding="utf-8")
+    assert '<section id="sweep">' in report and "rank=4,system=trait" in report and "no_such_proj" not in report
+    trained = json.loads((tmp_path / "sweep" / "cells" / "rank=4_system=trait" / "seed-1" / "result.json").read_text())
+    assert trained["train"]["rank"] == 4 and trained["train"]["system"] == "trait" and trained["train"]["seed"] == 1
+
+
+def test_seed_intervals_contain_the_seeds_ratios():
+    for ratios in ([0.5, 2.0], [0.9, 1.1, 1.4], [3.0, 3.0]):
+        low, high = seed_interval(ratios)
+        assert low <= min(ratios) and max(ratios) <= high
+    assert seed_interval([1.2]) is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[grid]\nrank = 4\n", "must be a non-empty list"),
+        ("[grid]\nbogus = [1]\n", "has no option 'bogus'"),
+        ("[grid]\nstyle = ['poetic']\n", "style must be one of"),
+        ("[grid]\nsystem = ['shouting']\n", "--system must be one of"),
+        ("[sweep]\ntrait = 'grumpiness'\n[grid]\nrank = [4]\n", "grumpiness"),
+        ("[sweep]\nseeds = []\n[grid]\nrank = [4]\n", "seeds must be at least 1"),
+        ("[fixed]\nrank = 4\n", "has no cells"),
+        ("[grid\n", "is not valid TOML"),
+    ],
+)
+def test_bad_sweep_files_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserInputError):
+        read_sweep(path)
+    assert main(["sweep", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
