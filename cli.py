@@ -849,7 +849,7 @@ def report_command(run_dir: Path, out: Path | None) -> None:
 
 @app.command("sweep")
 @click.option("--config", "config", required=True, type=click.Path(path_type=Path),
-              help="Sweep file (TOML): [sweep], [fixed], [grid] and/or [[cells]]; docs/sweep-example.toml is one.")  # fmt: skip
+              help="Sweep file: [sweep], [fixed], [grid] and/or [[cells]] (docs/sweep-example.toml).")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory (reused on rerun).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def sweep_command(**options) -> None:

@@ -1,14 +1,14 @@
-"""``interp evaluate``: one table comparing models (base, PEFT, IKE, steered) per trait on the Opinion QA test
-questions.
+"""``interp evaluate``: one table comparing models (base, PEFT, IKE, MEND, steered) per trait on the Opinion QA
+test questions.
 
-Per model and trait: ESR (share of answers with an emoji, Wilson 95 % interval), emojis per answer and the
-most used emojis; TA (share of answers the metric model assigns to the target trait, and the mean
-probability of the trait's high pole); PAE (judge rating of the model's answers minus the base model's, when
-a judge is given, with how often the judge's answer parsed); perplexity of the answers under the base model
-(a coherence guard: gibberish must not score well); the emoji-onset probability per position of the model's own
-answers (teacher-forced under the prompt and steering it answered with), with a 95 % bootstrap interval over
-questions; for IKE, the spread of ESR and TA across prompt variants. Models: base, PEFT (a merged adapter),
-IKE (``REF:K``), steered (``REF:VECTOR:LAYER:COEFF``), MEND (an ``interp edit`` model's ``merged`` directory).
+Per model and trait: ESR (share of answers with an emoji, Wilson 95 % interval), emojis per answer and the most
+used emojis; TA (share of answers the metric model assigns to the target trait, with its Wilson 95 % interval,
+and the mean probability of the trait's high pole); PAE (judge rating of the model's answers minus the base
+model's, when a judge is given, with how often the judge's answer parsed); perplexity of the answers under the
+base model (a coherence guard: gibberish must not score well); the emoji-onset probability per position of the
+model's own answers (teacher-forced under the prompt and steering it answered with), with a 95 % bootstrap
+interval over questions; for IKE, the spread of ESR and TA across prompt variants. Models: base, PEFT (a merged
+adapter), IKE (``REF:K``), steered (``REF:VECTOR:LAYER:COEFF``), MEND (an ``interp edit`` model's ``merged``).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from interp.steering import steering_condition
 from interp.tokens import Sequence, build_sequences
 from probes.emoji import emoji_counter
 from probes.emoji_tokens import emoji_onset_ids
-from probes.metrics import emoji_rate
+from probes.metrics import emoji_rate, wilson_interval
 
 PROMPTS = "opinionqa:test"
 COLUMNS = (
     "model", "trait", "responses", "esr", "esr_ci_low", "esr_ci_high", "emojis_per_response", "top_emojis", "ta",
-    "high_pole_probability", "pae", "judge_parse_rate", "perplexity", "ike_esr_spread", "ike_ta_spread",
-    "emoji_onset", "emoji_onset_ci_low", "emoji_onset_ci_high",
+    "ta_ci_low", "ta_ci_high", "high_pole_probability", "pae", "judge_parse_rate", "perplexity", "ike_esr_spread",
+    "ike_ta_spread", "emoji_onset", "emoji_onset_ci_low", "emoji_onset_ci_high",
 )  # fmt: skip
 
 
@@ -217,6 +217,7 @@ def _evaluate_one(
         "emojis_per_response": rate["emojis_per_response"],
         "top_emojis": " ".join(f"{e}x{n}" for e, n in emoji_counter(texts).most_common(5)),
         "ta": statistics.fmean(target_share) if target_share else None,
+        **dict(zip(("ta_ci_low", "ta_ci_high"), wilson_interval(sum(target_share), len(target_share)))),
         "high_pole_probability": statistics.fmean(high_pole) if high_pole else None,
     }  # fmt: skip
     prompts = {p.index: p for p in _test_prompts()}

@@ -59,4 +59,5 @@ def test_evaluate_table_with_a_loopback_judge(metric_dir, tiny_llama_dir, tmp_pa
     for row in rows.values():  # emoji onset on the model's own answers, under its own prompt and steering
         onset = float(row["emoji_onset"])
         assert 0 < onset < 1 and float(row["emoji_onset_ci_low"]) <= onset <= float(row["emoji_onset_ci_high"])
+        assert float(row["ta_ci_low"]) <= float(row["ta"]) <= float(row["ta_ci_high"])
     assert rows["steered"]["emoji_onset"] != rows["base"]["emoji_onset"]
