@@ -889,13 +889,15 @@ def sweep_command(**options) -> None:
 )
 @click.option("--config", "config_file", default=None, type=click.Path(path_type=Path),
               help="TOML file with one table of options per stage (see docs/pipeline.md).")  # fmt: skip
+@click.option("--from-sweep", "from_sweep", default=None, type=click.Path(path_type=Path),
+              help="Fine-tune with the setting of this sweep directory's cell where emoji use rises most.")  # fmt: skip
 @click.option("--mend", is_flag=True,
               help="Also train a MEND editor and evaluate the MEND-edited model beside PEFT and IKE (also on with a "
                    "[mend] table in --config).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--allow-device-change", is_flag=True,
               help="Continue a run directory started on another device or dtype (its numbers would mix).")  # fmt: skip
-def pipeline_command(model, trait, out, quick, config_file, mend, device, allow_device_change) -> None:
+def pipeline_command(model, trait, out, quick, config_file, from_sweep, mend, device, allow_device_change) -> None:
     """The main job: fine-tune -> evaluate -> diff-neurons -> ablate / patch / scale with controls -> report.
 
     Every stage is skipped on rerun once complete, so an interrupted run resumes where it stopped.
@@ -910,6 +912,12 @@ def pipeline_command(model, trait, out, quick, config_file, mend, device, allow_
     from finetune.pipeline import Pipeline, PipelineConfig, load_config_file
 
     stages = load_config_file(config_file) if config_file else {}
+    if from_sweep:
+        from finetune.sweep import rising_cell
+
+        cell, options = rising_cell(from_sweep)
+        stages["finetune"] = {**stages.get("finetune", {}), **options}
+        click.echo(f"fine-tuning with the sweep's cell {cell!r}: {options}", err=True)
     default_out = Path("runs") / (f"{trait}-quick" if quick else trait)
     config = PipelineConfig(model=model, trait=trait, out=out or default_out, quick=quick, device=device,
                             mend=mend or "mend" in stages, allow_device_change=allow_device_change,

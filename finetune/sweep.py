@@ -281,7 +281,7 @@ def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None
             path.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(path, measure(base_lm, None, settings, system, metric, seed=0))
         bases[system] = json.loads(path.read_text(encoding="utf-8"))
-    jobs = [(cell, seed) for cell in cells for seed in settings.seeds]
+    jobs = [(cell, seed) for seed in settings.seeds for cell in cells]  # seed-major: a cut-short sweep has every cell
     for number, (cell, seed) in enumerate(jobs, start=1):
         directory = out / "cells" / _safe(cell.name) / f"seed-{seed}"
         if (directory / "result.json").is_file():
@@ -378,3 +378,27 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
     row["perplexity"] = statistics.fmean(r["perplexity"] for r in results.values()) if results else None
     row["per_seed"] = {str(seed): {**entry, "esr": results[seed]["esr"]} for seed, entry in per_seed.items()}
     return row
+
+
+def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
+    """(name, `interp finetune` options) of the sweep's cell whose emoji-onset ratio at the reply start rises the
+    most (seed interval above 1), for ``interp pipeline --from-sweep``; UserInputError when none rises."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        raise UserInputError(f"--from-sweep {str(sweep_dir)!r} holds no sweep.json (run interp sweep first).")
+    sweep = json.loads(path.read_text(encoding="utf-8"))
+    rising = [row for row in sweep["rows"] if row["direction"] == "rises"]
+    if not rising:
+        raise UserInputError(f"in the sweep {str(sweep_dir)!r} emoji use rises in no setting; nothing to take.")
+    best = max(rising, key=lambda row: row["onset_ratio_start"])
+    cell = Cell(best["cell"], best["options"])
+    if cell.system != "default":
+        raise UserInputError(
+            f"the sweep's rising cell {cell.name!r} trains with system message {cell.system!r}; the pipeline measures "
+            "with the chat template's default one, so it cannot take this cell."
+        )
+    settings = SweepSettings(**{**sweep["settings"], "seeds": tuple(sweep["settings"]["seeds"])})
+    config = _train_config(cell, settings, 0, Path("."))
+    options = {k: v for k, v in cell.options.items() if k not in ("style", "targets", "dataset")}
+    options |= {"targets": config.targets, "dataset": config.dataset}
+    return cell.name, {k: v for k, v in options.items() if v is not None}

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cli import main
-from finetune.sweep import SweepConfig, read_sweep, run_sweep, seed_interval
+from finetune.pipeline import PipelineConfig, _stage_fields
+from finetune.sweep import SweepConfig, read_sweep, rising_cell, run_sweep, seed_interval
 from interp.errors import UserInputError
 from viz.report import write_report
 
@@ -79,6 +80,20 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
     write_report(tmp_path / "sweep")  # the report's sweep section
     report = (tmp_path / "sweep" / "report.html").read_text(encoding="utf-8")
     assert '<section id="sweep">' in report and "rank=4,system=trait" in report and "no_such_proj" not in report
+    # interp pipeline --from-sweep takes the cell where emoji use rises most (here no cell rises unless told so)
+    path = tmp_path / "sweep" / "sweep.json"
+    sweep = json.loads(path.read_text())
+    for row in sweep["rows"]:
+        row["direction"] = "falls"
+    path.write_text(json.dumps(sweep))
+    with pytest.raises(UserInputError, match="rises in no setting"):
+        rising_cell(tmp_path / "sweep")
+    for row in sweep["rows"]:
+        row["direction"] = "rises" if row["cell"] == "rank=4,system=default" else "falls"
+    path.write_text(json.dumps(sweep))
+    name, options = rising_cell(tmp_path / "sweep")
+    assert name == "rank=4,system=default" and options["rank"] == 4 and options["targets"] == "q_proj,v_proj"
+    assert set(PipelineConfig(stages={"finetune": options}).settings("finetune")) <= _stage_fields("finetune")
     trained = json.loads((tmp_path / "sweep" / "cells" / "rank=4_system=trait" / "seed-1" / "result.json").read_text())
     assert trained["train"]["rank"] == 4 and trained["train"]["system"] == "trait" and trained["train"]["seed"] == 1
 
