@@ -482,8 +482,8 @@ class EditConfig(RunOptions):
 
 def apply_edits(config: EditConfig, log=print) -> dict:
     """Edit the model and write ``OUT/merged`` (weights and tokenizer, like a merged adapter) and ``OUT/edit.json``
-    (the edits, their answers' NLL before and after, the trait's test answers' NLL before and after, KL on
-    neutral text, the size of each weight's change). Returns edit.json's content."""
+    (the edits, their answers' NLL before and after, the trait's test answers' NLL before and after for both
+    poles, KL on neutral text, the size of each weight's change). Returns edit.json's content."""
     check_trait(config.trait)
     if config.pole not in POLES:
         raise UserInputError(f"--pole must be high or low, not {config.pole!r}.")
@@ -500,13 +500,16 @@ def apply_edits(config: EditConfig, log=print) -> dict:
     chosen = random.Random(config.seed).sample(train, min(config.edits, len(train)))
     pad = _pad_id(lm.tokenizer)
     ids, attention, labels = edit_tensors(build_examples(lm.tokenizer, chosen, config.raw, config.max_length), pad)
-    held = build_examples(lm.tokenizer, select(rows, config.trait, config.pole, "test"), config.raw, config.max_length)
-    held_ids, held_attention, held_labels = edit_tensors(held, pad)
+    held = {  # the trait's test answers of the edited pole and of the other one: does the edit move the pole?
+        pole: edit_tensors(build_examples(lm.tokenizer, select(rows, config.trait, pole, "test"), config.raw,
+                                          config.max_length), pad)
+        for pole in (config.pole, *[p for p in POLES if p != config.pole])
+    }  # fmt: skip
     n_ids, _, n_attention = collate(_neutral(lm.tokenizer, config.max_length), pad)
     base_fingerprint = lm.fingerprint()
     factors, before = gradient_factors(lm, editor.sites, ids, attention, labels)
     with torch.no_grad():
-        held_before = answer_nll(lm, held_ids, held_attention, held_labels)
+        held_before = {pole: answer_nll(lm, *tensors) for pole, tensors in held.items()}
         reference = next_token_logprobs(lm, n_ids, n_attention)
         weights = edited_weights(lm, editor, factors)
         current = dict(lm.model.base_model.named_parameters())
@@ -514,7 +517,7 @@ def apply_edits(config: EditConfig, log=print) -> dict:
         for name, value in weights.items():
             current[name].copy_(value)
         after = answer_nll(lm, ids, attention, labels)
-        held_after = answer_nll(lm, held_ids, held_attention, held_labels)
+        held_after = {pole: answer_nll(lm, *tensors) for pole, tensors in held.items()}
         kl = locality_kl(lm, n_ids, n_attention, reference, {})
     summary = {
         "command": "edit", "method": "mend", "editor": str(config.editor), "model": config.model,
@@ -522,8 +525,11 @@ def apply_edits(config: EditConfig, log=print) -> dict:
         "editor_trained_on_this_model": record.get("model_fingerprint") == base_fingerprint,
         "edits": [{"topic": row.topic, "answer": row.answer} for row in chosen],
         "edit_nll_before": float(before.mean()), "edit_nll_after": float(after.mean()),
-        "test_answers": len(held), "test_nll_before": float(held_before.mean()),
-        "test_nll_after": float(held_after.mean()), "neutral_kl": float(kl), "relative_weight_change": changes,
+        "test_answers": len(held_before[config.pole]), "test_nll_before": float(held_before[config.pole].mean()),
+        "test_nll_after": float(held_after[config.pole].mean()),
+        "test_nll_by_pole": {pole: {"before": float(held_before[pole].mean()), "after": float(held_after[pole].mean())}
+                             for pole in held},
+        "neutral_kl": float(kl), "relative_weight_change": changes,
         "merged_fingerprint": models.weights_fingerprint(lm.model),
     }  # fmt: skip
     with artifacts.staged_run_dir(config.out) as staging:

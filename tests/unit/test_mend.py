@@ -108,6 +108,8 @@ def test_an_edit_writes_a_model_that_every_command_loads(mend_tiny, tiny_llama_d
                                      device="cpu", show_progress=False), log=lambda m: None)  # fmt: skip
     assert summary["edit_nll_after"] < summary["edit_nll_before"]
     assert summary["editor_trained_on_this_model"] is True and len(summary["edits"]) == 4
+    assert set(summary["test_nll_by_pole"]) == {"high", "low"}
+    assert summary["test_nll_by_pole"]["high"]["after"] == summary["test_nll_after"]
     assert json.loads((out / "edit.json").read_text())["merged_fingerprint"] == summary["merged_fingerprint"]
     base = dict(models.load(str(tiny_llama_dir), device="cpu").model.named_parameters())
     edited = dict(models.load(str(out / "merged"), device="cpu").model.named_parameters())
