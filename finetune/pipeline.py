@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +48,7 @@ from pathlib import Path
 from finetune.dataset import check_trait
 from interp import artifacts
 from interp.errors import UserInputError
+from interp.textfiles import read_toml
 
 STAGES = ("fetch", "finetune", "mend", "evaluate", "diff", "restore", "necessity", "sufficiency", "dose", "report")
 OPTIONAL = ("mend",)  # run only when asked for (PipelineConfig.mend)
@@ -116,12 +116,7 @@ class PipelineConfig:
 
 def load_config_file(path: Path) -> dict[str, dict]:
     """Read a pipeline TOML file: ``{stage: {option: value}}``; unknown stages or options are bad input."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"config file {str(path)!r} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"config file {str(path)!r} is not valid TOML: {exc}.") from None
+    data = read_toml(path, "config file")
     for stage, options in data.items():
         if stage not in DEFAULTS or not isinstance(options, dict):
             raise UserInputError(

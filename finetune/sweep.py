@@ -47,7 +47,6 @@ import itertools
 import json
 import math
 import statistics
-import tomllib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -67,6 +66,7 @@ from interp.generation import sample_sequences
 from interp.prompts import Prompt, load_prompts
 from interp.run_options import SamplingOptions
 from interp.significance import holm, prompt_interval, ratio_of_sums
+from interp.textfiles import read_toml
 from interp.tokens import Sequence
 from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
@@ -109,12 +109,7 @@ class Cell:
 
 def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
     """The sweep file's settings and cells; UserInputError for anything a run would trip over later."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"sweep file {str(path)!r} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"sweep file {str(path)!r} is not valid TOML: {exc}.") from None
+    data = read_toml(path, "sweep file")
     unknown = set(data) - {"sweep", "fixed", "grid", "cells"}
     if unknown:
         raise UserInputError(f"sweep file {str(path)!r}: unknown table(s) {', '.join(sorted(unknown))}.")

@@ -43,3 +43,15 @@ def jsonl_objects(text: str, name: str) -> list[tuple[int, dict]]:
 def read_jsonl(path: Path | str) -> list[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a JSONL file."""
     return jsonl_objects(read_text(path), str(path))
+
+
+def read_toml(path: Path | str, kind: str) -> dict:
+    """A TOML file's tables; UserInputError (naming it as ``kind``, e.g. "config file") if missing or invalid."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"{kind} {str(path)!r} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{kind} {str(path)!r} is not valid TOML: {exc}.") from None
