@@ -165,9 +165,10 @@ def _train_config(cell: Cell, settings: SweepSettings, seed: int, out: Path) -> 
     return config
 
 
-def _safe(name: str) -> str:
-    """A cell name as a directory name."""
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)[:120]
+def _cell_dir(out: Path, cell: Cell, seed: int) -> Path:
+    """Where one cell and seed lives: its name made a safe directory name, then the seed."""
+    safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in cell.name)[:120]
+    return out / "cells" / safe / f"seed-{seed}"
 
 
 def measure(lm, base_lm, settings: SweepSettings, system: str, metric, seed: int) -> dict:
@@ -278,7 +279,7 @@ def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None
         bases[system] = json.loads(path.read_text(encoding="utf-8"))
     jobs = [(cell, seed) for seed in settings.seeds for cell in cells]  # seed-major: a cut-short sweep has every cell
     for number, (cell, seed) in enumerate(jobs, start=1):
-        directory = out / "cells" / _safe(cell.name) / f"seed-{seed}"
+        directory = _cell_dir(out, cell, seed)
         if (directory / "result.json").is_file():
             continue
         log(f"[{number}/{len(jobs)}] {cell.name}, seed {seed}")
@@ -315,7 +316,7 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
     for cell in cells:
         results, failed = {}, []
         for seed in settings.seeds:
-            directory = out / "cells" / _safe(cell.name) / f"seed-{seed}"
+            directory = _cell_dir(out, cell, seed)
             if (directory / "result.json").is_file():
                 results[seed] = json.loads((directory / "result.json").read_text(encoding="utf-8"))
             elif (directory / "failed.json").is_file():
@@ -343,7 +344,7 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
 
 def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) -> dict:
     row: dict = {"cell": cell.name, "options": cell.options, "seeds": len(results), "failed_seeds": failed or None}
-    per_seed = {}
+    per_seed, intervals = {}, {}
     for where in ("start", "end"):
         ratios = {seed: ratio_by_prompt(record, where) for seed, record in results.items()}
         pooled = None
@@ -351,16 +352,12 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
             tuned = sum(sum(r[f"onset_{where}_finetuned"]) for r in results.values())
             reference = sum(sum(r[f"onset_{where}_base"]) for r in results.values())
             pooled = tuned / reference if reference else None
-        interval = seed_interval([ratio for ratio, _ in ratios.values()])
+        interval = intervals[where] = seed_interval([ratio for ratio, _ in ratios.values()])
         row[f"onset_ratio_{where}"] = pooled
         row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"] = interval or (None, None)
         for seed, (ratio, prompts) in ratios.items():
             per_seed.setdefault(seed, {})[where] = {"ratio": ratio, "ci95_over_questions": prompts}
-    row["direction"] = direction(
-        None
-        if row["onset_ratio_start_ci_low"] is None
-        else [row["onset_ratio_start_ci_low"], row["onset_ratio_start_ci_high"]]
-    )
+    row["direction"] = direction(intervals["start"])
     answers = sum(r["answers"] for r in results.values())
     with_emoji = sum(r["with_emoji"] for r in results.values())
     rate = EmojiRate(answers, with_emoji, 0).as_dict()
