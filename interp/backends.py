@@ -11,9 +11,11 @@ and with ``need_logits`` return the logits at the batch's counted positions [N, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
-from typing import Protocol
+import importlib.util
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 
@@ -92,17 +94,43 @@ class NNsightBackend:
         return logits[batch.positions.to(device)] if need_logits else None
 
 
+@contextlib.contextmanager
+def no_runtime_installs() -> Iterator[None]:
+    """Stop TransformerLens 4 from pip-installing torchvision while it boots a bridge.
+
+    For a config it takes for multimodal (Gemma 3) whose processor fails to load, TransformerLens runs
+    ``pip install torchvision``: that executes downloaded code and replaces the pinned CPU torch with a CUDA
+    build, breaking every later ``import torch`` in the environment. Inside this context its check only
+    asks whether torchvision is importable.
+    """
+    from transformer_lens.model_bridge.sources.transformers import helpers
+
+    installer = helpers._ensure_torchvision
+    helpers._ensure_torchvision = lambda: importlib.util.find_spec("torchvision") is not None
+    try:
+        yield
+    finally:
+        helpers._ensure_torchvision = installer
+
+
+def boot_bridge(lm: LoadedModel) -> Any:
+    """A TransformerLens ``TransformerBridge`` on a private copy of ``lm``'s model (booting switches attention to
+    eager), with nothing installed at run time."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with no_runtime_installs():
+        return TransformerBridge.boot_transformers(
+            str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device=lm.device
+        )
+
+
 class TransformerLensBackend:
     name = "transformer-lens"
 
     def __init__(self, lm: LoadedModel):
-        from transformer_lens.model_bridge import TransformerBridge
-
         self.lm = lm
         try:
-            self.bridge = TransformerBridge.boot_transformers(
-                str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device=lm.device
-            )
+            self.bridge = boot_bridge(lm)
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise UserInputError(f"TransformerLens cannot load this {lm.spec.family} model: {exc}") from None
 

@@ -22,7 +22,7 @@ import torch
 
 import interp  # noqa: F401
 from interp import models
-from interp.backends import TorchBackend
+from interp.backends import TorchBackend, boot_bridge
 from interp.capture import capture_stats
 from interp.prompts import load_prompts
 from interp.stats import NeuronStats
@@ -116,16 +116,6 @@ def transformer_lens(bridge, lm, batches, layers):
             )
         for slot, name in enumerate(names):
             stats.update(slot, cache[name].reshape(-1, lm.d_mlp).index_select(0, flat))
-
-
-def boot_bridge(lm):
-    import copy
-
-    from transformer_lens.model_bridge import TransformerBridge
-
-    return TransformerBridge.boot_transformers(
-        str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device="cpu"
-    )
 
 
 def prompt_batches(lm, n_prompts: int, batch_size: int = 8) -> list[TokenBatch]:

@@ -147,3 +147,25 @@ def test_mlp_output_inv_rms_equals_the_post_norm_input(fixture, tiny_llama_dir, 
         assert torch.allclose(scaled[slot], unscaled[slot] * result.mlp_out_inv_rms[layer])
     llama = models.load(str(tiny_llama_dir), device="cpu")
     assert mlp_output_norms(llama, list(range(llama.n_layers))) is None  # LLaMA adds its MLP output as it is
+
+
+def test_transformer_lens_installs_nothing_at_run_time(tiny_gemma3_multimodal_dir, monkeypatch):
+    """TransformerLens 4 runs ``pip install torchvision`` when a multimodal config's processor fails to load; that
+    replaced the pinned CPU torch with a CUDA build in CI. Booting through ``boot_bridge`` starts no process, where
+    TransformerLens's own boot does."""
+    import copy
+    import subprocess
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.backends import boot_bridge
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "check_call", lambda command, *args, **kwargs: started.append(command))
+    lm = models.load(str(tiny_gemma3_multimodal_dir), device="cpu")
+    boot_bridge(lm)
+    assert started == []
+    TransformerBridge.boot_transformers(
+        str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device="cpu"
+    )
+    assert any("torchvision" in command for command in started), "the unguarded boot should try to install"
