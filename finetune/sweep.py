@@ -33,10 +33,11 @@ recorded (``failed.json``) and retried on the next run, and the sweep goes on.
 
 The table (``sweep.json``, ``table.csv``): per cell, the ratios pooled over seeds with a 95 % interval across
 seeds (a t interval of the per-seed log ratios, scipy.stats.t; each seed's ratio pools its questions and its
-own bootstrap interval over questions is in ``seeds``), the direction word (rises / falls / no clear change:
-the seed interval above 1, below 1, or spanning it), ESR pooled over seeds with its Wilson interval and
-Fisher's exact test against the base model's answers (two-sided, Holm-adjusted across cells), TA and
-perplexity; sorted by the ratio at the reply start.
+own bootstrap interval over questions is in ``per_seed``), the two-sided one-sample t test of the log ratio at
+the reply start against 0 (the seed is the unit), Holm-adjusted across cells, and the direction word from it
+(rises / falls: adjusted p < 0.05 with the mean log ratio above / below 0; otherwise no clear change), ESR
+pooled over seeds with its Wilson interval and Fisher's exact test against the base model's answers (two-sided,
+Holm-adjusted across cells), TA and perplexity; sorted by the ratio at the reply start.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ from probes.metrics import EmojiRate, emoji_rate
 STYLES = {"packaged": None, "casual": Path(__file__).parent / "data" / "opinion_qa_casual.csv"}
 SWEEP_KEYS = {"model", "trait", "seeds", "questions", "samples", "max_new_tokens", "metric_models", "batch_size"}
 COLUMNS = (
-    "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high", "direction",
+    "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high",
+    "onset_p_value", "onset_p_value_adjusted", "direction",
     "onset_ratio_end", "onset_ratio_end_ci_low", "onset_ratio_end_ci_high", "esr", "esr_ci_low", "esr_ci_high",
     "base_esr", "esr_p_value", "esr_p_value_adjusted", "ta", "perplexity", "failed_seeds",
 )  # fmt: skip
@@ -232,6 +234,9 @@ def ratio_by_prompt(record: dict, where: str) -> tuple[float, list[float] | None
     return float(ratio_of_sums(tuned, base)), prompt_interval(ratio_of_sums, [tuned, base])
 
 
+ALPHA = 0.05
+
+
 def seed_interval(ratios: list[float]) -> list[float] | None:
     """95 % interval of the ratio across seeds: a t interval of the mean log ratio (scipy.stats.t), exponentiated."""
     logs = np.log(np.asarray(ratios, dtype=float))
@@ -244,10 +249,27 @@ def seed_interval(ratios: list[float]) -> list[float] | None:
     return [float(np.exp(low)), float(np.exp(high))]
 
 
-def direction(interval: list[float] | None) -> str:
-    if interval is None:
-        return "no clear change"
-    return "rises" if interval[0] > 1 else "falls" if interval[1] < 1 else "no clear change"
+def seed_test(ratios: list[float]) -> float | None:
+    """Two-sided p-value of the one-sample t test of the per-seed log ratios against 0 (no change); None with fewer
+    than two seeds, a ratio of 0 or infinity, or seeds that all agree exactly."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    if len(logs) < 2 or not np.all(np.isfinite(logs)) or np.ptp(logs) == 0:
+        return None
+    return float(stats.ttest_1samp(logs, 0.0).pvalue)
+
+
+def directions(ratios_by_cell: list[list[float]]) -> list[tuple[float | None, float | None, str]]:
+    """Per cell: (p, Holm-adjusted p across the cells that have one, direction word) from its per-seed ratios."""
+    p_values = [seed_test(ratios) for ratios in ratios_by_cell]
+    tested = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    for i, value in zip(tested, holm([p_values[i] for i in tested])):
+        adjusted[i] = value
+    words = []
+    for ratios, value in zip(ratios_by_cell, adjusted):
+        mean_log = float(np.mean(np.log(ratios))) if value is not None else 0.0
+        words.append("no clear change" if value is None or value >= ALPHA else "rises" if mean_log > 0 else "falls")
+    return list(zip(p_values, adjusted, words))
 
 
 @dataclass(kw_only=True)
@@ -322,6 +344,9 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
             elif (directory / "failed.json").is_file():
                 failed.append(seed)
         rows.append(_row(cell, results, failed, bases[cell.system]))
+    seed_ratios = [[entry["start"]["ratio"] for entry in row["per_seed"].values()] for row in rows]
+    for row, (p, adjusted, word) in zip(rows, directions(seed_ratios)):
+        row.update(onset_p_value=p, onset_p_value_adjusted=adjusted, direction=word)
     tested = [row for row in rows if row["esr_p_value"] is not None]
     for row, adjusted in zip(tested, holm([row["esr_p_value"] for row in tested])):
         row["esr_p_value_adjusted"] = adjusted
@@ -344,7 +369,7 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
 
 def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) -> dict:
     row: dict = {"cell": cell.name, "options": cell.options, "seeds": len(results), "failed_seeds": failed or None}
-    per_seed, intervals = {}, {}
+    per_seed = {}
     for where in ("start", "end"):
         ratios = {seed: ratio_by_prompt(record, where) for seed, record in results.items()}
         pooled = None
@@ -352,12 +377,11 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
             tuned = sum(sum(r[f"onset_{where}_finetuned"]) for r in results.values())
             reference = sum(sum(r[f"onset_{where}_base"]) for r in results.values())
             pooled = tuned / reference if reference else None
-        interval = intervals[where] = seed_interval([ratio for ratio, _ in ratios.values()])
+        interval = seed_interval([ratio for ratio, _ in ratios.values()])
         row[f"onset_ratio_{where}"] = pooled
         row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"] = interval or (None, None)
         for seed, (ratio, prompts) in ratios.items():
             per_seed.setdefault(seed, {})[where] = {"ratio": ratio, "ci95_over_questions": prompts}
-    row["direction"] = direction(intervals["start"])
     answers = sum(r["answers"] for r in results.values())
     with_emoji = sum(r["with_emoji"] for r in results.values())
     rate = EmojiRate(answers, with_emoji, 0).as_dict()
@@ -374,7 +398,7 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
 
 def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
     """(name, `interp finetune` options) of the sweep's cell whose emoji-onset ratio at the reply start rises the
-    most (seed interval above 1), for ``interp pipeline --from-sweep``; UserInputError when none rises."""
+    most (adjusted seed test, rising), for ``interp pipeline --from-sweep``; UserInputError when none rises."""
     path = Path(sweep_dir) / "sweep.json"
     if not path.is_file():
         raise UserInputError(f"--from-sweep {str(sweep_dir)!r} holds no sweep.json (run interp sweep first).")

@@ -34,7 +34,8 @@ def _sweep(run: RunArtifacts) -> str | None:
     return (
         f"Across {len(rows)} fine-tuning settings ({len(run.sweep['settings']['seeds'])} seeds each), the emoji-onset "
         f"probability at the reply start rises in {counts['rises']}, falls in {counts['falls']} and shows no clear "
-        f"change in {counts['no clear change']} (95 % interval across seeds); {sampled} (Fisher, Holm-adjusted)."
+        f"change in {counts['no clear change']} (t test of the seeds' log ratios, Holm-adjusted across settings); "
+        f"{sampled} (Fisher, Holm-adjusted)."
     )
 
 

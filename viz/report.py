@@ -306,14 +306,16 @@ def _sweep(sweep: dict) -> str:
              f"{e(', '.join(map(str, settings['seeds'])))} and measured on {settings['questions']} test questions "
              f"({settings['samples']} untruncated answers each). Base model: {e(base)}. The emoji-onset ratio is the "
              "fine-tuned over the base model's probability on the fine-tuned model's own answers; its interval is "
-             "across seeds; ESR p-values are Fisher's exact test against the base model, Holm-adjusted across "
+             "across seeds, and its direction is a t test of the seeds' log ratios against 0, Holm-adjusted across "
+             "settings; ESR p-values are Fisher's exact test against the base model, Holm-adjusted across "
              "settings.</p>")  # fmt: skip
-    header = ["setting", "seeds", "ratio at reply start", "95 % CI", "direction", "ratio at answer end", "95 % CI",
-              "ESR", "ESR 95 % CI", "base ESR", "p (Holm)", "TA", "perplexity", "failed seeds"]  # fmt: skip
+    header = ["setting", "seeds", "ratio at reply start", "95 % CI", "p (Holm)", "direction", "ratio at answer end",
+              "95 % CI", "ESR", "ESR 95 % CI", "base ESR", "ESR p (Holm)", "TA", "perplexity",
+              "failed seeds"]  # fmt: skip
     rows = [[row["cell"], row["seeds"], row["onset_ratio_start"],
              _interval([row["onset_ratio_start_ci_low"], row["onset_ratio_start_ci_high"]]
                        if row["onset_ratio_start_ci_low"] is not None else None),
-             row["direction"], row["onset_ratio_end"],
+             row["onset_p_value_adjusted"], row["direction"], row["onset_ratio_end"],
              _interval([row["onset_ratio_end_ci_low"], row["onset_ratio_end_ci_high"]]
                        if row["onset_ratio_end_ci_low"] is not None else None),
              row["esr"], _interval([row["esr_ci_low"], row["esr_ci_high"]]), row["base_esr"],

@@ -8,7 +8,7 @@ import pytest
 
 from cli import main
 from finetune.pipeline import PipelineConfig, _stage_fields
-from finetune.sweep import SweepConfig, read_sweep, rising_cell, run_sweep, seed_interval
+from finetune.sweep import SweepConfig, directions, read_sweep, rising_cell, run_sweep, seed_interval
 from interp.errors import UserInputError
 from viz.report import write_report
 
@@ -73,6 +73,7 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
                 assert low <= row["per_seed"][seed][where]["ratio"] <= high, (name, where, seed)
         assert 0 <= row["esr_ci_low"] <= row["esr"] <= row["esr_ci_high"] <= 1
         assert row["esr_p_value_adjusted"] >= row["esr_p_value"]
+        assert row["onset_p_value_adjusted"] >= row["onset_p_value"]
     ratios = [row["onset_ratio_start"] for row in summary["rows"] if row["onset_ratio_start"] is not None]
     assert ratios == sorted(ratios, reverse=True)
     header = (tmp_path / "sweep" / "table.csv").read_text().splitlines()[0]
@@ -96,6 +97,25 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
     assert set(PipelineConfig(stages={"finetune": options}).settings("finetune")) <= _stage_fields("finetune")
     trained = json.loads((tmp_path / "sweep" / "cells" / "rank=4_system=trait" / "seed-1" / "result.json").read_text())
     assert trained["train"]["rank"] == 4 and trained["train"]["system"] == "trait" and trained["train"]["seed"] == 1
+
+
+def test_direction_words_keep_their_false_positive_rate_on_simulated_nulls():
+    """400 simulated sweeps of 4 settings x 3 seeds where no fine-tune changes emoji use (log ratios ~ N(0, 0.3)):
+    the share of sweeps that call any setting "rises" or "falls" stays within binomial noise of 5 %; a setting with a
+    real 6x rise (the size issue 18 recalls) among them is still called "rises" in most sweeps. Three seeds give
+    little power: a 2.7x rise is found in about a third of the sweeps."""
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    sweeps, false_calls, found = 400, 0, 0
+    for _ in range(sweeps):
+        null = np.exp(rng.normal(0.0, 0.3, size=(4, 3)))
+        false_calls += any(word != "no clear change" for *_, word in directions(null.tolist()))
+        planted = np.exp(rng.normal([[1.8], [0], [0], [0]], 0.3, size=(4, 3)))
+        found += directions(planted.tolist())[0][2] == "rises"
+    assert stats.binomtest(false_calls, sweeps, 0.05, alternative="greater").pvalue > 0.01, false_calls
+    assert found / sweeps > 0.5, found
 
 
 def test_seed_intervals_contain_the_seeds_ratios():
