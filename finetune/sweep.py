@@ -397,8 +397,9 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
 
 
 def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
-    """(name, `interp finetune` options) of the sweep's cell whose emoji-onset ratio at the reply start rises the
-    most (adjusted seed test, rising), for ``interp pipeline --from-sweep``; UserInputError when none rises."""
+    """(name, `interp finetune` options) of the sweep's cell trained with the default system message whose
+    emoji-onset ratio at the reply start rises the most (adjusted seed test, rising), for ``interp pipeline
+    --from-sweep``; UserInputError when none rises."""
     path = Path(sweep_dir) / "sweep.json"
     if not path.is_file():
         raise UserInputError(f"--from-sweep {str(sweep_dir)!r} holds no sweep.json (run interp sweep first).")
@@ -406,13 +407,14 @@ def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
     rising = [row for row in sweep["rows"] if row["direction"] == "rises"]
     if not rising:
         raise UserInputError(f"in the sweep {str(sweep_dir)!r} emoji use rises in no setting; nothing to take.")
-    best = max(rising, key=lambda row: row["onset_ratio_start"])
-    cell = Cell(best["cell"], best["options"])
-    if cell.system != "default":
+    usable = [row for row in rising if Cell(row["cell"], row["options"]).system == "default"]
+    if not usable:
         raise UserInputError(
-            f"the sweep's rising cell {cell.name!r} trains with system message {cell.system!r}; the pipeline measures "
-            "with the chat template's default one, so it cannot take this cell."
+            f"in the sweep {str(sweep_dir)!r} emoji use rises only in cells trained with another system message than "
+            "the chat template's default one, which the pipeline measures with; it cannot take them."
         )
+    best = max(usable, key=lambda row: row["onset_ratio_start"])
+    cell = Cell(best["cell"], best["options"])
     settings = SweepSettings(**{**sweep["settings"], "seeds": tuple(sweep["settings"]["seeds"])})
     config = _train_config(cell, settings, 0, Path("."))
     options = {k: v for k, v in cell.options.items() if k not in ("style", "targets", "dataset")}

@@ -90,7 +90,13 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
     with pytest.raises(UserInputError, match="rises in no setting"):
         rising_cell(tmp_path / "sweep")
     for row in sweep["rows"]:
-        row["direction"] = "rises" if row["cell"] == "rank=4,system=default" else "falls"
+        row["direction"] = "rises" if row["cell"].endswith("system=trait") else "falls"
+    path.write_text(json.dumps(sweep))
+    with pytest.raises(UserInputError, match="another system message"):
+        rising_cell(tmp_path / "sweep")
+    for row in sweep["rows"]:  # the best rising cell with the default system message, whatever rises more elsewhere
+        row["direction"] = "rises" if row["cell"] in ("rank=4,system=default", "rank=2,system=trait") else "falls"
+        row["onset_ratio_start"] = 9.0 if row["cell"] == "rank=2,system=trait" else 2.0
     path.write_text(json.dumps(sweep))
     name, options = rising_cell(tmp_path / "sweep")
     assert name == "rank=4,system=default" and options["rank"] == 4 and options["targets"] == "q_proj,v_proj"
