@@ -48,6 +48,7 @@ import itertools
 import json
 import math
 import statistics
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -66,7 +67,7 @@ from interp.errors import UserInputError, check_at_least
 from interp.generation import sample_sequences
 from interp.prompts import Prompt, load_prompts
 from interp.run_options import SamplingOptions
-from interp.significance import holm, prompt_interval, ratio_of_sums
+from interp.significance import SIGNIFICANCE, holm, prompt_interval, ratio_of_sums
 from interp.textfiles import read_toml
 from interp.tokens import Sequence
 from probes.emoji import find_emojis
@@ -234,9 +235,6 @@ def ratio_by_prompt(record: dict, where: str) -> tuple[float, list[float] | None
     return float(ratio_of_sums(tuned, base)), prompt_interval(ratio_of_sums, [tuned, base])
 
 
-ALPHA = 0.05
-
-
 def seed_interval(ratios: list[float]) -> list[float] | None:
     """95 % interval of the ratio across seeds: a t interval of the mean log ratio (scipy.stats.t), exponentiated."""
     logs = np.log(np.asarray(ratios, dtype=float))
@@ -249,26 +247,23 @@ def seed_interval(ratios: list[float]) -> list[float] | None:
     return [float(np.exp(low)), float(np.exp(high))]
 
 
-def seed_test(ratios: list[float]) -> float | None:
-    """Two-sided p-value of the one-sample t test of the per-seed log ratios against 0 (no change); None with fewer
-    than two seeds, a ratio of 0 or infinity, or seeds that all agree exactly."""
+def seed_test(ratios: list[float]) -> tuple[float, float] | None:
+    """(t statistic, two-sided p-value) of the one-sample t test of the per-seed log ratios against 0 (no change);
+    None with fewer than two seeds, a ratio of 0 or infinity, or seeds that all agree exactly."""
     logs = np.log(np.asarray(ratios, dtype=float))
     if len(logs) < 2 or not np.all(np.isfinite(logs)) or np.ptp(logs) == 0:
         return None
-    return float(stats.ttest_1samp(logs, 0.0).pvalue)
+    result = stats.ttest_1samp(logs, 0.0)
+    return float(result.statistic), float(result.pvalue)
 
 
 def directions(ratios_by_cell: list[list[float]]) -> list[tuple[float | None, float | None, str]]:
     """Per cell: (p, Holm-adjusted p across the cells that have one, direction word) from its per-seed ratios."""
-    p_values = [seed_test(ratios) for ratios in ratios_by_cell]
-    tested = [i for i, p in enumerate(p_values) if p is not None]
-    adjusted: list[float | None] = [None] * len(p_values)
-    for i, value in zip(tested, holm([p_values[i] for i in tested])):
-        adjusted[i] = value
-    words = []
-    for ratios, value in zip(ratios_by_cell, adjusted):
-        mean_log = float(np.mean(np.log(ratios))) if value is not None else 0.0
-        words.append("no clear change" if value is None or value >= ALPHA else "rises" if mean_log > 0 else "falls")
+    tests = [seed_test(ratios) for ratios in ratios_by_cell]
+    p_values = [None if test is None else test[1] for test in tests]
+    adjusted = holm(p_values)
+    words = ["no clear change" if p is None or p >= SIGNIFICANCE else "rises" if test[0] > 0 else "falls"
+             for test, p in zip(tests, adjusted)]  # fmt: skip
     return list(zip(p_values, adjusted, words))
 
 
@@ -322,6 +317,7 @@ def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None
 
 
 def _run_cell(cell: Cell, seed: int, settings: SweepSettings, directory: Path, base_lm, metric, config) -> None:
+    started = time.perf_counter()
     train_config = _train_config(cell, settings, seed, directory / "finetune")
     train_config.device = config.device
     if not (directory / "finetune" / "train.json").is_file():
@@ -329,6 +325,7 @@ def _run_cell(cell: Cell, seed: int, settings: SweepSettings, directory: Path, b
     tuned = models.load(str(directory / "finetune" / "merged"), device=config.device, dtype="float32")
     record = measure(tuned, base_lm, settings, cell.system, metric, seed=seed)
     record["train"] = json.loads((directory / "finetune" / "train.json").read_text(encoding="utf-8"))["config"]
+    record["elapsed_s"] = time.perf_counter() - started  # training (or resuming it) and measuring, wall time
     artifacts.write_json(directory / "result.json", record)
 
 
@@ -347,8 +344,7 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
     seed_ratios = [[entry["start"]["ratio"] for entry in row["per_seed"].values()] for row in rows]
     for row, (p, adjusted, word) in zip(rows, directions(seed_ratios)):
         row.update(onset_p_value=p, onset_p_value_adjusted=adjusted, direction=word)
-    tested = [row for row in rows if row["esr_p_value"] is not None]
-    for row, adjusted in zip(tested, holm([row["esr_p_value"] for row in tested])):
+    for row, adjusted in zip(rows, holm([row["esr_p_value"] for row in rows])):
         row["esr_p_value_adjusted"] = adjusted
     rows.sort(key=lambda row: -math.inf if row["onset_ratio_start"] is None else -row["onset_ratio_start"])
     summary = {
@@ -392,7 +388,8 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
         row["esr_p_value"] = float(stats.fisher_exact(table).pvalue)
     row["ta"] = statistics.fmean(r["ta"] for r in results.values()) if results else None
     row["perplexity"] = statistics.fmean(r["perplexity"] for r in results.values()) if results else None
-    row["per_seed"] = {str(seed): {**entry, "esr": results[seed]["esr"]} for seed, entry in per_seed.items()}
+    row["per_seed"] = {str(seed): {**entry, "esr": results[seed]["esr"], "elapsed_s": results[seed].get("elapsed_s")}
+                       for seed, entry in per_seed.items()}  # fmt: skip
     return row
 
 

@@ -50,17 +50,18 @@ def intersection_p_value(p_values: list[float]) -> float:
     return max(p_values)
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-adjusted p-values, in the input order (monotone step-down, capped at 1)."""
-    p = np.asarray(p_values, dtype=float)
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values, in the input order (monotone step-down, capped at 1); a None (a test that could not
+    be made) stays None and does not count towards the family."""
+    tested = [i for i, value in enumerate(p_values) if value is not None]
+    p = np.asarray([p_values[i] for i in tested], dtype=float)
     m = len(p)
-    if m == 0:
-        return []
     order = np.argsort(p, kind="stable")
     stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(stepped, 1.0)
-    return adjusted.tolist()
+    adjusted: list[float | None] = [None] * len(p_values)
+    for rank, value in zip(order, np.minimum(stepped, 1.0)):
+        adjusted[tested[rank]] = float(value)
+    return adjusted
 
 
 def prompt_interval(

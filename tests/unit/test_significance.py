@@ -48,6 +48,7 @@ def test_holm_matches_the_step_down_by_hand():
     assert significance.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
     assert significance.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 2 x 0.5 caps, and step-down is monotone
     assert significance.holm([]) == []
+    assert significance.holm([0.04, None, 0.01]) == pytest.approx([0.04, None, 0.02])  # None: not tested, not counted
 
 
 def test_prompt_interval_is_seeded_and_covers_the_estimate():
