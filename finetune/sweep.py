@@ -33,9 +33,10 @@ recorded (``failed.json``) and retried on the next run, and the sweep goes on.
 
 The table (``sweep.json``, ``table.csv``): per cell, the ratios pooled over seeds with a 95 % interval across
 seeds (a t interval of the per-seed log ratios, scipy.stats.t; each seed's ratio pools its questions and its
-own bootstrap interval over questions is in ``per_seed``), the two-sided one-sample t test of the log ratio at
-the reply start against 0 (the seed is the unit), Holm-adjusted across cells, and the direction word from it
-(rises / falls: adjusted p < 0.05 with the mean log ratio above / below 0; otherwise no clear change), ESR
+own bootstrap interval over questions is in ``per_seed``, the mean probabilities the ratios divide in
+``onset_probability``), the two-sided one-sample t test of the log ratio at the reply start against 0 (the seed
+is the unit), Holm-adjusted across cells, and the direction word from it (rises / falls: adjusted p < 0.05 with
+the mean log ratio above / below 0; otherwise no clear change), ESR
 pooled over seeds with its Wilson interval and Fisher's exact test against the base model's answers (two-sided,
 Holm-adjusted across cells), TA and perplexity; sorted by the ratio at the reply start.
 """
@@ -373,6 +374,8 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
             tuned = sum(sum(r[f"onset_{where}_finetuned"]) for r in results.values())
             reference = sum(sum(r[f"onset_{where}_base"]) for r in results.values())
             pooled = tuned / reference if reference else None
+            answers = sum(r["answers"] for r in results.values())
+            row.setdefault("onset_probability", {})[where] = {"finetuned": tuned / answers, "base": reference / answers}
         interval = seed_interval([ratio for ratio, _ in ratios.values()])
         row[f"onset_ratio_{where}"] = pooled
         row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"] = interval or (None, None)

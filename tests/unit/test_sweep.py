@@ -75,6 +75,8 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
         assert row["esr_p_value_adjusted"] >= row["esr_p_value"]
         assert row["onset_p_value_adjusted"] >= row["onset_p_value"]
         assert all(entry["elapsed_s"] > 0 for entry in row["per_seed"].values())  # BENCHMARKS' time per cell
+        start = row["onset_probability"]["start"]
+        assert row["onset_ratio_start"] == pytest.approx(start["finetuned"] / start["base"])
     ratios = [row["onset_ratio_start"] for row in summary["rows"] if row["onset_ratio_start"] is not None]
     assert ratios == sorted(ratios, reverse=True)
     header = (tmp_path / "sweep" / "table.csv").read_text().splitlines()[0]
