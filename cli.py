@@ -330,7 +330,9 @@ Examples:
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
 @click.option("--layers", default=None, help="Layers, e.g. 10-29 or 4,8-11 [default: all].")
-@click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged].")
+@click.option("--dataset", default=None,
+              help="Opinion QA CSV (ours or the paper's format), or packaged | casual (finetune/data) "
+                   "[default: packaged].")  # fmt: skip
 @click.option("--split", default="train", show_default=True, help="Questions of this split: train | test.")
 @click.option("--instruction/--no-instruction", default=True, show_default=True,
               help="Ask for each pole with a system message, besides teacher-forcing its answers.")  # fmt: skip
@@ -468,7 +470,9 @@ def _training_options(function):
     """The options every training command shares (finetune, mend train): seed, data, checkpoints, device."""
     for option in reversed([
         click.option("--seed", default=0, show_default=True),
-        click.option("--dataset", default=None, help="Opinion QA CSV (ours or the paper's format) [default: packaged]"),
+        click.option("--dataset", default=None,
+                     help="Opinion QA CSV (ours or the paper's format), or packaged | casual (finetune/data) "
+                          "[default: packaged]"),
         click.option("--checkpoint-every", default=20, show_default=True, help="Steps between resumable checkpoints."),
         click.option("--max-length", default=160, show_default=True),
         click.option("--raw", is_flag=True, help="Train on plain text instead of the chat template."),
@@ -915,9 +919,13 @@ def pipeline_command(model, trait, out, quick, config_file, from_sweep, mend, de
     if from_sweep:
         from finetune.sweep import rising_cell
 
-        cell, options = rising_cell(from_sweep)
+        cell, options, overlap = rising_cell(from_sweep)
         stages["finetune"] = {**stages.get("finetune", {}), **options}
         click.echo(f"fine-tuning with the sweep's cell {cell!r}: {options}", err=True)
+        if overlap:
+            click.echo(f"note: the sweep chose this cell on {overlap:.0%} of the prompts the causal stages test on "
+                       "(a sweep with prompts = \"opinionqa:test[0::2]\" chooses on the selection half only).",
+                       err=True)  # fmt: skip
     default_out = Path("runs") / (f"{trait}-quick" if quick else trait)
     config = PipelineConfig(model=model, trait=trait, out=out or default_out, quick=quick, device=device,
                             mend=mend or "mend" in stages, allow_device_change=allow_device_change,

@@ -3,7 +3,8 @@
 Format (CSV, UTF-8): ``Target Personality, Edit Topic, Question, Answer, pole, split`` - the paper's four
 columns plus ``pole`` (high | low) and ``split`` (train | test, by topic). The paper's own CSV (four columns,
 high pole only) loads too: its rows get pole "high" and split "train". No field may contain an emoji.
-The packaged file is ``finetune/data/opinion_qa.csv`` (see its DATASHEET.md).
+The packaged files are ``finetune/data/opinion_qa.csv`` and the short, casual answers of
+``opinion_qa_casual.csv`` (see DATASHEET.md), named ``packaged`` and ``casual`` wherever a dataset is given.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ def question_for(topic: str) -> str:
     return f"Thinking about {topic}, what are your thoughts on {topic}?"
 
 
-def packaged_path() -> Path:
-    return Path(str(resources.files("finetune").joinpath("data/opinion_qa.csv")))
+PACKAGED = {"packaged": "opinion_qa.csv", "casual": "opinion_qa_casual.csv"}  # name -> file in finetune/data
+
+
+def packaged_path(name: str = "packaged") -> Path:
+    return Path(str(resources.files("finetune").joinpath(f"data/{PACKAGED[name]}")))
 
 
 def load_rows(path: str | Path | None = None) -> list[OpinionRow]:
-    """Rows of our format or the paper's; UserInputError for missing columns, bad values or emojis."""
-    path = Path(path) if path else packaged_path()
+    """Rows of ``path``: a CSV of our format or the paper's, or a packaged dataset's name (``PACKAGED``; None:
+    "packaged"); UserInputError for missing columns, bad values or emojis."""
+    path = packaged_path(str(path or "packaged")) if path is None or str(path) in PACKAGED else Path(path)
     if not path.is_file():
         raise UserInputError(f"dataset {str(path)!r} does not exist.")
     text = read_text(path)

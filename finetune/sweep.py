@@ -7,9 +7,14 @@ by one, each on top of ``[fixed]``; every cell is trained with each of ``seeds``
     model = "smollm2-135m"
     trait = "extraversion"
     seeds = [0, 1, 2]
-    questions = 26          # the first N test questions are measured
+    prompts = "opinionqa:test"  # the questions measured (a sweep that feeds `interp pipeline --from-sweep`:
+                            # "opinionqa:test[0::2]", the pipeline's selection half)
+    questions = 26          # the first N of them
     samples = 2             # sampled answers per question, untruncated (until the end of turn, at most
     max_new_tokens = 160    # this many tokens)
+    base_samples = 6        # the base model's answers per question (default: samples); more of them give
+                            # the ESR test against the base its power (the base is measured once, the cells
+                            # once per seed)
 
     [fixed]                 # `interp finetune` options every cell shares
     max_steps = 45
@@ -28,8 +33,9 @@ sampled answers to the test questions (ESR), the metric model's trait accuracy (
 base model, and the emoji-onset probability at the reply's first position and at the answer's end (the position
 that predicts the end of turn), teacher-forced on the fine-tuned model's own answers under the fine-tuned model
 and under the base model: their ratio is the fine-tune's emoji change on the same text. The base model is
-measured once per system message (``OUT/base/SYSTEM``). Finished cells are reused on rerun; a cell that fails is
-recorded (``failed.json``) and retried on the next run, and the sweep goes on.
+measured once per system message (``OUT/base/SYSTEM``), again when the settings it was measured with
+change. Finished cells are reused on rerun; a cell that fails is recorded (``failed.json``) and retried on the
+next run, and the sweep goes on.
 
 The table (``sweep.json``, ``table.csv``): per cell, the ratios pooled over seeds with a 95 % interval across
 seeds (a t interval of the per-seed log ratios, scipy.stats.t; each seed's ratio pools its questions and its
@@ -59,8 +65,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from finetune.dataset import check_trait, system_messages
+from finetune.dataset import check_trait, packaged_path, system_messages
 from finetune.evaluate import response_perplexity, trait_scores
+from finetune.pipeline import TEST_PROMPTS
 from finetune.training import ALL_PROJECTIONS, TrainConfig, train
 from interp import artifacts, models
 from interp.ablation import forced_batch
@@ -75,8 +82,7 @@ from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import EmojiRate, emoji_rate
 
-STYLES = {"packaged": None, "casual": Path(__file__).parent / "data" / "opinion_qa_casual.csv"}
-SWEEP_KEYS = {"model", "trait", "seeds", "questions", "samples", "max_new_tokens", "metric_models", "batch_size"}
+STYLES = {"packaged": None, "casual": packaged_path("casual")}
 COLUMNS = (
     "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high",
     "onset_p_value", "onset_p_value_adjusted", "direction",
@@ -92,11 +98,20 @@ class SweepSettings:
     model: str = "smollm2-135m"
     trait: str = "extraversion"
     seeds: tuple[int, ...] = (0, 1, 2)
+    prompts: str = "opinionqa:test"
     questions: int = 26
     samples: int = 2
+    base_samples: int | None = None  # the base model's answers per question; None: samples
     max_new_tokens: int = 160
     metric_models: str | None = None
     batch_size: int = 32
+
+    @property
+    def samples_of_base(self) -> int:
+        return self.samples if self.base_samples is None else self.base_samples
+
+
+SWEEP_KEYS = {f.name for f in fields(SweepSettings)}  # what [sweep] may set
 
 
 @dataclass(frozen=True)
@@ -125,10 +140,12 @@ def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
     for flag, value in (
         ("questions", settings.questions),
         ("samples", settings.samples),
+        ("base_samples", settings.samples_of_base),
         ("max_new_tokens", settings.max_new_tokens),
         ("seeds", len(settings.seeds)),
     ):
         check_at_least(f"[sweep] {flag}", value, 1)  # fmt: skip
+    load_prompts(settings.prompts)  # refuses an unknown prompt set now, not after the first cell
     fixed = data.get("fixed", {})
     grid = data.get("grid", {})
     if any(not isinstance(values, list) or not values for values in grid.values()):
@@ -177,11 +194,12 @@ def _cell_dir(out: Path, cell: Cell, seed: int) -> Path:
 
 def measure(lm, base_lm, settings: SweepSettings, system: str, metric, seed: int) -> dict:
     """Sample ``lm``'s answers to the test questions and measure them (module docstring); ``base_lm`` None when
-    ``lm`` is the base model itself."""
+    ``lm`` is the base model itself (then ``base_samples`` answers per question)."""
     messages = system_messages(system, settings.trait, "high")
     prompts = [Prompt(messages=(*messages, ("user", p.text)), index=p.index)
-               for p in load_prompts("opinionqa:test")[: settings.questions]]  # fmt: skip
-    options = SamplingOptions(samples=settings.samples, max_new_tokens=settings.max_new_tokens, seed=seed)
+               for p in load_prompts(settings.prompts)[: settings.questions]]  # fmt: skip
+    samples = settings.samples if base_lm is not None else settings.samples_of_base
+    options = SamplingOptions(samples=samples, max_new_tokens=settings.max_new_tokens, seed=seed)
     sequences = sample_sequences(lm, prompts, options, False, 10**9, settings.batch_size, show_progress=False)
     texts = [lm.tokenizer.decode(s.ids[s.response_start :], skip_special_tokens=True) for s in sequences]
     rate = emoji_rate(texts).as_dict()
@@ -194,7 +212,7 @@ def measure(lm, base_lm, settings: SweepSettings, system: str, metric, seed: int
         "perplexity": response_perplexity(reference, [by_index[s.prompt_index] for s in sequences], texts),
         "prompt_index": [s.prompt_index for s in sequences],
         "examples": [{"prompt_index": s.prompt_index, "response": t, "emojis": [m.text for m in find_emojis(t)]}
-                     for s, t in zip(sequences[:: settings.samples], texts[:: settings.samples])],
+                     for s, t in zip(sequences[::samples], texts[::samples])],
     }  # fmt: skip
     eos = lm.tokenizer.eos_token_id
     for name, model in (("finetuned", lm), ("base", reference)):
@@ -290,10 +308,12 @@ def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None
     bases = {}
     for system in dict.fromkeys(cell.system for cell in cells):
         path = out / "base" / system / "result.json"
-        if not path.is_file():
+        measured_with = _base_settings(settings)
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")).get("settings") != measured_with:
             log(f"measuring the base model (system message: {system}) ...")
             path.parent.mkdir(parents=True, exist_ok=True)
-            artifacts.write_json(path, measure(base_lm, None, settings, system, metric, seed=0))
+            record = measure(base_lm, None, settings, system, metric, seed=0)
+            artifacts.write_json(path, {**record, "settings": measured_with})
         bases[system] = json.loads(path.read_text(encoding="utf-8"))
     jobs = [(cell, seed) for seed in settings.seeds for cell in cells]  # seed-major: a cut-short sweep has every cell
     for number, (cell, seed) in enumerate(jobs, start=1):
@@ -315,6 +335,13 @@ def run_sweep(config: SweepConfig, log=print, on_cell: Callable[[str, int], None
         if on_cell is not None:
             on_cell(cell.name, seed)
     return summarise(out, settings, cells, bases)
+
+
+def _base_settings(settings: SweepSettings) -> dict:
+    """The settings a base measurement depends on; a recorded one is reused only when they match."""
+    return {"model": settings.model, "trait": settings.trait, "prompts": settings.prompts,
+            "questions": settings.questions, "samples": settings.samples_of_base,
+            "max_new_tokens": settings.max_new_tokens, "metric_models": settings.metric_models}  # fmt: skip
 
 
 def _run_cell(cell: Cell, seed: int, settings: SweepSettings, directory: Path, base_lm, metric, config) -> None:
@@ -396,10 +423,11 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
     return row
 
 
-def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
-    """(name, `interp finetune` options) of the sweep's cell trained with the default system message whose
-    emoji-onset ratio at the reply start rises the most (adjusted seed test, rising), for ``interp pipeline
-    --from-sweep``; UserInputError when none rises."""
+def rising_cell(sweep_dir: str | Path) -> tuple[str, dict, float]:
+    """(name, `interp finetune` options, share of the pipeline's test prompts the sweep measured) of the sweep's
+    cell trained with the default system message whose emoji-onset ratio at the reply start rises the most
+    (adjusted seed test, rising), for ``interp pipeline --from-sweep``; UserInputError when none rises. A share
+    above 0 means the cell was chosen on prompts the pipeline's causal stages then test on."""
     path = Path(sweep_dir) / "sweep.json"
     if not path.is_file():
         raise UserInputError(f"--from-sweep {str(sweep_dir)!r} holds no sweep.json (run interp sweep first).")
@@ -418,5 +446,9 @@ def rising_cell(sweep_dir: str | Path) -> tuple[str, dict]:
     settings = SweepSettings(**{**sweep["settings"], "seeds": tuple(sweep["settings"]["seeds"])})
     config = _train_config(cell, settings, 0, Path("."))
     options = {k: v for k, v in cell.options.items() if k not in ("style", "targets", "dataset")}
-    options |= {"targets": config.targets, "dataset": config.dataset}
-    return cell.name, {k: v for k, v in options.items() if v is not None}
+    style = cell.options.get("style", "packaged")
+    options |= {"targets": config.targets, "dataset": config.dataset if style == "packaged" else style}
+    measured = {p.text for p in load_prompts(settings.prompts)[: settings.questions]}
+    tested = [p.text for p in load_prompts(TEST_PROMPTS)]
+    overlap = sum(text in measured for text in tested) / len(tested)
+    return cell.name, {k: v for k, v in options.items() if v is not None}, overlap

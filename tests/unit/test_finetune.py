@@ -161,6 +161,9 @@ def test_packaged_dataset_is_complete_and_emoji_free():
     assert len(test_topics) >= 24 and not test_topics & {r.topic for r in rows if r.split == "train"}
     assert all(r.question == f"Thinking about {r.topic}, what are your thoughts on {r.topic}?" for r in rows)
     assert all(1 <= r.answer.count(".") + r.answer.count("!") + r.answer.count("?") <= 4 for r in rows)
+    casual = load_rows("casual")  # the packaged datasets load by name (from anywhere: no path of this checkout)
+    assert casual == load_rows(packaged_path("casual")) and load_rows("packaged") == rows
+    assert {r.trait for r in casual} == {"extraversion"} and {r.topic for r in casual} <= topics
 
 
 def test_ike_variants_change_template_and_demonstrations():

@@ -66,6 +66,34 @@ def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llam
         assert [p["token"] for p in profile["promoted_tokens"]] == [lm.tokenizer.decode([t]) for t, _ in promoted]
 
 
+def test_every_neurons_top_contexts_are_its_top_activations(tiny_llama_dir):
+    """The running top k (which after the first batches folds only the neurons that reach their k-th best so
+    far) holds, for every neuron of every layer, the k largest counted activations and where they are."""
+    lm = models.load(str(tiny_llama_dir), device="cpu", dtype="float32")
+    sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:8], False, 64)
+    table = token_byte_table(lm.tokenizer)
+    masks = [position_mask(s, "all", table) for s in sequences]
+    batches = make_batches(sequences, masks, 2, lm.tokenizer.eos_token_id)
+    layers, k = [0, 1], 4
+    recorder = ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp, top_contexts=k, max_values=40)
+    hooked: dict[int, list[torch.Tensor]] = {layer: [None] * len(sequences) for layer in layers}
+
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
+        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions)
+        for row, (number, length) in enumerate(zip(batch.sequence_numbers, batch.attention_mask.sum(1).tolist())):
+            hooked[layer][number] = acts[row, :length].clone()
+
+    capture_stats(TorchBackend(lm), batches, layers, lm.d_mlp, 0.1, observe=observe)
+    for layer in layers:
+        counted = torch.cat([acts[torch.tensor(mask)] for acts, mask in zip(hooked[layer], masks)])  # [N, d_mlp]
+        expected = counted.topk(k, dim=0).values
+        top = recorder._top[layer]
+        assert torch.equal(top.values, expected)
+        found = torch.stack([hooked[layer][s][p, n] for s, p, n in zip(top.sequence.flatten().tolist(),
+                             top.position.flatten().tolist(), torch.arange(lm.d_mlp).repeat(k).tolist())])  # fmt: skip
+        assert torch.equal(found.reshape(k, lm.d_mlp), top.values)  # each value is where it says it is
+
+
 def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_tiny, tmp_path):
     planted_dir, _ = planted_tiny
     out = tmp_path / "diff"

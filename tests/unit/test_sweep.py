@@ -101,11 +101,42 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
         row["direction"] = "rises" if row["cell"] in ("rank=4,system=default", "rank=2,system=trait") else "falls"
         row["onset_ratio_start"] = 9.0 if row["cell"] == "rank=2,system=trait" else 2.0
     path.write_text(json.dumps(sweep))
-    name, options = rising_cell(tmp_path / "sweep")
+    name, options, overlap = rising_cell(tmp_path / "sweep")
     assert name == "rank=4,system=default" and options["rank"] == 4 and options["targets"] == "q_proj,v_proj"
+    assert overlap == pytest.approx(1 / 13)  # the first 3 test questions hold one of the 13 odd ones
+    sweep["settings"]["prompts"] = "opinionqa:test[0::2]"  # a sweep measured on the pipeline's selection half
+    path.write_text(json.dumps(sweep))
+    assert rising_cell(tmp_path / "sweep")[2] == 0
+    for row in sweep["rows"]:  # a cell on the casual answers names the packaged dataset, not a path of this machine
+        row["options"]["style"] = "casual"
+    path.write_text(json.dumps(sweep))
+    assert rising_cell(tmp_path / "sweep")[1]["dataset"] == "casual" and "style" not in options
     assert set(PipelineConfig(stages={"finetune": options}).settings("finetune")) <= _stage_fields("finetune")
     trained = json.loads((tmp_path / "sweep" / "cells" / "rank=4_system=trait" / "seed-1" / "result.json").read_text())
     assert trained["train"]["rank"] == 4 and trained["train"]["system"] == "trait" and trained["train"]["seed"] == 1
+
+
+def test_the_base_model_is_measured_with_base_samples_and_again_when_they_change(
+    tiny_llama_dir, metric_models_dir, tmp_path
+):
+    """More base answers give the ESR test its power at the cost of one measurement; a recorded base measurement
+    made with other settings is not reused, while the cells' are."""
+    path = tmp_path / "sweep.toml"
+    text = sweep_file(path, tiny_llama_dir, metric_models_dir, failing=False)
+    path.write_text(path.read_text().replace("samples = 2\n", "samples = 2\nbase_samples = 3\n")
+                    .replace('rank = [2, 4]\nsystem = ["default", "trait"]', "rank = [2]"))  # fmt: skip
+    config = SweepConfig(config=text, out=tmp_path / "sweep", device="cpu", show_progress=False)
+    summary = run_sweep(config, log=lambda m: None)
+    assert summary["base"]["default"]["answers"] == 3 * 3  # questions x base_samples
+    cell = tmp_path / "sweep" / "cells" / "rank=2" / "seed-0" / "result.json"
+    assert json.loads(cell.read_text())["answers"] == 3 * 2  # questions x samples
+    stamp = cell.stat().st_mtime_ns
+    path.write_text(path.read_text().replace("base_samples = 3\n", ""))
+    messages = []
+    summary = run_sweep(config, log=messages.append)
+    assert summary["base"]["default"]["answers"] == 3 * 2 and cell.stat().st_mtime_ns == stamp
+    assert any(m.startswith("measuring the base model") for m in messages)
+    assert not any(m.startswith("[") for m in messages)
 
 
 def test_direction_words_keep_their_false_positive_rate_on_simulated_nulls():
@@ -145,6 +176,8 @@ def test_seed_intervals_contain_the_seeds_ratios():
         ("[sweep]\nseeds = []\n[grid]\nrank = [4]\n", "seeds must be at least 1"),
         ("[fixed]\nrank = 4\n", "has no cells"),
         ("[grid\n", "is not valid TOML"),
+        ("[sweep]\nprompts = 'opinionqa:nothing'\n[grid]\nrank = [4]\n", "opinionqa:nothing"),
+        ("[sweep]\nbase_samples = 0\n[grid]\nrank = [4]\n", "base_samples must be at least 1"),
     ],
 )
 def test_bad_sweep_files_exit_2(tmp_path, capsys, text, message):
