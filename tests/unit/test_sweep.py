@@ -188,3 +188,13 @@ def test_bad_sweep_files_exit_2(tmp_path, capsys, text, message):
     assert main(["sweep", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["sweep-example.toml", "sweep-widen.toml"])
+def test_the_recorded_sweep_files_are_valid(name):
+    """RESULTS.md's sweeps are reproduced from these files: they must read, and share the base measurements."""
+    from pathlib import Path
+
+    settings, cells = read_sweep(Path(__file__).parents[2] / "docs" / name)
+    assert settings.base_samples == 6 and settings.seeds == (0, 1, 2)
+    assert "style=casual,system=default" in {cell.name for cell in cells}
