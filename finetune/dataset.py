@@ -51,7 +51,8 @@ def packaged_path(name: str = "packaged") -> Path:
 def load_rows(path: str | Path | None = None) -> list[OpinionRow]:
     """Rows of ``path``: a CSV of our format or the paper's, or a packaged dataset's name (``PACKAGED``; None:
     "packaged"); UserInputError for missing columns, bad values or emojis."""
-    path = packaged_path(str(path or "packaged")) if path is None or str(path) in PACKAGED else Path(path)
+    name = str(path or "packaged")
+    path = packaged_path(name) if name in PACKAGED else Path(name)
     if not path.is_file():
         raise UserInputError(f"dataset {str(path)!r} does not exist.")
     text = read_text(path)
