@@ -67,8 +67,8 @@ def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llam
 
 
 def test_every_neurons_top_contexts_are_its_top_activations(tiny_llama_dir):
-    """The running top k (which after the first batches folds only the neurons that reach their k-th best so
-    far) holds, for every neuron of every layer, the k largest counted activations and where they are."""
+    """The running top k, merged batch by batch, holds for every neuron of every layer the k largest counted
+    activations and where they are (the other test checks a few neurons' contexts in full)."""
     lm = models.load(str(tiny_llama_dir), device="cpu", dtype="float32")
     sequences = build_sequences(lm.tokenizer, load_prompts("persona-demo")[:8], False, 64)
     table = token_byte_table(lm.tokenizer)
