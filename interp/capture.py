@@ -42,7 +42,7 @@ def capture_stats(
     progress=None,
     shards: Shards | None = None,
     output_norms: dict[int, tuple[torch.Tensor, float]] | None = None,
-    observe: Callable[[TokenBatch, int, torch.Tensor], None] | None = None,
+    observe: Callable[[TokenBatch, int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> CaptureResult:
     """Statistics of the neuron activations at every batch's counted positions.
 
@@ -51,7 +51,8 @@ def capture_stats(
 
     With ``onset_ids`` the emoji-onset probability mass is measured in the same forward passes.
     ``progress`` wraps the batch iterable (e.g. ``lambda it: track(it, "base model")``). ``observe(batch,
-    layer, activations [B, T, d_mlp])`` sees every batch's activations too (e.g. ``interp.profiles``).
+    layer, activations [B, T, d_mlp], counted [N, d_mlp])`` sees every batch's activations too, and those at the
+    N counted positions in row-major order (a reused buffer: valid during the call; e.g. ``interp.profiles``).
     With ``shards`` of several ranks, each rank runs batches ``rank, rank + world, ...``; after every round
     of ``world`` batches all ranks exchange the batches' moments and fold them in batch order, so every rank
     ends with statistics bitwise equal to one process's.
@@ -82,7 +83,7 @@ def capture_stats(
                 rows = rows_buffer[key][: len(flat_index)]
                 torch.index_select(flat, 0, flat_index.to(flat.device), out=rows)
                 if observe is not None:
-                    observe(batch, layer, acts)
+                    observe(batch, layer, acts, rows)
                 if len(rows):
                     moments[layer] = stats.moments(rows)
                     if output_norms and layer in output_norms:

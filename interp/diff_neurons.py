@@ -131,7 +131,9 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     }
 
     def load(source: models.ModelSource):
-        return hosted[source.ref] if source.kind == remote.HOSTED else models.load(source, **config.load_options())
+        if source.kind == remote.HOSTED:
+            return hosted[source.ref]
+        return models.load(source, **config.load_options(), tokenizer=ft_tok if source is ft_src else tokenizer)
 
     tic = time.perf_counter()
     ft = load(ft_src)
@@ -292,8 +294,8 @@ def _observer(recorder: ProfileRecorder | None, numbers: list[int]):
     if recorder is None:
         return None
 
-    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
-        recorder.observe([numbers[i] for i in batch.sequence_numbers], layer, acts, batch.positions)
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor, counted: torch.Tensor) -> None:
+        recorder.observe([numbers[i] for i in batch.sequence_numbers], layer, acts, batch.positions, counted)
 
     return observe
 

@@ -228,6 +228,7 @@ def load(
     attn_implementation: str | None = None,
     device_map: str | None = None,
     load_in_4bit: bool = False,
+    tokenizer=None,
 ) -> LoadedModel:
     """Load a model reference for analysis (eval mode, no grad needed). The one path every command takes.
 
@@ -237,7 +238,8 @@ def load(
     model directory in the target dtype, and on a 4-bit base an adapter stays unmerged (PEFT adds its low-rank
     update in the forward: merging into 4-bit weights is lossy and, on CPU, corrupts them). Every adapter is
     checked to fit its base. ``attn_implementation`` ("eager" | "sdpa") overrides transformers' default;
-    TransformerLens always runs eager attention, so comparisons with it to 1e-4 need "eager" here too."""
+    TransformerLens always runs eager attention, so comparisons with it to 1e-4 need "eager" here too.
+    ``tokenizer``: the source's tokenizer when the caller already loaded it (``load_tokenizer``), else loaded."""
     source = ref if isinstance(ref, ModelSource) else resolve(ref, base_ref)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
@@ -262,7 +264,7 @@ def load(
         model.set_attn_implementation(attn_implementation)
     if not placed:
         model = model.to(device=torch_device, dtype=torch_dtype)
-    lm = _analysis_model(source, model, load_tokenizer(source))
+    lm = _analysis_model(source, model, tokenizer or load_tokenizer(source))
     if load_in_4bit:
         lm.dequantized_output = _dequantized_outputs(model, lm.spec, lm.n_layers)
     return lm

@@ -81,14 +81,17 @@ class ProfileRecorder:
         self._readout: Readout | None = None
         self._tokenizer = None
 
-    def observe(self, sequences: list[int], layer: int, acts: torch.Tensor, positions: torch.Tensor) -> None:
+    def observe(
+        self, sequences: list[int], layer: int, acts: torch.Tensor, positions: torch.Tensor, counted: torch.Tensor
+    ) -> None:
         """Fold one batch of ``layer``: ``acts`` [B, T, d_mlp] of the batch rows' ``sequences`` (global numbers),
-        ``positions`` [B, T] the counted ones."""
+        ``positions`` [B, T] the counted ones, ``counted`` [N, d_mlp] ``acts`` at those N positions (row-major
+        order, as ``capture_stats`` passes them)."""
         acts = acts.detach().float()
         rows, where, slots = self._slots_of(tuple(sequences))
         self.values[slots, self.layers.index(layer)] = acts[rows.to(acts.device), where.to(acts.device)].cpu()
         self.filled[slots] = True
-        batch_top = self._batch_top(torch.tensor(sequences), acts, positions.to(acts.device))
+        batch_top = self._batch_top(torch.tensor(sequences), acts, positions.to(acts.device), counted.float())
         top = self._top.get(layer)
         self._top[layer] = batch_top if top is None else top.merged(batch_top, self.top_contexts)
 
@@ -100,13 +103,13 @@ class ProfileRecorder:
                                                  for i in range(3))  # fmt: skip
         return self._batch_slots[sequences]
 
-    def _batch_top(self, sequences: torch.Tensor, acts: torch.Tensor, positions: torch.Tensor) -> _TopContexts:
+    def _batch_top(
+        self, sequences: torch.Tensor, acts: torch.Tensor, positions: torch.Tensor, counted: torch.Tensor
+    ) -> _TopContexts:
         rows, width, d_mlp = acts.shape
-        counted = torch.nonzero(positions.reshape(-1)).squeeze(1)  # flat (row, position) indices
-        values, index = (
-            acts.reshape(rows * width, d_mlp).index_select(0, counted).topk(min(self.top_contexts, len(counted)), dim=0)
-        )  # [k, d_mlp]
-        index = counted[index]
+        flat = torch.nonzero(positions.reshape(-1)).squeeze(1)  # flat (row, position) index of each counted row
+        values, index = counted.topk(min(self.top_contexts, len(flat)), dim=0)  # [k, d_mlp]
+        index = flat[index]
         row, position = index // width, index % width
         around = (position[..., None] + WINDOW.to(acts.device)).clamp(0, width - 1)  # [k, d_mlp, window]
         neuron = torch.arange(d_mlp, device=acts.device)[None, :, None].expand_as(around)

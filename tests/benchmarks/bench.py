@@ -340,9 +340,10 @@ def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
         make_planted_model(MODEL, finetuned, show_progress=False, log=lambda m: None)
 
         def forwards() -> None:
+            loaded = load_prompts(prompts)  # once, as diff-neurons does
             for ref in (MODEL, finetuned):
                 lm = models.load(ref, device="cpu", dtype="float32")
-                sequences = build_sequences(lm.tokenizer, load_prompts(prompts), False, 256)
+                sequences = build_sequences(lm.tokenizer, loaded, False, 256)
                 masks = [[True] * len(s.ids) for s in sequences]
                 for batch in make_batches(sequences, masks, 8, lm.tokenizer.pad_token_id):
                     plain_forward(lm, batch)

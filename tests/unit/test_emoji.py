@@ -29,6 +29,23 @@ def test_find_emojis(text, expected):
     assert has_emoji(text) == bool(expected)
 
 
+def test_the_quick_scan_agrees_with_the_grapheme_split():
+    """``find_emojis`` skips texts without a candidate character; over every emoji code point and the ranges
+    around them, alone and followed by U+FE0F or U+20E3, it agrees with classifying every grapheme cluster."""
+    import regex
+
+    from probes.emoji import is_emoji_cluster
+
+    emoji_like = regex.compile(r"\p{Emoji}|\p{Emoji_Presentation}|\p{Extended_Pictographic}")
+    code_points = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000 and emoji_like.match(chr(c))]
+    code_points += [*range(0x3000), *range(0x1F000, 0x1FB00)]
+    for c in code_points:
+        for text in (chr(c), chr(c) + "\ufe0f", chr(c) + "\u20e3", f"a {chr(c)} b"):
+            reference = [m.group() for m in regex.finditer(r"\X", text) if is_emoji_cluster(m.group())]
+            assert [m.text for m in find_emojis(text)] == reference, hex(c)
+            assert has_emoji(text) == bool(reference), hex(c)
+
+
 def test_emoji_counter():
     assert emoji_counter(["😊 hi 😊", "🎉"]) == {"😊": 2, "🎉": 1}
 

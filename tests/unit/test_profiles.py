@@ -32,8 +32,8 @@ def test_one_pass_profiles_equal_a_second_pass_over_hooked_activations(tiny_llam
     layers, neurons = [0, 1, 2], [(0, 3), (2, 17), (2, 100)]
     recorder = ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp, top_contexts=3, max_values=40)
 
-    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
-        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions)
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor, counted: torch.Tensor) -> None:
+        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions, counted)
 
     capture_stats(TorchBackend(lm), batches, layers, lm.d_mlp, 0.1, observe=observe)
     recorder.keep_readout(lm)
@@ -78,8 +78,8 @@ def test_every_neurons_top_contexts_are_its_top_activations(tiny_llama_dir):
     recorder = ProfileRecorder([s.ids for s in sequences], masks, layers, lm.d_mlp, top_contexts=k, max_values=40)
     hooked: dict[int, list[torch.Tensor]] = {layer: [None] * len(sequences) for layer in layers}
 
-    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor) -> None:
-        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions)
+    def observe(batch: TokenBatch, layer: int, acts: torch.Tensor, counted: torch.Tensor) -> None:
+        recorder.observe(list(batch.sequence_numbers), layer, acts, batch.positions, counted)
         for row, (number, length) in enumerate(zip(batch.sequence_numbers, batch.attention_mask.sum(1).tolist())):
             hooked[layer][number] = acts[row, :length].clone()
 
