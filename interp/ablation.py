@@ -40,6 +40,7 @@ from interp.generation import generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
+from interp.next_token import NextTokenReader
 from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
 from interp.run_options import RunOptions, SamplingOptions
@@ -48,7 +49,7 @@ from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
 from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
-from probes.metrics import emoji_rate, kl_from_log_probs
+from probes.metrics import emoji_rate
 
 NULLS = ("both", "layer", "matched")  # which control sets to draw: both nulls, or one of them
 SIDE_EFFECT_CONTROLS = 20  # control sets per null whose neutral-text perplexity is measured
@@ -506,6 +507,8 @@ def measure_conditions(
     chunk = max(1, config.batch_size // rows)  # conditions per forward
     pad_id = lm.tokenizer.pad_token_id
     batches = (shards or Shards()).take([sequences[i : i + rows] for i in range(0, len(sequences), rows)])
+    reader = NextTokenReader(lm, onset_ids)
+    source_reader = NextTokenReader(source, onset_ids) if source is not None else None
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
         ids, attention, measured, first, edit_mask = forced_batch(batch, pad_id, edit_positions, nll)
@@ -513,8 +516,8 @@ def measure_conditions(
         if source is not None:
             source_values, source_hidden = _source_pass(source, conditions, ids, attention)
             if not nll and SOURCE in metrics:
-                logits = source.logits_from_hidden(source_hidden[measured.to(source.device)]).float().cpu()
-                _fold_onset(metrics[SOURCE], torch.log_softmax(logits, dim=-1), onset_ids, batch, measured)
+                mass, _ = source_reader.read(source_hidden[measured.to(source.device)])
+                _fold_onset(metrics[SOURCE], mass, batch, measured)
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
         prefix_cache = None
@@ -525,40 +528,38 @@ def measure_conditions(
                 use_cache=True,
             ).cache
         measured_rest, first_rest = measured[:, split:], first[:, split:]
-        reference = None  # (log p, p) of conditions[0], the unedited model
+        reference = None  # conditions[0], the unedited model, at the measured positions
         for begin in range(0, len(conditions), chunk):
             group = conditions[begin : begin + chunk]
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
             hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
             for c, condition in enumerate(group):
-                logits = lm.logits_from_hidden(hidden[c][measured_rest.to(lm.device)]).float().cpu()
+                measured_hidden = hidden[c][measured_rest.to(lm.device)]
                 target = metrics[condition.name]
                 if nll:
+                    logits = lm.logits_from_hidden(measured_hidden).float().cpu()
                     targets = ids[:, split + 1 :][measured_rest[:, :-1]]
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
                     continue
-                logp = torch.log_softmax(logits, dim=-1)  # one pass over the vocabulary serves both metrics
-                if reference is None:
-                    reference = (logp, logp.exp())
-                mass = _fold_onset(target, logp, onset_ids, batch, measured_rest)
-                target.kl_sum += float(kl_from_log_probs(*reference, logp).double().sum())
+                reference = reference or reader.reference(measured_hidden)
+                mass, kl = reader.read(measured_hidden, reference)
+                _fold_onset(target, mass, batch, measured_rest)
+                target.kl_sum += float(kl.sum())
                 is_first = first_rest[measured_rest]
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
 
 
-def _fold_onset(target: ConditionMetrics, logp, onset_ids, batch: list[Sequence], measured) -> torch.Tensor:
-    """Fold the emoji-onset mass of log-probabilities ``logp`` (one row per True of ``measured`` [B, T],
-    row-major) into ``target`` per prompt; returns the per-position mass."""
-    mass = logp[:, onset_ids].exp().sum(-1).double()
+def _fold_onset(target: ConditionMetrics, mass: torch.Tensor, batch: list[Sequence], measured) -> None:
+    """Fold the emoji-onset ``mass`` (float64, one value per True of ``measured`` [B, T], row-major) into
+    ``target`` per prompt."""
     rows = torch.nonzero(measured)[:, 0]
     sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, mass)
     counts = torch.bincount(rows, minlength=len(batch))
     for row, sequence in enumerate(batch):
         if counts[row]:
             target.fold_prompt(sequence.prompt_index, float(sums[row]), int(counts[row]))
-    return mass
 
 
 def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache) -> torch.Tensor:

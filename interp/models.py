@@ -85,10 +85,15 @@ class LoadedModel:
     def vocab_size(self) -> int:
         return int(self.spec.unembedding(self.model).shape[0])
 
+    @property
+    def logit_soft_cap(self) -> float | None:
+        """The final logits' soft cap (Gemma 2: 30), None where logits are linear in the final hidden state."""
+        return getattr(text_config(self.model.config), "final_logit_softcapping", None) or None
+
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., vocab] logits from final hidden states (after the final norm), soft-capped where the model does."""
         logits = self.model.get_output_embeddings()(hidden)
-        cap = getattr(text_config(self.model.config), "final_logit_softcapping", None)
+        cap = self.logit_soft_cap
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def fingerprint(self) -> str:

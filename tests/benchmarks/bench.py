@@ -507,11 +507,67 @@ def record_ratios(results: dict, key: str, setting: str, times: dict[str, float]
     print(json.dumps(entry, indent=1), flush=True)
 
 
+def readout_benchmark(results: dict) -> None:
+    """Issue 19: the causal tests' next-token reading (emoji-onset mass, KL from the unedited model) through the
+    unembedding's input (``interp.next_token``) against the log-softmax per condition it replaced (the direct sum,
+    which soft-capped models still take), in a whole teacher-forced ``measure_conditions`` of 22 conditions."""
+    from finetune import dataset
+    from interp import ablation
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
+    from interp.controls import layer_matched_sets
+    from interp.interventions import Condition
+    from interp.next_token import NextTokenReader
+    from interp.prompts import Prompt
+    from probes.emoji_tokens import emoji_onset_ids
+
+    class DirectReader(NextTokenReader):
+        def __init__(self, lm, onset_ids) -> None:
+            super().__init__(lm, onset_ids)
+            self.linear = False
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    onset = emoji_onset_ids(lm.tokenizer)
+    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")[:16]
+    prompts = [Prompt((("user", row.question),), row.answer, i) for i, row in enumerate(rows)]
+    sequences = build_sequences(lm.tokenizer, prompts, False, 256)
+    tested = [(layer, index) for layer in (27, 28, 29) for index in range(7)][:20]
+    conditions = [Condition("unedited", kind="baseline"), Condition("tested", tuple(tested), "zero")]
+    controls = layer_matched_sets(tested, lm.d_mlp, 20, seed=1)
+    conditions += [Condition(f"c{i}", neuron_set, "zero") for i, neuron_set in enumerate(controls)]
+    config = AblationConfig(model="", prompts="", out=None, batch_size=16, show_progress=False)
+    found = {}
+
+    def measure(reader: type[NextTokenReader]):
+        def run() -> None:
+            metrics = {c.name: ConditionMetrics() for c in conditions}
+            ablation.NextTokenReader = reader
+            try:
+                measure_conditions(lm, None, conditions, sequences, config, onset, metrics, "")
+            finally:
+                ablation.NextTokenReader = NextTokenReader
+            found[reader.__name__] = [(m.onset_sum / m.onset_count, m.kl_sum) for m in metrics.values()]
+
+        return run
+
+    times = time_interleaved({"input": measure(NextTokenReader), "log_softmax": measure(DirectReader)}, 3)
+    (new, old) = (torch.tensor(found[name], dtype=torch.float64) for name in ("NextTokenReader", "DirectReader"))
+    results["next_token_reading"] = {
+        "setting": "22 conditions (unedited, 20 neurons of layers 27-29 zeroed, 20 layer-matched sets), 16 "
+        f"teacher-forced Opinion QA answers ({sum(len(s.ids) - s.response_start for s in sequences)} measured "
+        "positions), batches of 16 sequence-conditions",
+        "through_the_input_s": times["input"], "log_softmax_s": times["log_softmax"],
+        "ratio": times["input"] / times["log_softmax"],
+        "largest_relative_difference_onset": float(((new[:, 0] - old[:, 0]).abs() / old[:, 0]).max()),
+        "largest_absolute_difference_kl_sum": float((new[:, 1] - old[:, 1]).abs().max()),
+    }  # fmt: skip
+    print(json.dumps(results["next_token_reading"], indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
-    groups = ("capture", "statistics", "causal", "distributed", "diff", "sampling", "directions", "mend")
+    groups = ("capture", "statistics", "causal", "readout", "distributed", "diff", "sampling", "directions", "mend")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     args = parser.parse_args()
     if args.child:
@@ -545,6 +601,10 @@ def main() -> None:
     if args.only in (None, "causal"):
         causal_benchmarks(results)
         if args.only == "causal":
+            return
+    if args.only in (None, "readout"):
+        readout_benchmark(results)
+        if args.only == "readout":
             return
     statistics_benchmark(results, args.repeats)
     if args.only == "statistics":

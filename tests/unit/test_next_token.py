@@ -1,0 +1,43 @@
+"""The onset mass and KL read from unembedding inputs equal the direct log-softmax computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp import models
+from interp.next_token import NextTokenReader
+from probes.emoji_tokens import emoji_onset_ids
+from probes.metrics import kl_from_log_probs
+
+
+def _direct(lm, hidden: torch.Tensor, reference: torch.Tensor, onset_ids: list[int]):
+    """(onset mass, KL(reference || hidden)) in float64 from full log-softmaxes, the definition."""
+    logp = torch.log_softmax(lm.logits_from_hidden(hidden).double(), -1)
+    ref_logp = torch.log_softmax(lm.logits_from_hidden(reference).double(), -1)
+    return logp[:, onset_ids].exp().sum(-1), kl_from_log_probs(ref_logp, ref_logp.exp(), logp)
+
+
+@pytest.mark.parametrize("case", ["linear", "soft-capped", "bfloat16"])
+def test_reader_equals_the_log_softmax_definition(tiny_gemma3_dir, case):
+    """Edits of several sizes (KL from 1e-6 to about 1): the identity through the unembedding's input (linear float32
+    unembeddings) and the direct sum (otherwise) agree with float64 log-softmaxes to float32 rounding."""
+    lm = models.load(str(tiny_gemma3_dir), device="cpu", dtype="bfloat16" if case == "bfloat16" else "float32")
+    if case == "soft-capped":
+        lm.model.config.final_logit_softcapping = 3.0
+    reader = NextTokenReader(lm, emoji_onset_ids(lm.tokenizer))
+    assert reader.linear == (case == "linear")
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(12, lm.d_model, generator=generator).to(lm.model.dtype)
+    kept = reader.reference(reference)
+    onset = reader.onset_ids.tolist()
+    for scale in (1e-3, 1e-1, 1.0):
+        hidden = (reference.float() + scale * torch.randn(12, lm.d_model, generator=generator)).to(lm.model.dtype)
+        mass, kl = reader.read(hidden, kept)
+        expected_mass, expected_kl = _direct(lm, hidden, reference, onset)  # bfloat16: logits rounded in both
+        assert mass.dtype == kl.dtype == torch.float64
+        torch.testing.assert_close(mass, expected_mass, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(kl, expected_kl, rtol=1e-3, atol=2e-6)
+        assert float(expected_kl.max()) > scale**2 * 1e-3  # the edit moved the distribution
+    same_mass, same_kl = reader.read(reference, kept)
+    assert float(same_kl.abs().max()) < 1e-5 and torch.equal(reader.read(reference)[0], same_mass)
