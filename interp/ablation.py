@@ -37,7 +37,7 @@ from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least, parse_floats
 from interp.generation import generate_edited, left_pad
-from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, shared_prefix
+from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, reused_lower_blocks, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
 from interp.next_token import NextTokenReader
@@ -501,13 +501,15 @@ def measure_conditions(
     """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``.
 
     With ``share_prefix`` the positions before the first edited one run once and their KV cache is reused
-    by every condition (for first-reply measurements, only the last prompt token runs per condition).
+    by every condition (for first-reply measurements, only the last prompt token runs per condition). The blocks
+    below every condition's first edited one run once per batch, not once per group of conditions.
     With ``shards`` this rank measures only its share of the batches (its own sums, merged by the caller)."""
     rows = max(1, config.batch_size // len(conditions))  # sequences per forward
     chunk = max(1, config.batch_size // rows)  # conditions per forward
     pad_id = lm.tokenizer.pad_token_id
     batches = (shards or Shards()).take([sequences[i : i + rows] for i in range(0, len(sequences), rows)])
     reader = NextTokenReader(lm, onset_ids)
+    below = EditPlan(conditions, rows=1, edit_mask=torch.ones(1, 1, dtype=torch.bool)).first_layer(lm.n_layers)
     source_reader = NextTokenReader(source, onset_ids) if source is not None else None
     for batch in track(batches, label, enabled=config.show_progress):
         edit_positions = "all" if nll else config.positions
@@ -529,10 +531,12 @@ def measure_conditions(
             ).cache
         measured_rest, first_rest = measured[:, split:], first[:, split:]
         reference = None  # conditions[0], the unedited model, at the measured positions
+        lower = {}  # what the blocks below every condition's first edited one return, from the first group
         for begin in range(0, len(conditions), chunk):
             group = conditions[begin : begin + chunk]
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
-            hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
+            with reused_lower_blocks(lm, below, lower):
+                hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
             for c, condition in enumerate(group):
                 measured_hidden = hidden[c][measured_rest.to(lm.device)]
                 target = metrics[condition.name]

@@ -159,6 +159,39 @@ def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
 
 
 @contextmanager
+def reused_lower_blocks(lm: LoadedModel, below: int, memo: dict) -> Iterator[None]:
+    """Blocks below ``below`` run once per batch, however many forwards of it follow.
+
+    The first forward inside a ``memo`` records what block ``below - 1`` returns; later forwards of the same tokens
+    (other conditions, which differ only from block ``below`` on) skip blocks ``0 .. below - 1``: each returns that
+    record (a copy), so block ``below`` receives exactly what it would have computed. The skipped blocks leave their
+    KV-cache layers untouched (later blocks read only their own)."""
+    blocks = lm.spec.layers(lm.model)[:below]
+    if not blocks:
+        yield
+        return
+    if "output" not in memo:
+        handle = blocks[-1].register_forward_hook(lambda module, args, output: memo.__setitem__("output", output))
+        try:
+            yield
+        finally:
+            handle.remove()
+        return
+
+    def recorded(*args, **kwargs):
+        output = memo["output"]
+        return (output[0].clone(), *output[1:]) if isinstance(output, tuple) else output.clone()
+
+    for block in blocks:
+        block.forward = recorded  # an instance attribute shadows the class's forward
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
+@contextmanager
 def shared_prefix(lm: LoadedModel, first_layer: int, copies: int) -> Iterator[None]:
     """Run the layers below ``first_layer`` once, then ``copies`` times as many rows from there on.
 

@@ -13,7 +13,7 @@ from interp import models
 from interp.controls import layer_matched_sets
 from interp.generation import generate_edited, left_pad
 from interp.hooks import neuron_hooks
-from interp.interventions import Condition, EditPlan, applied
+from interp.interventions import Condition, EditPlan, applied, reused_lower_blocks
 from interp.prompts import load_prompts
 from interp.run_options import SamplingOptions
 from interp.tokens import prompt_ids
@@ -163,6 +163,37 @@ def test_generation_edits_match_a_manual_forward(tiny_llama_dir, amplified_tiny,
             assert predicted == generated
             differs |= generated != outputs[row]
     assert differs  # the edit changed at least one continuation
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "phi3", "olmo2"])
+def test_reused_lower_blocks_skip_them_and_change_nothing(tmp_path, arch):
+    """Within one memo the blocks below ``below`` compute once; later forwards (with edits from ``below`` on) give
+    bit-identical final hidden states to forwards that run every block."""
+    from tests.conftest import save_tiny_model
+
+    lm = models.load(str(save_tiny_model(tmp_path / arch, arch, layers=4)), device="cpu")
+    ids = torch.randint(3, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    edit = EditPlan([Condition("t", ((2, 5), (3, 7)), "zero")], rows=2, edit_mask=attention.bool())
+    calls = []
+    first_child = next(lm.spec.layers(lm.model)[0].children())
+    handle = first_child.register_forward_hook(lambda *args: calls.append(1))
+
+    def forward(plan=None):
+        with torch.no_grad(), applied(lm, plan or EditPlan([], rows=2, edit_mask=attention.bool())):
+            return lm.model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+
+    try:
+        plain, edited = forward(), forward(edit)
+        assert len(calls) == 2 and not torch.equal(plain, edited)
+        memo: dict = {}
+        for plan, expected in ((None, plain), (edit, edited), (None, plain), (edit, edited)):
+            with reused_lower_blocks(lm, 2, memo):
+                assert torch.equal(forward(plan), expected)
+        assert len(calls) == 3  # block 0 ran in the first forward inside the memo only
+        assert "forward" not in vars(lm.spec.layers(lm.model)[0])  # the blocks are restored
+    finally:
+        handle.remove()
 
 
 @pytest.mark.parametrize("mode", ["zero", "patch"])
