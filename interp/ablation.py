@@ -353,7 +353,8 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
     control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection)
     conditions = build_conditions(neurons, config.mode, alphas, mean_values, control_sets)
     alternatives = _alternatives(config, conditions, chosen, selection, lm, source)
-    metrics, generations, rates = measure_all(lm, source, conditions, prompts, config, shards)
+    phases: dict[str, float] = {}
+    metrics, generations, rates = measure_all(lm, source, conditions, prompts, config, shards, phases)
     if not shards.is_main:
         return None
 
@@ -362,7 +363,7 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
         selection_overlap = overlap(prompts, selection.prompt_fingerprints)
     context = {"nulls": nulls, "selection_overlap": selection_overlap, "selected_in": str(selection.path) if selection
                else None}  # fmt: skip
-    context["alternatives"] = alternatives
+    context["alternatives"], context["phases"] = alternatives, phases
     report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context)
     write_run(config.out, "ablation.json", report, generations)
     return report
@@ -374,10 +375,21 @@ def causal_prompts(config: CausalOptions) -> list[Prompt]:
     return attach_responses(prompts, config.responses) if config.responses else prompts
 
 
-def measure_all(lm, source, conditions: list[Condition], prompts: list[Prompt], config: CausalOptions, shards: Shards):
+def measure_all(
+    lm, source, conditions: list[Condition], prompts: list[Prompt], config: CausalOptions, shards: Shards,
+    timings: dict[str, float] | None = None,
+):  # fmt: skip
     """Every measurement of a causal run, on this rank's share: emoji-onset probability on the (teacher-forced)
     prompts, neutral-text perplexity, the emoji strings' log-probabilities, sampled generations.
-    Returns (metrics per condition name, merged over the ranks; generation records; emoji rates per condition)."""
+    Returns (metrics per condition name, merged over the ranks; generation records; emoji rates per condition);
+    ``timings`` receives each phase's seconds (``teacher_forced_s``, ``neutral_perplexity_s``, ...)."""
+    timings = {} if timings is None else timings
+    tic = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tic
+        timings[name], tic = time.perf_counter() - tic, time.perf_counter()
+
     onset_ids = emoji_onset_ids(lm.tokenizer)
     tokenizer = lm.tokenizer
     sequences = build_sequences(tokenizer, prompts, config.raw, config.max_length)
@@ -386,6 +398,7 @@ def measure_all(lm, source, conditions: list[Condition], prompts: list[Prompt], 
         metrics[SOURCE] = ConditionMetrics()
     measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability",
                        shards=shards)  # fmt: skip
+    lap("teacher_forced_s")
     neutral = [
         make_sequence(tokenizer(p.text).input_ids, None, p.index, config.max_length)
         for p in load_prompts(config.neutral_prompts)
@@ -394,12 +407,15 @@ def measure_all(lm, source, conditions: list[Condition], prompts: list[Prompt], 
         lm, source, side_effect_conditions(conditions), neutral, config, onset_ids, metrics,
         "measuring neutral perplexity", nll=True, shards=shards,
     )  # fmt: skip
+    lap("neutral_perplexity_s")
     if config.emojis:
         _emoji_logprobs(lm, source, conditions, shards.take(prompts), config, metrics)
+        lap("emoji_logprobs_s")
     metrics = _merge_metrics(shards.gather_objects([metrics]), metrics)
     generations, rates = [], {}
     if config.samples:
         generations, rates = _generate(lm, source, conditions, prompts, config, shards)
+        lap("sampling_s")
     return metrics, generations, rates
 
 
@@ -852,5 +868,5 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
         "selected_in": context["selected_in"],
         "comparisons": comparisons,
         "conditions": table,
-        "timings": {"total_s": time.perf_counter() - started},
+        "timings": {**context["phases"], "total_s": time.perf_counter() - started},
     }

@@ -120,7 +120,8 @@ def run_steering(config: SteerConfig, log=print) -> dict | None:
     direction = directions.unit(config.layer)
     controls = random_directions(lm.d_model, config.controls, config.seed)
     conditions = steering_conditions(config.layer, direction, coeffs, controls)
-    metrics, generations, rates = measure_all(lm, None, conditions, prompts, config, shards)
+    phases: dict[str, float] = {}
+    metrics, generations, rates = measure_all(lm, None, conditions, prompts, config, shards, phases)
     if not shards.is_main:
         return None
     alternatives = fixed_alternatives(config.alternative, conditions)
@@ -147,7 +148,7 @@ def run_steering(config: SteerConfig, log=print) -> dict | None:
         },  # fmt: skip
         "comparisons": comparisons,
         "conditions": condition_table(conditions, metrics, rates),
-        "timings": {"total_s": time.perf_counter() - started},
+        "timings": {**phases, "total_s": time.perf_counter() - started},
     }
     write_run(config.out, REPORT, report, generations)
     return report

@@ -264,6 +264,10 @@ def test_sampled_generations_are_reproducible(planted_tiny, tmp_path):
     records = [json.loads(line) for line in runs[0].splitlines()]
     assert {r["condition"] for r in records} == {"unedited", "tested[zero]"}
     assert len(records) == 2 * 2 * len(load_prompts("persona-demo"))
-    rate = json.loads((tmp_path / "a" / "ablation.json").read_text())["conditions"]["unedited"]["generation"]
+    report = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    rate = report["conditions"]["unedited"]["generation"]
     low, high = rate["rate_ci95"]
     assert 0 <= low <= rate["rate"] <= high <= 1
+    phases = ("teacher_forced_s", "neutral_perplexity_s", "sampling_s")  # where a causal run's time went
+    assert set(report["timings"]) == {*phases, "total_s"}
+    assert 0 < sum(report["timings"][phase] for phase in phases) <= report["timings"]["total_s"]
