@@ -196,6 +196,38 @@ def test_reused_lower_blocks_skip_them_and_change_nothing(tmp_path, arch):
         handle.remove()
 
 
+@pytest.mark.parametrize("model_dir", ["tiny_llama_dir", "tiny_gemma3_dir"])
+def test_groups_sharing_the_prefix_and_lower_blocks_match_one_unshared_forward(model_dir, request):
+    """Conditions in several groups (the prompt prefix from a KV cache, the blocks below the last layer recorded in
+    the first group) give the metrics of one forward of all conditions without any sharing; Gemma 3 has sliding
+    window layers and answers longer than its window here."""
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
+    from interp.tokens import build_sequences
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(request.getfixturevalue(model_dir)), device="cpu")
+    prompts = [type(p)(messages=p.messages, response="Sure thing 😊 see you at the party tonight!", index=i)
+               for i, p in enumerate(load_prompts("persona-demo")[:3])]  # fmt: skip
+    sequences = build_sequences(lm.tokenizer, prompts, False, 128)
+    last = lm.n_layers - 1
+    conditions = [Condition("unedited", kind="baseline")]
+    conditions += [Condition(f"s{i}", ((last, 7 * i + 1), (last, 90 - i)), "zero") for i in range(5)]
+    results = []
+    for batch_size, share in ((2, True), (64, False)):  # 3 groups of 2 conditions, or 1 group of 6
+        config = AblationConfig(model="", prompts="", out=None, batch_size=batch_size, show_progress=False)
+        metrics = {c.name: ConditionMetrics() for c in conditions}
+        measure_conditions(
+            lm, None, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", share_prefix=share
+        )
+        results.append({name: m.as_dict() for name, m in metrics.items()})
+    assert results[0]["s0"]["kl_from_unedited"] > 1e-6  # the edits change the distribution
+    for name in results[0]:
+        for metric, value in results[0][name].items():
+            if value is not None:
+                # float32 rounding of batched products of other shapes
+                assert value == pytest.approx(results[1][name][metric], rel=1e-4, abs=1e-10), (name, metric)
+
+
 @pytest.mark.parametrize("mode", ["zero", "patch"])
 def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_tiny, mode):
     """Running the unedited prompt prefix once (KV cache reused by every condition) changes no number."""
