@@ -534,8 +534,8 @@ def measure_conditions(
         if source is not None:
             source_values, source_hidden = _source_pass(source, conditions, ids, attention)
             if not nll and SOURCE in metrics:
-                mass, _ = source_reader.read(source_hidden[measured.to(source.device)])
-                _fold_onset(metrics[SOURCE], mass, batch, measured)
+                source_mass = source_reader.reference(source_hidden[measured.to(source.device)], for_kl=False).mass
+                _fold_onset(metrics[SOURCE], source_mass, batch, measured)
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
         prefix_cache = None
@@ -562,8 +562,11 @@ def measure_conditions(
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
                     continue
-                reference = reference or reader.reference(measured_hidden)
-                mass, kl = reader.read(measured_hidden, reference)
+                if reference is None:  # the unedited model: read once, the KL of the others taken from it
+                    reference = reader.reference(measured_hidden, for_kl=len(conditions) > 1)
+                    mass, kl = reference.mass, torch.zeros_like(reference.mass)
+                else:
+                    mass, kl = reader.read(measured_hidden, reference)
                 _fold_onset(target, mass, batch, measured_rest)
                 target.kl_sum += float(kl.sum())
                 is_first = first_rest[measured_rest]

@@ -25,12 +25,14 @@ from probes.metrics import kl_from_log_probs
 
 @dataclass
 class Reference:
-    """The unedited model at a batch's measured positions (P of them): what every copy's KL needs."""
+    """The unedited model at a batch's measured positions (P of them): its onset mass and what every copy's KL
+    needs (``mean_row`` or ``direct``; neither when no KL is taken)."""
 
     hidden: torch.Tensor  # [P, d_model] the unembedding's input
     log_z: torch.Tensor  # [P] float32
-    mean_row: torch.Tensor | None  # [P, d_model] float64, sum_v p_v W_v (linear float32 unembeddings)
-    direct: tuple[torch.Tensor, torch.Tensor] | None  # [P, vocab] log-probabilities and probabilities (otherwise)
+    mass: torch.Tensor  # [P] float64 on the CPU, the emoji-onset mass
+    mean_row: torch.Tensor | None = None  # [P, d_model] float64, sum_v p_v W_v (linear float32 unembeddings)
+    direct: tuple[torch.Tensor, torch.Tensor] | None = None  # [P, vocab] log-probabilities, probabilities (otherwise)
 
 
 class NextTokenReader:
@@ -42,23 +44,29 @@ class NextTokenReader:
         self.weight = lm.model.get_output_embeddings().weight  # [vocab, d_model]
         self.linear = lm.logit_soft_cap is None and self.weight.dtype == torch.float32
 
-    def reference(self, hidden: torch.Tensor) -> Reference:
-        logits = self.lm.logits_from_hidden(hidden).float()
-        if not self.linear:
-            logp = torch.log_softmax(logits, -1)
-            return Reference(hidden, torch.logsumexp(logits, -1), None, (logp, logp.exp()))
-        log_z = torch.logsumexp(logits, -1)
-        probs = logits.sub_(log_z[:, None]).exp_()  # in place: the logits are not needed again
-        return Reference(hidden, log_z, (probs @ self.weight).double(), None)
+    def reference(self, hidden: torch.Tensor, for_kl: bool = True) -> Reference:
+        """The unedited model's reading, one unembedding product; ``for_kl`` also keeps what later copies' KL
+        needs (one more product with the unembedding for linear ones)."""
+        logits, log_z, mass = self._read_logits(hidden)
+        reference = Reference(hidden, log_z, mass)
+        if for_kl and self.linear:
+            probs = logits.sub_(log_z[:, None]).exp_()  # in place: the logits are not needed again
+            reference.mean_row = (probs @ self.weight).double()
+        elif for_kl:
+            logp = logits.sub_(log_z[:, None])
+            reference.direct = (logp, logp.exp())
+        return reference
 
-    def read(self, hidden: torch.Tensor, reference: Reference | None = None):
-        """(onset mass [P], KL(reference || this) [P] or None without a reference), float64 on the CPU."""
-        logits = self.lm.logits_from_hidden(hidden).float()
-        log_z = torch.logsumexp(logits, -1)
-        mass = (logits[:, self.onset_ids] - log_z[:, None]).exp().sum(-1).double().cpu()
-        if reference is None:
-            return mass, None
+    def read(self, hidden: torch.Tensor, reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
+        """(onset mass [P], KL(reference || this) [P]), float64 on the CPU; ``reference`` kept ``for_kl``."""
+        logits, log_z, mass = self._read_logits(hidden)
         if reference.direct is not None:
             return mass, kl_from_log_probs(*reference.direct, logits.sub_(log_z[:, None])).double().cpu()
         change = (reference.hidden.double() - hidden.double()).mul_(reference.mean_row).sum(-1)
         return mass, (change + log_z.double() - reference.log_z.double()).cpu()
+
+    def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(float32 logits [P, vocab], log Z [P], onset mass [P] float64 on the CPU)."""
+        logits = self.lm.logits_from_hidden(hidden).float()
+        log_z = torch.logsumexp(logits, -1)
+        return logits, log_z, (logits[:, self.onset_ids] - log_z[:, None]).exp().sum(-1).double().cpu()
