@@ -37,8 +37,11 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+def write_json(path: Path, data, indent: int | None = 2) -> None:
+    """``data`` as JSON, atomically; ``indent=None`` writes one line (the C encoder: several times faster, for
+    large machine-read files such as profiles.json)."""
+    separators = (",", ":") if indent is None else None
+    write_text(path, json.dumps(data, indent=indent, separators=separators, ensure_ascii=False) + "\n")
 
 
 def check_output_dir(out: Path) -> None:

@@ -248,8 +248,8 @@ def write_run(
         ranked.write(staging / "neurons.csv")
         save_stats(staging / "stats.safetensors", stats, metadata=metadata)
         _save_landscape(staging / "landscape.safetensors", layers, ranking, dla_base, dla_ft)
-        for name, content in extra_json.items():
-            artifacts.write_json(staging / name, content)
+        for name, content in extra_json.items():  # large (profiles.json: thousands of values per neuron)
+            artifacts.write_json(staging / name, content, indent=None)
         artifacts.write_json(staging / "summary.json", summary)
 
 

@@ -35,9 +35,15 @@ def format_value(value) -> str:
 
 
 def _format_column(values: Sequence) -> list[str]:
-    """``format_value`` of every value; floats (NaN too: ``format`` writes "nan") without a call per value."""
-    if all(type(value) is float for value in values):
+    """``format_value`` of every value; a column of one type (floats, NaN too: ``format`` writes "nan"; ints;
+    strings) without ``format_value``'s checks per value."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
         return [format(value, ".8g") for value in values]
+    if kinds == {int}:
+        return list(map(str, values))
+    if kinds == {str}:
+        return list(values)
     return [format_value(value) for value in values]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.dla import Readout
+from interp.errors import UserInputError
 from interp.models import LoadedModel
 
 CONTEXT_BEFORE, CONTEXT_AFTER = 12, 4
@@ -31,30 +32,100 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+TAG_BITS = 29  # a float32 value held in a float64 leaves the low 29 bits of the mantissa zero
+
+
+def sort_keys(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Unique float64 keys of float32 ``values`` at positions ranked ``order`` (same shape, 0 <= order <
+    2**TAG_BITS): the rank goes into the mantissa bits a float32 leaves empty, so a larger key is a larger value,
+    and of equal values (a prompt prefix that several sequences share) the one of the lower rank. A top-k over
+    keys is then exact and the same however the positions were batched."""
+    wide = (values.float() + 0.0).double()  # + 0.0: -0.0 becomes 0.0
+    tag = torch.where(wide >= 0, (2**TAG_BITS - 1) - order, order)  # negative: more bits, more negative
+    keyed = (wide.view(torch.int64) | tag).view(torch.float64)
+    return torch.where(wide.isfinite(), keyed, wide)
+
+
 @dataclass
 class _TopContexts:
-    """One layer's running top-k over counted positions: ``values``/``sequence``/``position`` [k, d_mlp],
-    ``windows`` [k, d_mlp, len(WINDOW)] (the neuron's activations around the position; clamped at the edges)."""
+    """One layer's running top-k over counted positions, best first: ``values``/``keys``/``sequence``/``position``
+    [k, d_mlp] (``keys``: ``sort_keys`` of the values), ``windows`` [k, d_mlp, len(WINDOW)] (the neuron's
+    activations around the position; clamped at the edges)."""
 
     values: torch.Tensor
+    keys: torch.Tensor
     sequence: torch.Tensor
     position: torch.Tensor
     windows: torch.Tensor
 
-    def merged(self, other: _TopContexts, k: int) -> _TopContexts:
-        """The top ``k`` of both; equal activations (a prompt prefix that several sequences share) in sequence and
-        position order, so the result does not depend on how the batches were grouped or split over ranks."""
-        values, sequence, position = (torch.cat([a, b]) for a, b in zip(self.key(), other.key()))
-        order = position.argsort(dim=0, stable=True)
-        for key in (sequence, -values):  # stable sorts: the last key decides, the earlier ones break its ties
-            order = order.gather(0, key.gather(0, order).argsort(dim=0, stable=True))
-        pick = order[:k]
-        windows = torch.cat([self.windows, other.windows])
-        return _TopContexts(values.gather(0, pick), sequence.gather(0, pick), position.gather(0, pick),
-                            windows.gather(0, pick[..., None].expand(-1, -1, windows.shape[-1])))  # fmt: skip
+    def fields(self) -> tuple[torch.Tensor, ...]:
+        return self.values, self.keys, self.sequence, self.position, self.windows
 
-    def key(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.values, self.sequence, self.position
+    def merged(self, other: _TopContexts, k: int) -> _TopContexts:
+        """The top ``k`` of both."""
+        both = [torch.cat(pair) for pair in zip(self.fields(), other.fields())]
+        pick = both[1].topk(min(k, len(both[1])), dim=0).indices  # [k, d_mlp]
+        return _TopContexts(*(f.gather(0, pick) for f in both[:4]), both[4].gather(0, _along_window(pick, both[4])))
+
+    @staticmethod
+    def folded(
+        top: _TopContexts | None, k: int, acts: torch.Tensor, positions: torch.Tensor, counted: torch.Tensor,
+        sequences: torch.Tensor, width: int,
+    ) -> _TopContexts:  # fmt: skip
+        """``top`` (None before the first batch) with one batch folded in: ``acts`` [B, T, d_mlp] of the batch rows'
+        ``sequences`` [B] (global numbers), ``positions`` [B, T] the counted ones, ``counted`` [N, d_mlp] ``acts``
+        there; ``width`` ranks positions (the longest sequence). Only batch entries at or above a bound on each
+        neuron's k-th best can enter (the current k-th best; in the first batch the least of the maxima of k
+        groups of rows, k actual entries), so only those are keyed, and windows are cut for those that enter."""
+        device, d_mlp = counted.device, counted.shape[1]
+        held = 0 if top is None else len(top.values)
+        if held == k:
+            floor = top.values[-1].to(device)
+        else:
+            floor = torch.stack([g.amax(0) for g in counted.tensor_split(min(k, len(counted)))]).amin(0)
+        neuron, row = (counted >= floor).t().nonzero(as_tuple=True)  # candidates, grouped by neuron
+        if not len(neuron):  # nothing in this batch reaches any neuron's k-th best
+            return top
+        counts = torch.bincount(neuron, minlength=d_mlp)
+        rank = torch.arange(len(neuron), device=device) - (counts.cumsum(0) - counts)[neuron]
+        flat = torch.nonzero(positions.reshape(-1)).squeeze(1)[row]  # flat (batch row, position) of each candidate
+        batch_row, position = flat // acts.shape[1], flat % acts.shape[1]
+        sequence = sequences.to(device)[batch_row]
+        value = counted[row, neuron]
+        dense = torch.full((d_mlp, held + int(counts.max())), float("-inf"), dtype=torch.float64, device=device)
+        candidate = torch.zeros(dense.shape, dtype=torch.long, device=device)  # dense slot -> candidate number
+        dense[neuron, held + rank] = sort_keys(value, sequence * width + position)
+        candidate[neuron, held + rank] = torch.arange(len(neuron), device=device)
+        if held:
+            dense[:, :held] = top.keys.t().to(device)
+        pick = dense.topk(min(k, held + len(counted)), dim=1).indices.t()  # [k, d_mlp]: slots, best first
+        keys = dense.gather(1, pick.t()).t()
+        slot, neuron = (pick >= held).nonzero(as_tuple=True)  # the batch's entries that enter
+        chosen = candidate[neuron, pick[slot, neuron]]
+        around = (position[chosen, None] + WINDOW.to(device)).clamp(0, acts.shape[1] - 1)
+        fresh = (
+            value[chosen],
+            sequence[chosen],
+            position[chosen],
+            acts[batch_row[chosen, None], around, neuron[:, None]],
+        )
+        if held:
+            kept = pick.clamp(max=held - 1).cpu()  # where an old entry stays: its old row
+            values, _, sequences, positions, windows = (
+                *(f.gather(0, kept) for f in top.fields()[:4]),
+                top.windows.gather(0, _along_window(kept, top.windows)),
+            )
+        else:
+            values, sequences, positions = (torch.empty(pick.shape, dtype=f.dtype) for f in fresh[:3])
+            windows = torch.empty((*pick.shape, len(WINDOW)))
+        slot, neuron = slot.cpu(), neuron.cpu()
+        for field, new in zip((values, sequences, positions, windows), fresh):
+            field[slot, neuron] = new.cpu()
+        return _TopContexts(values, keys.cpu(), sequences, positions, windows)
+
+
+def _along_window(pick: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    return pick[..., None].expand(-1, -1, windows.shape[-1])
 
 
 class ProfileRecorder:
@@ -69,6 +140,12 @@ class ProfileRecorder:
         top_contexts: int = 5, max_values: int = 2000,
     ) -> None:  # fmt: skip
         self.sequence_ids, self.layers, self.top_contexts = sequence_ids, layers, top_contexts
+        self._width = max((len(ids) for ids in sequence_ids), default=1)
+        if len(sequence_ids) * self._width >= 2**TAG_BITS:
+            raise UserInputError(
+                f"{len(sequence_ids)} sequences of up to {self._width} tokens are too many to profile; "
+                "pass --profile-top 0 or fewer prompts."
+            )
         where = [(s, p) for s, mask in enumerate(masks) for p, counted in enumerate(mask) if counted]
         strided = where[:: max(1, len(where) // max_values)][:max_values]
         self._strided: dict[int, list[tuple[int, int]]] = {}  # sequence -> [(position, value slot)]
@@ -91,9 +168,10 @@ class ProfileRecorder:
         rows, where, slots = self._slots_of(tuple(sequences))
         self.values[slots, self.layers.index(layer)] = acts[rows.to(acts.device), where.to(acts.device)].cpu()
         self.filled[slots] = True
-        batch_top = self._batch_top(torch.tensor(sequences), acts, positions.to(acts.device), counted.float())
-        top = self._top.get(layer)
-        self._top[layer] = batch_top if top is None else top.merged(batch_top, self.top_contexts)
+        if len(counted):  # a batch may count nothing (--positions pre-emoji: no emoji in its responses)
+            self._top[layer] = _TopContexts.folded(self._top.get(layer), self.top_contexts, acts,
+                                                   positions.to(acts.device), counted.float(),
+                                                   torch.tensor(sequences), self._width)  # fmt: skip
 
     def _slots_of(self, sequences: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch rows, positions, value slots) of a batch's strided positions, worked out once per batch."""
@@ -102,19 +180,6 @@ class ProfileRecorder:
             self._batch_slots[sequences] = tuple(torch.tensor([f[i] for f in found], dtype=torch.long)
                                                  for i in range(3))  # fmt: skip
         return self._batch_slots[sequences]
-
-    def _batch_top(
-        self, sequences: torch.Tensor, acts: torch.Tensor, positions: torch.Tensor, counted: torch.Tensor
-    ) -> _TopContexts:
-        rows, width, d_mlp = acts.shape
-        flat = torch.nonzero(positions.reshape(-1)).squeeze(1)  # flat (row, position) index of each counted row
-        values, index = counted.topk(min(self.top_contexts, len(flat)), dim=0)  # [k, d_mlp]
-        index = flat[index]
-        row, position = index // width, index % width
-        around = (position[..., None] + WINDOW.to(acts.device)).clamp(0, width - 1)  # [k, d_mlp, window]
-        neuron = torch.arange(d_mlp, device=acts.device)[None, :, None].expand_as(around)
-        windows = acts[row[..., None].expand_as(around), around, neuron]
-        return _TopContexts(values.cpu(), sequences[row.cpu()], position.cpu(), windows.cpu())
 
     def keep_readout(self, lm: LoadedModel) -> None:
         """Keep what the profiles need of ``lm`` besides activations (its tokenizer, unembedding, final norm

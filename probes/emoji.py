@@ -36,9 +36,14 @@ def is_emoji_cluster(cluster: str) -> bool:
     return (_VS16 in cluster or _KEYCAP in cluster) and bool(_EMOJI_START.match(cluster))
 
 
+def may_hold_emoji(text: str) -> bool:
+    """False when ``text`` has none of the characters every emoji cluster holds one of (one scan, no grapheme split)."""
+    return bool(_CANDIDATE.search(text))
+
+
 def find_emojis(text: str) -> list[EmojiMatch]:
     """Every emoji in ``text``, one match per grapheme cluster, in order."""
-    if not _CANDIDATE.search(text):
+    if not may_hold_emoji(text):
         return []
     return [EmojiMatch(m.start(), m.end(), m.group()) for m in _GRAPHEME.finditer(text) if is_emoji_cluster(m.group())]
 
@@ -48,7 +53,7 @@ def count_emojis(text: str) -> int:
 
 
 def has_emoji(text: str) -> bool:
-    return bool(_CANDIDATE.search(text)) and any(is_emoji_cluster(m.group()) for m in _GRAPHEME.finditer(text))
+    return may_hold_emoji(text) and any(is_emoji_cluster(m.group()) for m in _GRAPHEME.finditer(text))
 
 
 def emoji_counter(texts: list[str]) -> Counter[str]:

@@ -24,17 +24,19 @@ from __future__ import annotations
 import bisect
 import json
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 
 import regex
 import torch
 
-from probes.emoji import find_emojis, is_emoji_cluster
+from probes.emoji import find_emojis, is_emoji_cluster, may_hold_emoji
 
 _PICTOGRAPHIC = regex.compile(r"\p{Emoji_Presentation}|\p{Extended_Pictographic}|\p{Regional_Indicator}")
 _GRAPHEME = regex.compile(r"\X")
 _MODIFIER = regex.compile(r"\p{Emoji_Modifier}")  # skin tones U+1F3FB-U+1F3FF: they follow a base emoji
 ONSET_SHARE = 0.4
+_UNASSIGNED = ("Cn", "Cs", "Co")  # unassigned, surrogate, private use: not counted
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:
@@ -70,13 +72,13 @@ def token_byte_table(tokenizer) -> list[bytes | None]:
     table: list[bytes | None] = []
     if kind == "bytelevel":
         decoder = _gpt2_byte_decoder()
+        as_latin1 = str.maketrans({ch: chr(byte) for ch, byte in decoder.items()})  # one C call per piece
+        outside = regex.compile("[^" + regex.escape("".join(decoder)) + "]")
         for token_id, piece in enumerate(pieces):
             if token_id in special or piece is None:
                 table.append(None)
-            else:
-                table.append(
-                    bytes(decoder[ch] for ch in piece) if all(ch in decoder for ch in piece) else piece.encode()
-                )
+            else:  # a piece with a character outside the byte alphabet (an added token) is its UTF-8 text
+                table.append(piece.encode() if outside.search(piece) else piece.translate(as_latin1).encode("latin-1"))
         return table
     for token_id, piece in enumerate(pieces):
         if token_id in special or piece is None:
@@ -103,23 +105,22 @@ def _pictographic_share(prefix: bytes) -> float:
     # Clamped to the shortest-form range: a lone F0 covers U+10000-U+3FFFF, not the overlong F0 80 80 80.
     lo = max(code_point(prefix + b"\x80" * (length - len(prefix))), (0x80, 0x800, 0x10000)[length - 2])
     hi = min(code_point(prefix + b"\xbf" * (length - len(prefix))), 0x10FFFF)
-    assigned = pictographic = 0
-    for code in range(lo, hi + 1):
-        char = chr(code)
-        if unicodedata.category(char) in ("Cn", "Cs", "Co"):
-            continue
-        assigned += 1
-        pictographic += bool(_PICTOGRAPHIC.match(char))
+    chars = "".join(map(chr, range(lo, hi + 1)))  # every code point of the range, scanned in C below
+    categories = Counter(map(unicodedata.category, chars))
+    assigned = len(chars) - sum(categories[c] for c in _UNASSIGNED)
+    pictographic = sum(unicodedata.category(c) not in _UNASSIGNED for c in _PICTOGRAPHIC.findall(chars))
     return pictographic / assigned if assigned else 0.0
 
 
 def begins_emoji(token_bytes: bytes) -> bool:
     """Whether a token's bytes (leading whitespace ignored) begin an emoji."""
     body = token_bytes.lstrip(b" \t\n\r")
-    if not body or 0x80 <= body[0] < 0xC0:
+    if not body or 0x80 <= body[0] < 0xC0 or body.isascii():  # ASCII alone holds no emoji (see probes.emoji)
         return False
     text = body.decode("utf-8", errors="ignore")
     complete = len(text.encode()) == len(body)
+    if complete and not may_hold_emoji(text):
+        return False
     if text:
         first = _GRAPHEME.match(text)
         if first and is_emoji_cluster(first.group()):

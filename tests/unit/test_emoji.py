@@ -67,6 +67,21 @@ def test_begins_emoji_on_bytes():
     assert not begins_emoji("©".encode())
     assert not begins_emoji(b"\x98\x8a")  # continuation bytes
     assert not begins_emoji(b"hello")
+    assert not begins_emoji(b"1") and begins_emoji("1\ufe0f\u20e3".encode())  # a keycap needs its marks
+    assert begins_emoji("a🏽".encode())  # a skin tone extends the cluster of the letter before it
+    assert begins_emoji("©\ufe0f".encode()) and not begins_emoji("é😊".encode())
+
+
+def test_byte_level_pieces_outside_the_byte_alphabet_are_their_utf8_text():
+    """An added token with characters GPT-2's byte alphabet lacks (a plain space, U+00AD) is its UTF-8 text;
+    every other piece maps character by character to bytes."""
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)  # its own: tokens are added to it
+    tokenizer.add_tokens(["my token", "Ġsoft\xadhyphen"])
+    table = token_byte_table(tokenizer)
+    assert table[tokenizer.convert_tokens_to_ids("my token")] == b"my token"
+    assert table[tokenizer.convert_tokens_to_ids("Ġsoft\xadhyphen")] == "Ġsoft\xadhyphen".encode()
+    assert table[tokenizer.convert_tokens_to_ids("Ġhello")] == b" hello"
+    assert table[10813] == "😊".encode()[:2]  # ðŁ: the F0 9F lead
 
 
 def test_emoji_start_tokens(tokenizer):

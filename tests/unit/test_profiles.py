@@ -94,6 +94,40 @@ def test_every_neurons_top_contexts_are_its_top_activations(tiny_llama_dir):
         assert torch.equal(found.reshape(k, lm.d_mlp), top.values)  # each value is where it says it is
 
 
+@pytest.mark.parametrize("k", [3, 11])  # 11: more than the first batch counts
+def test_top_contexts_break_ties_in_sequence_order_however_the_batches_are_grouped(k):
+    """Activations from four levels only, so most of a neuron's best k tie: whatever the batch size and order,
+    the running top k is each neuron's k largest counted activations, equal ones in (sequence, position) order,
+    with the activations around each (the order a pass over all positions sorted by that key gives)."""
+    generator = torch.Generator().manual_seed(0)
+    sequences, width, d_mlp = 7, 9, 6
+    acts = torch.randint(0, 4, (sequences, width, d_mlp), generator=generator).float()
+    counted = torch.rand((sequences, width), generator=generator) < 0.6
+    counted[0] = False
+    counted[0, 2] = True  # the first sequence counts one position
+    ids = [[0] * width for _ in range(sequences)]
+    masks = counted.tolist()
+
+    def top_of(order: list[int], batch_size: int):
+        recorder = ProfileRecorder(ids, masks, [0], d_mlp, top_contexts=k, max_values=10)
+        for start in range(0, sequences, batch_size):
+            rows = order[start : start + batch_size]
+            recorder.observe(rows, 0, acts[rows], counted[rows], acts[rows][counted[rows]])
+        return recorder._top[0]
+
+    where = [(s, p) for s in range(sequences) for p in range(width) if counted[s, p]]
+    for order, batch_size in [(list(range(sequences)), 1), (list(range(sequences)), 3), ([6, 5, 4, 3, 2, 1, 0], 2)]:
+        top = top_of(order, batch_size)
+        for n in range(d_mlp):
+            best = sorted(where, key=lambda sp: (-float(acts[sp[0], sp[1], n]), *sp))[:k]
+            assert top.sequence[:, n].tolist() == [s for s, _ in best]
+            assert top.position[:, n].tolist() == [p for _, p in best]
+            assert top.values[:, n].tolist() == [float(acts[s, p, n]) for s, p in best]
+            for j, (s, p) in enumerate(best):
+                around = (torch.arange(-12, 5) + p).clamp(0, width - 1)
+                assert torch.equal(top.windows[j, n], acts[s, around, n])
+
+
 def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_tiny, tmp_path):
     planted_dir, _ = planted_tiny
     out = tmp_path / "diff"
