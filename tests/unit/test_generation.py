@@ -28,6 +28,16 @@ def test_gumbel_max_draws_from_the_tempered_softmax():
     assert stats.chisquare(draws(logits, 0.7, 1.0), expected).pvalue > 1e-3
 
 
+def test_gumbel_noise_is_minus_log_of_each_streams_exponential_draws():
+    """The noise equals -log of ``Tensor.exponential_`` drawn from each stream, bit for bit, step after step (the
+    cheaper float64-uniform route must keep every answer's random stream as it was)."""
+    streams = [torch.Generator().manual_seed(seed) for seed in (0, 1, 7)]
+    reference = [torch.Generator().manual_seed(seed) for seed in (0, 1, 7)]
+    for _ in range(4):
+        expected = torch.stack([torch.empty(5000).exponential_(generator=g) for g in reference]).log().neg()
+        assert torch.equal(_gumbel_noise(streams, 5000), expected)
+
+
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])  # top_p 0.75: tokens 0 and 1 (mass 0.5 before 1, 0.8 before 2)
     counts = draws(probs.log(), 1.0, 0.75)
