@@ -932,7 +932,10 @@ def pipeline_command(model, trait, out, quick, config_file, from_sweep, mend, de
                             stages=stages)  # fmt: skip
     record = Pipeline(config, log=lambda message: click.echo(message, err=True)).run()
     for stage, entry in record["stages"].items():
-        click.echo(f"{stage:<12} {entry['state']:<8} {entry['seconds']:>7.1f} s")
+        seconds = "" if entry["seconds"] is None else f"{entry['seconds']:>7.1f} s"
+        click.echo(
+            f"{stage:<12} {entry['state']:<8} {seconds}" + (" (when it ran)" if entry["state"] == "skipped" else "")
+        )
     click.echo(record["headline"])
     click.echo(f"report: {record['report']}")
 

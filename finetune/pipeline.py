@@ -207,13 +207,14 @@ class Pipeline:
             done_marker, action = steps[stage]
             tic = time.perf_counter()
             if done_marker.exists() and stage != "report":
-                state = "skipped"
                 self.log(f"[{number}/{len(stages)}] {stage}: already complete, skipped")
+                # what the stage took when it ran (None: completed without a record, e.g. its files copied in)
+                ran = record["stages"].get(stage, {}).get("seconds")
+                record["stages"][stage] = {"state": "skipped", "seconds": ran}
             else:
                 self.log(f"[{number}/{len(stages)}] {stage} ...")
                 action()
-                state = "done"
-            record["stages"][stage] = {"state": state, "seconds": round(time.perf_counter() - tic, 1)}  # done|skipped
+                record["stages"][stage] = {"state": "done", "seconds": round(time.perf_counter() - tic, 1)}
             artifacts.write_json(self.record_path, record)
         if "report" in stages:
             record["report"] = str(self.path("report.html"))

@@ -107,10 +107,12 @@ def test_a_column_of_floats_is_written_as_value_by_value_formatting_would():
 
     floats = [0.1, -0.0, float("nan"), float("inf"), -1e-300, 123456789.123, 2.5e-7, 1 / 3]
     flags, mixed = [True, False] * 4, [1, 2.5, "a", True, 3, 4.0, 5, 6]
-    columns = {"layer": [0] * 8, "neuron": list(range(8)), "score": floats, "above_noise": flags, "mixed": mixed}
+    words = ["new", "amplified", "suppressed", "unchanged"] * 2
+    columns = {"layer": [0] * 8, "neuron": list(range(-3, 5)), "score": floats, "above_noise": flags, "mixed": mixed,
+               "category": words}  # fmt: skip
     ranked = NeuronSet.from_columns(columns)
-    for row, values in zip(ranked.rows, zip(floats, flags, mixed)):
-        assert (row["score"], row["above_noise"], row["mixed"]) == tuple(map(format_value, values))
+    for row, values in zip(ranked.rows, zip(*columns.values())):
+        assert tuple(row.values()) == tuple(map(format_value, values))  # every column, whatever its type
     assert [row["score"] for row in ranked.rows][:4] == ["0.1", "-0", "nan", "inf"]
 
 
@@ -190,7 +192,9 @@ def test_a_stage_interrupted_between_its_writes_is_redone(tmp_path, monkeypatch,
     assert record["stages"]["diff"]["state"] == "done"
     written = {p.name for p in (tmp_path / "run" / "diff").iterdir()}
     assert {"neurons.csv", "stats.safetensors", "summary.json"} <= written
-    assert pipeline.run(("diff",))["stages"]["diff"]["state"] == "skipped"
+    again = pipeline.run(("diff",))["stages"]["diff"]
+    assert again == {"state": "skipped", "seconds": record["stages"]["diff"]["seconds"]}  # the time it took is kept
+    assert again["seconds"] > 0
 
 
 def test_replicate_trains_a_second_seed_and_compares_the_findings(tmp_path, tiny_llama_dir):
