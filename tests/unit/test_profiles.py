@@ -128,6 +128,16 @@ def test_top_contexts_break_ties_in_sequence_order_however_the_batches_are_group
                 assert torch.equal(top.windows[j, n], acts[s, around, n])
 
 
+def test_too_many_positions_to_rank_in_the_sort_keys_are_refused():
+    """The sort keys hold a position's rank in 29 bits: 2**14 sequences of 2**15 tokens do not fit, one fewer does."""
+    from interp.errors import UserInputError
+
+    long = [0] * 2**15
+    with pytest.raises(UserInputError, match="too many to profile"):
+        ProfileRecorder([long] * 2**14, [], [0], 4)
+    ProfileRecorder([long] * (2**14 - 1), [], [0], 4, max_values=1)
+
+
 def test_landscape_and_profiles_agree_with_neurons_csv(tiny_llama_dir, planted_tiny, tmp_path):
     planted_dir, _ = planted_tiny
     out = tmp_path / "diff"
