@@ -324,10 +324,15 @@ def statistics_benchmark(results: dict, repeats: int) -> None:
         print(json.dumps(results[f"statistics_8x128_{dtype}"], indent=1), flush=True)
 
 
-def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
+# Where a diff-neurons run spends its time (``--profile``): the parts BENCHMARKS.md names, from cProfile.
+DIFF_PARTS = (r"run_diff|capture_stats|\(observe\)|write_run|to_csv|weights_fingerprint|gc.collect|token_byte_table|"
+              r"emoji_onset_ids|\(emoji_dla\)|load_tokenizer|models.py:\d+\(load\)")  # fmt: skip
+
+
+def diff_pass_benchmark(results: dict, repeats: int = 2, profile: bool = False) -> None:
     """Issue 19 goal 1: a whole `diff-neurons` (default profiles) against loading both models and running plain
     forwards over the same sequences; the fine-tune is a planted copy of the default model. Best of ``repeats``
-    runs each, alternating."""
+    runs each, alternating. ``profile``: then one more run under cProfile, its parts (``DIFF_PARTS``) printed."""
     import tempfile
     from pathlib import Path
 
@@ -359,6 +364,13 @@ def diff_pass_benchmark(results: dict, repeats: int = 2) -> None:
 
         functions = {"forwards": forwards, "diff": diff(50), "diff_profile_top_0": diff(0)}
         seconds = time_interleaved(functions, repeats, summary=min, warm_up=False)
+        if profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(diff(50))
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(DIFF_PARTS)
     results["diff_neurons_one_pass"] = {
         "prompts": prompts, **{f"{name}_s": value for name, value in seconds.items()},
         "diff_vs_load_and_forwards": seconds["diff"] / seconds["forwards"], "goal": "<= 1.2x",
@@ -406,6 +418,27 @@ def sampling_benchmark(results: dict, repeats: int = 2) -> None:
         "same_answers_at_8_and_32": answers[8] == answers[32],
     }
     print(json.dumps(results["sampling_52_answers"], indent=1), flush=True)
+
+
+def sampling_noise_benchmark(results: dict, repeats: int = 20) -> None:
+    """Issue 19 goal 3: one decoding step's Gumbel noise for 32 answers over SmolLM2's vocabulary, ours
+    (float64 uniforms) against ``Tensor.exponential_`` (the route before), which it equals bit for bit."""
+    from interp.generation import _gumbel_noise
+
+    vocab = models.load_config(models.resolve(MODEL, fetch_log=lambda m: None)).vocab_size
+    ours_streams = [torch.Generator().manual_seed(row) for row in range(32)]
+    before_streams = [torch.Generator().manual_seed(row) for row in range(32)]
+
+    def before() -> torch.Tensor:
+        return torch.stack([torch.empty(vocab).exponential_(generator=g) for g in before_streams]).log().neg()
+
+    same = torch.equal(_gumbel_noise(ours_streams, vocab), before())
+    times = time_interleaved({"ours": lambda: _gumbel_noise(ours_streams, vocab), "before": before}, repeats)
+    results["gumbel_noise_32_rows"] = {
+        **{f"{name}_ms": value * 1e3 for name, value in times.items()},
+        "ours_vs_before": times["ours"] / times["before"], "same_noise": same,
+    }  # fmt: skip
+    print(json.dumps(results["gumbel_noise_32_rows"], indent=1), flush=True)
 
 
 def directions_benchmark(results: dict, repeats: int = 3) -> None:
@@ -576,8 +609,9 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
     groups = ("capture", "statistics", "causal", "causal-stage", "distributed", "diff", "sampling", "directions")
-    groups += ("mend",)
+    groups += ("mend", "sampling-noise")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
+    parser.add_argument("--profile", action="store_true", help="diff: also print where one run spends its time")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
@@ -599,8 +633,12 @@ def main() -> None:
         sampling_benchmark(results)
         if args.only == "sampling":
             return
+    if args.only in (None, "sampling-noise"):
+        sampling_noise_benchmark(results)
+        if args.only == "sampling-noise":
+            return
     if args.only in (None, "diff"):
-        diff_pass_benchmark(results)
+        diff_pass_benchmark(results, profile=args.profile)
         if args.only == "diff":
             return
     if args.only in (None, "distributed"):
