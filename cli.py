@@ -224,7 +224,7 @@ def _causal_options(controls_help: str, alternative_extra: str = "", prompts_def
             click.option("--emojis", default=None,
                          help="Emoji strings whose exact reply-start log-probability is measured."),
             click.option("--batch-size", default=16, show_default=True,
-                         help="Sequences per forward, all conditions together."),
+                         help="Sequences per teacher-forced forward, all conditions together (sampling: 32 answers)."),
             click.option("--max-length", default=256, show_default=True),
             click.option("--raw", is_flag=True,
                          help="Feed prompts as plain text instead of applying the chat template."),

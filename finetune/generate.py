@@ -14,7 +14,7 @@ from finetune.dataset import check_trait, load_rows, select
 from finetune.ike import TEMPLATES, demonstrations, ike_prompt
 from interp import artifacts, models
 from interp.errors import UserInputError, check_at_least
-from interp.generation import UNEDITED, sample_sequences
+from interp.generation import SAMPLING_ROWS, UNEDITED, sample_sequences
 from interp.prompts import load_prompts
 from interp.run_options import RunOptions, SamplingOptions
 from interp.steering import parse_steering, steering_condition
@@ -30,7 +30,7 @@ class GenerateConfig(RunOptions, SamplingOptions):
     out: Path  # a .jsonl file
     samples: int = 3
     max_new_tokens: int = 96
-    batch_size: int = 32  # answers sampled together (faster on a CPU than small batches; answers do not depend on it)
+    batch_size: int = SAMPLING_ROWS  # answers sampled together (answers do not depend on it)
     ike: int = 0
     ike_variants: int = 1
     trait: str | None = None  # the trait IKE demonstrates

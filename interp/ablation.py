@@ -36,7 +36,7 @@ from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least, parse_floats
-from interp.generation import generate_edited, left_pad
+from interp.generation import SAMPLING_ROWS, generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, reused_lower_blocks, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
@@ -70,7 +70,7 @@ class CausalOptions(RunOptions, SamplingOptions):
     responses: str | None = None
     positions: str = "response"  # where edits apply: all | response
     emojis: str | None = None  # comma-separated emoji strings whose reply-start log-probability is measured
-    batch_size: int = 16  # sequences per forward, all conditions together
+    batch_size: int = 16  # sequences per teacher-forced forward, all conditions together (sampling: SAMPLING_ROWS)
     neutral_prompts: str = "neutral-text"
 
     def check_causal_options(self) -> None:
@@ -553,23 +553,28 @@ def measure_conditions(
             plan = EditPlan(group, rows=len(batch), edit_mask=edit_mask, source_values=source_values)
             with reused_lower_blocks(lm, below, lower):
                 hidden = _edited_hidden(lm, plan, ids, attention, split, prefix_cache)
-            for c, condition in enumerate(group):
-                measured_hidden = hidden[c][measured_rest.to(lm.device)]
-                target = metrics[condition.name]
-                if nll:
-                    logits = lm.logits_from_hidden(measured_hidden).float().cpu()
-                    targets = ids[:, split + 1 :][measured_rest[:, :-1]]
+            measured_hidden = hidden[:, measured_rest.to(lm.device)]  # [C, P, d_model]
+            if nll:
+                targets = ids[:, split + 1 :][measured_rest[:, :-1]]
+                for condition, condition_hidden in zip(group, measured_hidden):
+                    logits = lm.logits_from_hidden(condition_hidden).float().cpu()
+                    target = metrics[condition.name]
                     target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
                     target.nll_count += len(targets)
-                    continue
-                if reference is None:  # the unedited model: read once, the KL of the others taken from it
-                    reference = reader.reference(measured_hidden, for_kl=len(conditions) > 1)
-                    mass, kl = reference.mass, torch.zeros_like(reference.mass)
-                else:
-                    mass, kl = reader.read(measured_hidden, reference)
+                continue
+            masses, kls = [], []
+            if reference is None:  # the unedited model: read once, the KL of the others taken from it
+                reference = reader.reference(measured_hidden[0], for_kl=len(conditions) > 1)
+                masses, kls = [reference.mass], [torch.zeros_like(reference.mass)]
+                measured_hidden = measured_hidden[1:]
+            if len(measured_hidden):
+                mass, kl = reader.read(measured_hidden, reference)
+                masses, kls = [*masses, *mass], [*kls, *kl]
+            is_first = first_rest[measured_rest]
+            for condition, mass, kl in zip(group, masses, kls):
+                target = metrics[condition.name]
                 _fold_onset(target, mass, batch, measured_rest)
                 target.kl_sum += float(kl.sum())
-                is_first = first_rest[measured_rest]
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
 
@@ -677,7 +682,7 @@ def _generate(lm, source, conditions, prompts, config, shards: Shards):
     chosen = [c for c in conditions if c.kind in ("baseline", "tested")]
     heads = [prompt_ids(lm.tokenizer, p, config.raw) for p in prompts for _ in range(config.samples)]
     owners = [p for p in prompts for _ in range(config.samples)]
-    rows_per_call = max(1, config.batch_size // len(chosen))
+    rows_per_call = max(1, SAMPLING_ROWS // len(chosen))  # prompts per decoding loop, each under every condition
     blocks = []
     starts = shards.take(range(0, len(heads), rows_per_call))
     for begin in track(starts, "sampling responses", enabled=config.show_progress):

@@ -15,6 +15,9 @@ from interp.run_options import SamplingOptions
 from interp.tokens import Sequence, make_sequence, prompt_ids
 
 UNEDITED = Condition("unedited", kind="baseline")  # plain sampling: one condition that edits nothing
+# Answers sampled together (rows of one decoding loop, all conditions counted). On a CPU a decoding step is bound
+# by reading the weights, so 32 rows take about what 8 do (BENCHMARKS.md, sampling); answers do not depend on it.
+SAMPLING_ROWS = 32
 
 
 @torch.no_grad()
@@ -24,7 +27,7 @@ def sample_sequences(
     options: SamplingOptions,
     raw: bool,
     max_length: int,
-    batch_size: int = 8,
+    batch_size: int = SAMPLING_ROWS,
     show_progress: bool = True,
     shards: Shards | None = None,
     condition: Condition = UNEDITED,

@@ -35,18 +35,24 @@ class Reference:
     direct: tuple[torch.Tensor, torch.Tensor] | None = None  # [P, vocab] log-probabilities, probabilities (otherwise)
 
 
-class NextTokenReader:
-    """Reads the onset mass and the KL from unembedding inputs ``hidden`` [P, d_model] of ``lm``."""
+# Logits per unembedding product (128 MB of float32): several copies' rows go through one product, since on a CPU a
+# product with a few dozen rows runs at about half the speed of one with a few hundred (BENCHMARKS.md, causal stages).
+LOGITS_PER_PRODUCT = 1 << 25
 
-    def __init__(self, lm: LoadedModel, onset_ids: list[int]) -> None:
+
+class NextTokenReader:
+    """Reads the onset mass and the KL from unembedding inputs ``hidden`` [..., P, d_model] of ``lm``."""
+
+    def __init__(self, lm: LoadedModel, onset_ids: list[int], logits_per_product: int = LOGITS_PER_PRODUCT) -> None:
         self.lm = lm
         self.onset_ids = torch.tensor(onset_ids, dtype=torch.long, device=lm.device)
         self.weight = lm.model.get_output_embeddings().weight  # [vocab, d_model]
         self.linear = lm.logit_soft_cap is None and self.weight.dtype == torch.float32
+        self.rows_per_product = max(1, logits_per_product // self.weight.shape[0])
 
     def reference(self, hidden: torch.Tensor, for_kl: bool = True) -> Reference:
-        """The unedited model's reading, one unembedding product; ``for_kl`` also keeps what later copies' KL
-        needs (one more product with the unembedding for linear ones)."""
+        """The unedited model's reading of ``hidden`` [P, d_model], one unembedding product; ``for_kl`` also keeps
+        what later copies' KL needs (one more product with the unembedding for linear ones)."""
         logits, log_z, mass = self._read_logits(hidden)
         reference = Reference(hidden, log_z, mass)
         if for_kl and self.linear:
@@ -58,12 +64,43 @@ class NextTokenReader:
         return reference
 
     def read(self, hidden: torch.Tensor, reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
-        """(onset mass [P], KL(reference || this) [P]), float64 on the CPU; ``reference`` kept ``for_kl``."""
-        logits, log_z, mass = self._read_logits(hidden)
-        if reference.direct is not None:
-            return mass, kl_from_log_probs(*reference.direct, logits.sub_(log_z[:, None])).double().cpu()
-        change = (reference.hidden.double() - hidden.double()).mul_(reference.mean_row).sum(-1)
-        return mass, (change + log_z.double() - reference.log_z.double()).cpu()
+        """(onset mass [C, P], KL(reference || copy) [C, P]), float64 on the CPU, of C copies' inputs ``hidden``
+        [C, P, d_model] at the reference's P positions; ``reference`` kept ``for_kl``."""
+        copies, positions = hidden.shape[:2]
+        flat = hidden.reshape(copies * positions, -1)
+        log_z = torch.empty(len(flat), device=flat.device)
+        mass = torch.empty(len(flat), dtype=torch.float64)
+        kl = torch.empty(len(flat), dtype=torch.float64)
+        for begin in range(0, len(flat), self.rows_per_product):
+            rows = slice(begin, begin + self.rows_per_product)
+            if reference.direct is None:
+                log_z[rows], mass[rows] = self._read_in_place(flat[rows])
+                continue
+            logits, log_z[rows], mass[rows] = self._read_logits(flat[rows])
+            at = torch.arange(len(flat))[rows].remainder_(positions).to(flat.device)  # each row's position
+            logp, probs = (values[at] for values in reference.direct)
+            kl[rows] = kl_from_log_probs(logp, probs, logits.sub_(log_z[rows, None])).double().cpu()
+        if reference.direct is None:
+            change = (reference.hidden.double() - hidden.double()).mul_(reference.mean_row).sum(-1).view(-1)
+            kl = (change + log_z.double() - reference.log_z.double().repeat(copies)).cpu()
+        return mass.view(copies, positions), kl.view(copies, positions)
+
+    def _read_in_place(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log Z [P], onset mass [P] float64 on the CPU) through a linear float32 unembedding, its logits written
+        into one reused buffer and exponentiated there (a fresh 100 MB tensor per product costs page faults)."""
+        buffer = self.__dict__.get("_logits")
+        if buffer is None or len(buffer) < len(hidden):
+            buffer = self._logits = hidden.new_empty((self.rows_per_product, self.weight.shape[0]))
+        logits = buffer[: len(hidden)]
+        bias = self.lm.model.get_output_embeddings().bias
+        if bias is None:
+            torch.mm(hidden, self.weight.T, out=logits)
+        else:
+            torch.addmm(bias, hidden, self.weight.T, out=logits)
+        onset = logits[:, self.onset_ids]
+        top = logits.amax(-1, keepdim=True)
+        log_z = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+        return log_z, (onset - log_z[:, None]).exp().sum(-1).double().cpu()
 
     def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(float32 logits [P, vocab], log Z [P], onset mass [P] float64 on the CPU)."""

@@ -106,7 +106,8 @@ def test_mean_ablation_from_diff_stats_and_foreign_stats_refused(tiny_llama_dir,
 def test_scale_dose_response(tiny_llama_dir, planted_tiny, tmp_path):
     planted_dir, planted = planted_tiny
     report = ablate(tmp_path / "dose", planted_dir, planted, "--mode", "scale", "--alpha", "0,1,2", "--controls", "3")
-    assert onset(report, "tested[alpha=1]") == pytest.approx(onset(report), rel=1e-9)
+    # scaling by 1 edits nothing: equal to float32 rounding (its logits come from a product of another shape)
+    assert onset(report, "tested[alpha=1]") == pytest.approx(onset(report), rel=1e-6)
     assert onset(report, "tested[alpha=0]") < onset(report) < onset(report, "tested[alpha=2]")
     assert set(report["comparisons"]) == {"alpha=0", "alpha=1", "alpha=2"}
 
