@@ -538,13 +538,7 @@ def measure_conditions(
                 _fold_onset(metrics[SOURCE], source_mass, batch, measured)
         # Positions before the first edited one are identical under every condition: run them once.
         split = int(edit_mask.float().argmax(1).min()) if share_prefix else 0
-        prefix_cache = None
-        if split > 0:
-            prefix_cache = lm.model.base_model(
-                input_ids=ids[:, :split].to(lm.device),
-                attention_mask=attention[:, :split].to(lm.device),
-                use_cache=True,
-            ).cache
+        prefix_cache = _prefix_cache(lm, ids[:, :split], attention[:, :split]) if split > 0 else None
         measured_rest, first_rest = measured[:, split:], first[:, split:]
         reference = None  # conditions[0], the unedited model, at the measured positions
         lower = {}  # what the blocks below every condition's first edited one return, from the first group
@@ -577,6 +571,28 @@ def measure_conditions(
                 target.kl_sum += float(kl.sum())
                 target.first_sum += float(mass[is_first].sum())
                 target.first_count += int(is_first.sum())
+
+
+def _prefix_cache(lm, ids: torch.Tensor, attention: torch.Tensor):
+    """The KV cache of ``ids`` [B, S] (no padding: every row's prompt is longer). The rows' common leading tokens
+    (an in-context prompt's demonstrations, a system prompt) run once and are copied to every row."""
+    common = int((ids == ids[:1]).all(0).long().cumprod(0).sum()) if len(ids) > 1 else 0
+    cache = None
+    if common > 1:
+        cache = lm.model.base_model(input_ids=ids[:1, :common].to(lm.device), use_cache=True).cache
+        for layer_cache in cache.layers:
+            layer_cache.reorder_cache(torch.zeros(len(ids), dtype=torch.long, device=lm.device))
+        if common == ids.shape[1]:
+            return cache
+    else:
+        common = 0
+    return lm.model.base_model(
+        input_ids=ids[:, common:].to(lm.device),
+        attention_mask=attention.to(lm.device),
+        position_ids=torch.arange(common, ids.shape[1]).expand(len(ids), -1).to(lm.device),
+        cache=cache,
+        use_cache=True,
+    ).cache
 
 
 def _fold_onset(target: ConditionMetrics, mass: torch.Tensor, batch: list[Sequence], measured) -> None:

@@ -229,6 +229,45 @@ def test_groups_sharing_the_prefix_and_lower_blocks_match_one_unshared_forward(m
                 assert value == pytest.approx(results[1][name][metric], rel=1e-4, abs=1e-10), (name, metric)
 
 
+@pytest.mark.parametrize("model_dir", ["tiny_llama_dir", "tiny_gemma3_dir"])
+@pytest.mark.parametrize("shared", ["system prompt", "whole prompt"])
+def test_rows_common_leading_tokens_run_once(model_dir, shared, request):
+    """Rows of a batch that begin with the same tokens (in-context demonstrations in a system prompt, or one prompt
+    answered several times) run those tokens once, copied to every row: the metrics equal unshared forwards.
+    Gemma 3's shared part is longer than its sliding window."""
+    from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
+    from interp.prompts import Prompt
+    from interp.tokens import build_sequences
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(request.getfixturevalue(model_dir)), device="cpu")
+    system = ("system", "Answer like these examples. " * 12)
+    questions = [p.messages[-1][1] for p in load_prompts("persona-demo")[:4]]
+    if shared == "whole prompt":
+        questions = questions[:1] * 4
+    answers = ["Sure thing 😊 see you there!", "No.", "Maybe, let me think about it 🎉", "Yes!"]
+    prompts = [
+        Prompt(messages=(system, ("user", q)), response=a, index=i) for i, (q, a) in enumerate(zip(questions, answers))
+    ]
+    sequences = build_sequences(lm.tokenizer, prompts, False, 256)
+    assert len(set(tuple(s.ids[:60]) for s in sequences)) == 1 < len(set(tuple(s.ids) for s in sequences))
+    last = lm.n_layers - 1
+    conditions = [Condition("unedited", kind="baseline"), Condition("e", ((last, 3), (last, 40)), "zero")]
+    results = []
+    for share in (True, False):
+        config = AblationConfig(model="", prompts="", out=None, batch_size=8, show_progress=False)  # 4 rows each
+        metrics = {c.name: ConditionMetrics() for c in conditions}
+        measure_conditions(
+            lm, None, conditions, sequences, config, emoji_onset_ids(lm.tokenizer), metrics, "", share_prefix=share
+        )
+        results.append({name: m.as_dict() for name, m in metrics.items()})
+    assert results[0]["e"]["kl_from_unedited"] > 1e-6
+    for name in results[0]:
+        for metric, value in results[0][name].items():
+            if value is not None:
+                assert value == pytest.approx(results[1][name][metric], rel=1e-4, abs=1e-10), (name, metric)
+
+
 @pytest.mark.parametrize("mode", ["zero", "patch"])
 def test_shared_prompt_prefix_gives_the_same_metrics(tiny_llama_dir, amplified_tiny, mode):
     """Running the unedited prompt prefix once (KV cache reused by every condition) changes no number."""
