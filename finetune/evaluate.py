@@ -33,6 +33,7 @@ from interp.ablation import ConditionMetrics, forced_batch, measure_conditions
 from interp.errors import UserInputError
 from interp.generation import UNEDITED
 from interp.interventions import Condition
+from interp.next_token import NextTokenReader
 from interp.prompts import Prompt
 from interp.run_options import RunOptions, SamplingOptions
 from interp.significance import prompt_interval, ratio_of_sums
@@ -117,6 +118,7 @@ def response_perplexity(lm, prompts: list[Prompt], responses: list[str], batch_s
     """exp(mean token NLL) of the responses under ``lm``, teacher-forced after their prompts."""
     paired = [Prompt(messages=p.messages, response=r, index=i) for i, (p, r) in enumerate(zip(prompts, responses))]
     sequences = build_sequences(lm.tokenizer, paired, False, 512)
+    reader = NextTokenReader(lm, [])
     total, count = 0.0, 0
     for begin in range(0, len(sequences), batch_size):
         ids, attention, measured, _, _ = forced_batch(
@@ -124,9 +126,8 @@ def response_perplexity(lm, prompts: list[Prompt], responses: list[str], batch_s
         )
         with torch.no_grad():
             hidden = lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device))
-        logits = lm.logits_from_hidden(hidden.last_hidden_state[measured.to(lm.device)]).float()
-        targets = ids[:, 1:][measured[:, :-1]].to(lm.device)  # each measured position predicts the next token
-        total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        targets = ids[:, 1:][measured[:, :-1]]  # each measured position predicts the next token
+        total += float(reader.nll(hidden.last_hidden_state[measured.to(lm.device)][None], targets)[0])
         count += len(targets)
     return math.exp(total / count) if count else float("nan")
 

@@ -550,11 +550,9 @@ def measure_conditions(
             measured_hidden = hidden[:, measured_rest.to(lm.device)]  # [C, P, d_model]
             if nll:
                 targets = ids[:, split + 1 :][measured_rest[:, :-1]]
-                for condition, condition_hidden in zip(group, measured_hidden):
-                    logits = lm.logits_from_hidden(condition_hidden).float().cpu()
-                    target = metrics[condition.name]
-                    target.nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-                    target.nll_count += len(targets)
+                for condition, total in zip(group, reader.nll(measured_hidden, targets)):
+                    metrics[condition.name].nll_sum += float(total)
+                    metrics[condition.name].nll_count += len(targets)
                 continue
             masses, kls = [], []
             if reference is None:  # the unedited model: read once, the KL of the others taken from it

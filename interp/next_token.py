@@ -74,7 +74,7 @@ class NextTokenReader:
         for begin in range(0, len(flat), self.rows_per_product):
             rows = slice(begin, begin + self.rows_per_product)
             if reference.direct is None:
-                log_z[rows], mass[rows] = self._read_in_place(flat[rows])
+                log_z[rows], mass[rows], _ = self._read_in_place(flat[rows])
                 continue
             logits, log_z[rows], mass[rows] = self._read_logits(flat[rows])
             at = torch.arange(len(flat))[rows].remainder_(positions).to(flat.device)  # each row's position
@@ -85,9 +85,27 @@ class NextTokenReader:
             kl = (change + log_z.double() - reference.log_z.double().repeat(copies)).cpu()
         return mass.view(copies, positions), kl.view(copies, positions)
 
-    def _read_in_place(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log Z [P], onset mass [P] float64 on the CPU) through a linear float32 unembedding, its logits written
-        into one reused buffer and exponentiated there (a fresh 100 MB tensor per product costs page faults)."""
+    def nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """[C] summed negative log-likelihood of the next tokens ``targets`` [P] under each of C copies' inputs
+        ``hidden`` [C, P, d_model], float64 on the CPU."""
+        copies, positions = hidden.shape[:2]
+        flat = hidden.reshape(copies * positions, -1)
+        wanted = targets.to(flat.device).repeat(copies)
+        losses = torch.empty(len(flat), dtype=torch.float64)
+        for begin in range(0, len(flat), self.rows_per_product):
+            rows = slice(begin, begin + self.rows_per_product)
+            if self.linear:
+                log_z, _, picked = self._read_in_place(flat[rows], wanted[rows])
+            else:
+                logits, log_z, _ = self._read_logits(flat[rows])
+                picked = logits.gather(1, wanted[rows, None]).squeeze(1)
+            losses[rows] = (log_z.double() - picked.double()).cpu()
+        return losses.view(copies, positions).sum(-1)
+
+    def _read_in_place(self, hidden: torch.Tensor, picked: torch.Tensor | None = None):
+        """(log Z [P], onset mass [P] float64 on the CPU, the logits of the tokens ``picked`` [P] or None) through a
+        linear float32 unembedding, its logits written into one reused buffer and exponentiated there (a fresh
+        100 MB tensor per product costs page faults)."""
         buffer = self.__dict__.get("_logits")
         if buffer is None or len(buffer) < len(hidden):
             buffer = self._logits = hidden.new_empty((self.rows_per_product, self.weight.shape[0]))
@@ -98,9 +116,10 @@ class NextTokenReader:
         else:
             torch.addmm(bias, hidden, self.weight.T, out=logits)
         onset = logits[:, self.onset_ids]
+        chosen = logits.gather(1, picked[:, None]).squeeze(1) if picked is not None else None
         top = logits.amax(-1, keepdim=True)
         log_z = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
-        return log_z, (onset - log_z[:, None]).exp().sum(-1).double().cpu()
+        return log_z, (onset - log_z[:, None]).exp().sum(-1).double().cpu(), chosen
 
     def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(float32 logits [P, vocab], log Z [P], onset mass [P] float64 on the CPU)."""

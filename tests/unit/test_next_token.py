@@ -22,7 +22,7 @@ def _direct(lm, hidden: torch.Tensor, reference: torch.Tensor, onset_ids: list[i
 def test_reader_equals_the_log_softmax_definition(tiny_gemma3_dir, case):
     """Edits of several sizes (KL from 1e-6 to about 1), read together in products of 5 rows (so products straddle
     copies): the identity through the unembedding's input (linear float32 unembeddings) and the direct sum
-    (otherwise) agree with float64 log-softmaxes to float32 rounding."""
+    (otherwise) agree with float64 log-softmaxes to float32 rounding; so do the copies' summed next-token NLLs."""
     lm = models.load(str(tiny_gemma3_dir), device="cpu", dtype="bfloat16" if case == "bfloat16" else "float32")
     if case == "soft-capped":
         lm.model.config.final_logit_softcapping = 3.0
@@ -44,6 +44,12 @@ def test_reader_equals_the_log_softmax_definition(tiny_gemma3_dir, case):
         torch.testing.assert_close(mass, expected_mass, rtol=1e-5, atol=1e-9)
         torch.testing.assert_close(kl, expected_kl, rtol=1e-3, atol=2e-6)
         assert float(expected_kl.max()) > scale**2 * 1e-3  # the edit moved the distribution
+    targets = torch.randint(lm.vocab_size, (12,), generator=generator)
+    expected_nll = [
+        torch.nn.functional.cross_entropy(lm.logits_from_hidden(hidden).double(), targets, reduction="sum")
+        for hidden in copies
+    ]
+    torch.testing.assert_close(reader.nll(copies, targets), torch.stack(expected_nll), rtol=1e-6, atol=0)
     same_mass, same_kl = reader.read(reference[None], kept)
     torch.testing.assert_close(same_mass[0], kept.mass, rtol=1e-5, atol=0)  # products of 5 rows, not of 12
     assert torch.equal(reader.reference(reference, for_kl=False).mass, kept.mass)
