@@ -85,9 +85,12 @@ def sample_answers(config: GenerateConfig, lm) -> tuple[list[dict], list[Sequenc
         shown_sets.append((variant, shown))
     everything = [p for _, shown in shown_sets for p in shown]  # all variants sampled together
     condition = steering_condition(config.steer, lm) if config.steer else UNEDITED
-    sequences = sample_sequences(lm, everything, config, config.raw, 10**9, config.batch_size, config.show_progress,
-                                 condition=condition)  # fmt: skip
     per_variant = len(prompts) * config.samples
+    batch_size = config.batch_size
+    if config.ike and per_variant < batch_size:  # whole variants per batch: their demonstrations run once per batch
+        batch_size -= batch_size % per_variant
+    sequences = sample_sequences(lm, everything, config, config.raw, 10**9, batch_size, config.show_progress,
+                                 condition=condition)  # fmt: skip
     for number, (variant, _) in enumerate(shown_sets):
         texts = []
         for answer, seq in enumerate(sequences[number * per_variant : (number + 1) * per_variant]):

@@ -554,16 +554,15 @@ def measure_conditions(
                     metrics[condition.name].nll_sum += float(total)
                     metrics[condition.name].nll_count += len(targets)
                 continue
-            masses, kls = [], []
+            readings = []  # (onset mass [P], KL [P]) per condition of the group
             if reference is None:  # the unedited model: read once, the KL of the others taken from it
                 reference = reader.reference(measured_hidden[0], for_kl=len(conditions) > 1)
-                masses, kls = [reference.mass], [torch.zeros_like(reference.mass)]
+                readings.append((reference.mass, torch.zeros_like(reference.mass)))
                 measured_hidden = measured_hidden[1:]
             if len(measured_hidden):
-                mass, kl = reader.read(measured_hidden, reference)
-                masses, kls = [*masses, *mass], [*kls, *kl]
+                readings += zip(*reader.read(measured_hidden, reference))
             is_first = first_rest[measured_rest]
-            for condition, mass, kl in zip(group, masses, kls):
+            for condition, (mass, kl) in zip(group, readings):
                 target = metrics[condition.name]
                 _fold_onset(target, mass, batch, measured_rest)
                 target.kl_sum += float(kl.sum())
@@ -575,15 +574,14 @@ def _prefix_cache(lm, ids: torch.Tensor, attention: torch.Tensor):
     """The KV cache of ``ids`` [B, S] (no padding: every row's prompt is longer). The rows' common leading tokens
     (an in-context prompt's demonstrations, a system prompt) run once and are copied to every row."""
     common = int((ids == ids[:1]).all(0).long().cumprod(0).sum()) if len(ids) > 1 else 0
-    cache = None
-    if common > 1:
+    if common < 2:  # nothing worth sharing
+        common, cache = 0, None
+    else:
         cache = lm.model.base_model(input_ids=ids[:1, :common].to(lm.device), use_cache=True).cache
         for layer_cache in cache.layers:
             layer_cache.reorder_cache(torch.zeros(len(ids), dtype=torch.long, device=lm.device))
         if common == ids.shape[1]:
             return cache
-    else:
-        common = 0
     return lm.model.base_model(
         input_ids=ids[:, common:].to(lm.device),
         attention_mask=attention.to(lm.device),

@@ -101,10 +101,15 @@ def generate_edited(
     """
     conditions, rows = len(plan.conditions), len(prompt_ids)
     eos_ids = _eos_ids(target)
-    ids, attention = left_pad(prompt_ids, target.tokenizer.pad_token_id)
+    front = _unedited_common_front(prompt_ids, plan)
+    ids, attention = left_pad(prompt_ids, target.tokenizer.pad_token_id, front)
     step_ids, attention = repeat_rows(ids, conditions), repeat_rows(attention, conditions)
     streams = [torch.Generator().manual_seed(options.answer_seed(first + row)) for row in range(rows)]
     target_cache = source_cache = None
+    if front:  # the tokens every row begins with run once, their KV cache copied to every row
+        target_cache = _front_cache(target, ids[:1, :front], len(step_ids))
+        source_cache = _front_cache(source, ids[:1, :front], len(step_ids)) if source is not None else None
+        step_ids, plan.offset = step_ids[:, front:], front
     finished = torch.zeros(conditions * rows, dtype=torch.bool)
     outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
     plan.decoding = False
@@ -127,19 +132,44 @@ def generate_edited(
         plan.decoding = True
         step_ids = next_ids.unsqueeze(1)
         attention = torch.cat([attention, torch.ones(conditions * rows, 1, dtype=attention.dtype)], dim=1)
-    plan.decoding = False
+    plan.decoding, plan.offset = False, 0
     return outputs
 
 
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([B, P] ids, [B, P] attention mask), left-padded for generation."""
+def left_pad(sequences: list[list[int]], pad_id: int, front: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, P] ids, [B, P] attention mask), left-padded for generation; the first ``front`` tokens (the same in
+    every row) stay in front of the padding: [front | padding | rest of the prompt]."""
     width = max(len(ids) for ids in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros_like(ids)
     for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence) :] = torch.tensor(sequence)
-        attention[row, width - len(sequence) :] = 1
+        ids[row, :front] = torch.tensor(sequence[:front], dtype=torch.long)
+        ids[row, width - len(sequence) + front :] = torch.tensor(sequence[front:])
+        attention[row, :front] = attention[row, width - len(sequence) + front :] = 1
     return ids, attention
+
+
+def _unedited_common_front(prompt_ids: list[list[int]], plan: EditPlan) -> int:
+    """How many leading tokens every prompt shares and no condition edits (0 if fewer than 2, or if the edits
+    reach into the prompt beyond its last token); each row keeps at least its last prompt token to run."""
+    if len(prompt_ids) < 2 or bool(plan.edit_mask[:, :-1].any()):
+        return 0
+    common = 0
+    for column in zip(*prompt_ids):
+        if len(set(column)) > 1:
+            break
+        common += 1
+    common = min(common, min(len(ids) for ids in prompt_ids) - 1)
+    return common if common > 1 else 0
+
+
+def _front_cache(lm: LoadedModel, front: torch.Tensor, rows: int):
+    """The KV cache of ``front`` [1, F] (unedited), copied to ``rows`` rows."""
+    positions = torch.arange(front.shape[1]).unsqueeze(0)
+    cache = _step(lm, front, torch.ones_like(front), positions, None).cache
+    for layer_cache in cache.layers:
+        layer_cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=lm.device))
+    return cache
 
 
 def _capture_source(source: LoadedModel, plan: EditPlan, ids, attention, positions, cache):

@@ -8,9 +8,18 @@ import torch
 from scipy import stats
 
 from interp import models
-from interp.generation import _gumbel_noise, _sample, sample_sequences
-from interp.prompts import load_prompts
+from interp.generation import (
+    UNEDITED,
+    _gumbel_noise,
+    _sample,
+    _unedited_common_front,
+    generate_edited,
+    sample_sequences,
+)
+from interp.interventions import Condition, EditPlan
+from interp.prompts import Prompt, load_prompts
 from interp.run_options import SamplingOptions
+from interp.tokens import prompt_ids
 
 DRAWS = 20_000
 
@@ -63,3 +72,32 @@ def test_answers_do_not_depend_on_the_batch(tiny_llama_dir, temperature, top_p):
     alone = answers(options, 1)
     assert answers(options, 4) == alone and answers(options, 14) == alone
     assert answers(SamplingOptions(**{**options.sampling_options(), "seed": 6}), 4) != alone
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_llama_dir", "tiny_gemma3_dir"])
+def test_a_prompt_front_every_row_shares_runs_once_with_the_same_answers(model_dir, request):
+    """Prompts that begin alike (in-context demonstrations, a system prompt) run those tokens once for the batch,
+    unedited, and copy their KV cache to every row and condition: each answer, unedited and under an edit from the
+    reply's first position, equals the one sampled for its prompt alone (no sharing)."""
+    lm = models.load(str(request.getfixturevalue(model_dir)), device="cpu")
+    system = ("system", "Answer like these examples. " * 12)
+    prompts = [
+        Prompt(messages=(system, ("user", p.text)), index=i) for i, p in enumerate(load_prompts("opinionqa:test")[:3])
+    ]
+    heads = [prompt_ids(lm.tokenizer, p, False) for p in prompts]
+    last = lm.n_layers - 1
+    conditions = [UNEDITED, Condition("zeroed", tuple((last, i) for i in range(lm.d_mlp)), "zero")]
+    options = SamplingOptions(max_new_tokens=10, seed=3)
+
+    def sample(rows: list[list[int]], first: int) -> list[list[int]]:
+        edit_mask = torch.zeros(len(rows), max(len(ids) for ids in rows), dtype=torch.bool)
+        edit_mask[:, -1] = True
+        plan = EditPlan(conditions, rows=len(rows), edit_mask=edit_mask)
+        if len(rows) > 1:
+            assert _unedited_common_front(rows, plan) > 40
+        return generate_edited(lm, rows, plan, options, first=first)
+
+    together = sample(heads, 0)  # condition-major
+    alone = [sample([ids], row) for row, ids in enumerate(heads)]
+    assert together == [alone[row][c] for c in range(len(conditions)) for row in range(len(heads))]
+    assert together[: len(heads)] != together[len(heads) :]  # the edit changes the answers
