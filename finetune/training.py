@@ -123,18 +123,6 @@ def collate(examples: list[Example], pad_id: int):
     return ids, labels, attention
 
 
-def answer_loss(model, ids: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled (answer) tokens of a [B, T] batch, what the model's own loss
-    with ``labels`` computes; logits are computed only at the columns whose next token is labelled in some row
-    (the prompts' columns skip the unembedding, forward and backward)."""
-    targets = labels[:, 1:]
-    keep = (targets != -100).any(0).nonzero().squeeze(1)
-    logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=-100
-    )
-
-
 def _batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     """Example indices of global step ``step``: epoch e shuffles with seed + e; a short last batch is kept."""
     per_epoch = math.ceil(n / batch_size)
@@ -189,7 +177,8 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
             batch = [examples[i] for i in _batch_indices(step, len(examples), config.batch_size, config.seed)]
             ids, labels, attention = collate(batch, pad_id)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
-                loss = answer_loss(model, ids.to(lm.device), labels.to(lm.device), attention.to(lm.device))
+                loss = model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device),
+                             labels=labels.to(lm.device)).loss  # fmt: skip
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
