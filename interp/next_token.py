@@ -49,6 +49,7 @@ class NextTokenReader:
         self.weight = lm.model.get_output_embeddings().weight  # [vocab, d_model]
         self.linear = lm.logit_soft_cap is None and self.weight.dtype == torch.float32
         self.rows_per_product = max(1, logits_per_product // self.weight.shape[0])
+        self._logits: torch.Tensor | None = None  # the reused [rows_per_product, vocab] buffer, made on first use
 
     def reference(self, hidden: torch.Tensor, for_kl: bool = True) -> Reference:
         """The unedited model's reading of ``hidden`` [P, d_model], one unembedding product; ``for_kl`` also keeps
@@ -106,10 +107,9 @@ class NextTokenReader:
         """(log Z [P], onset mass [P] float64 on the CPU, the logits of the tokens ``picked`` [P] or None) through a
         linear float32 unembedding, its logits written into one reused buffer and exponentiated there (a fresh
         100 MB tensor per product costs page faults)."""
-        buffer = self.__dict__.get("_logits")
-        if buffer is None or len(buffer) < len(hidden):
-            buffer = self._logits = hidden.new_empty((self.rows_per_product, self.weight.shape[0]))
-        logits = buffer[: len(hidden)]
+        if self._logits is None:
+            self._logits = hidden.new_empty((self.rows_per_product, self.weight.shape[0]))
+        logits = self._logits[: len(hidden)]
         bias = self.lm.model.get_output_embeddings().bias
         if bias is None:
             torch.mm(hidden, self.weight.T, out=logits)
