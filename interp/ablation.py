@@ -36,7 +36,7 @@ from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least, parse_floats
-from interp.generation import SAMPLING_ROWS, generate_edited, left_pad
+from interp.generation import SAMPLING_ROWS, front_cache, generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, reused_lower_blocks, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
@@ -577,9 +577,7 @@ def _prefix_cache(lm, ids: torch.Tensor, attention: torch.Tensor):
     if common < 2:  # nothing worth sharing
         common, cache = 0, None
     else:
-        cache = lm.model.base_model(input_ids=ids[:1, :common].to(lm.device), use_cache=True).cache
-        for layer_cache in cache.layers:
-            layer_cache.reorder_cache(torch.zeros(len(ids), dtype=torch.long, device=lm.device))
+        cache = front_cache(lm, ids[:1, :common], len(ids))
         if common == ids.shape[1]:
             return cache
     return lm.model.base_model(

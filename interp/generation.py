@@ -107,8 +107,8 @@ def generate_edited(
     streams = [torch.Generator().manual_seed(options.answer_seed(first + row)) for row in range(rows)]
     target_cache = source_cache = None
     if front:  # the tokens every row begins with run once, their KV cache copied to every row
-        target_cache = _front_cache(target, ids[:1, :front], len(step_ids))
-        source_cache = _front_cache(source, ids[:1, :front], len(step_ids)) if source is not None else None
+        target_cache = front_cache(target, ids[:1, :front], len(step_ids))
+        source_cache = front_cache(source, ids[:1, :front], len(step_ids)) if source is not None else None
         step_ids, plan.offset = step_ids[:, front:], front
     finished = torch.zeros(conditions * rows, dtype=torch.bool)
     outputs: list[list[int]] = [[] for _ in range(conditions * rows)]
@@ -163,10 +163,10 @@ def _unedited_common_front(prompt_ids: list[list[int]], plan: EditPlan) -> int:
     return common if common > 1 else 0
 
 
-def _front_cache(lm: LoadedModel, front: torch.Tensor, rows: int):
-    """The KV cache of ``front`` [1, F] (unedited), copied to ``rows`` rows."""
-    positions = torch.arange(front.shape[1]).unsqueeze(0)
-    cache = _step(lm, front, torch.ones_like(front), positions, None).cache
+def front_cache(lm: LoadedModel, front: torch.Tensor, rows: int):
+    """The KV cache of ``front`` [1, F], tokens every row of a batch begins with, run once (unedited) and copied
+    to ``rows`` rows."""
+    cache = lm.model.base_model(input_ids=front.to(lm.device), use_cache=True).cache
     for layer_cache in cache.layers:
         layer_cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=lm.device))
     return cache
