@@ -36,7 +36,7 @@ from interp import artifacts, models, significance
 from interp.controls import layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least, parse_floats
-from interp.generation import SAMPLING_ROWS, front_cache, generate_edited, left_pad
+from interp.generation import SAMPLING_ROWS, common_front, front_cache, generate_edited, left_pad
 from interp.interventions import MODES, Condition, EditPlan, applied, repeat_rows, reused_lower_blocks, shared_prefix
 from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
@@ -573,10 +573,9 @@ def measure_conditions(
 def _prefix_cache(lm, ids: torch.Tensor, attention: torch.Tensor):
     """The KV cache of ``ids`` [B, S] (no padding: every row's prompt is longer). The rows' common leading tokens
     (an in-context prompt's demonstrations, a system prompt) run once and are copied to every row."""
-    common = int((ids == ids[:1]).all(0).long().cumprod(0).sum()) if len(ids) > 1 else 0
-    if common < 2:  # nothing worth sharing
-        common, cache = 0, None
-    else:
+    common = common_front(ids.tolist())
+    cache = None
+    if common:
         cache = front_cache(lm, ids[:1, :common], len(ids))
         if common == ids.shape[1]:
             return cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from interp.distributed import Shards
@@ -149,18 +151,18 @@ def left_pad(sequences: list[list[int]], pad_id: int, front: int = 0) -> tuple[t
     return ids, attention
 
 
-def _unedited_common_front(prompt_ids: list[list[int]], plan: EditPlan) -> int:
-    """How many leading tokens every prompt shares and no condition edits (0 if fewer than 2, or if the edits
-    reach into the prompt beyond its last token); each row keeps at least its last prompt token to run."""
-    if len(prompt_ids) < 2 or bool(plan.edit_mask[:, :-1].any()):
-        return 0
-    common = 0
-    for column in zip(*prompt_ids):
-        if len(set(column)) > 1:
-            break
-        common += 1
-    common = min(common, min(len(ids) for ids in prompt_ids) - 1)
+def common_front(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares (0 for a single row, or when fewer than 2: nothing to share)."""
+    common = len(os.path.commonprefix(rows)) if len(rows) > 1 else 0  # commonprefix compares any sequences
     return common if common > 1 else 0
+
+
+def _unedited_common_front(prompt_ids: list[list[int]], plan: EditPlan) -> int:
+    """The leading tokens every prompt shares and no condition edits (0 if the edits reach into the prompt beyond
+    its last token); each row keeps at least its last prompt token to run."""
+    if bool(plan.edit_mask[:, :-1].any()):
+        return 0
+    return common_front([ids[:-1] for ids in prompt_ids])
 
 
 def front_cache(lm: LoadedModel, front: torch.Tensor, rows: int):

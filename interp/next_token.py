@@ -71,7 +71,7 @@ class NextTokenReader:
         flat = hidden.reshape(copies * positions, -1)
         log_z = torch.empty(len(flat), device=flat.device)
         mass = torch.empty(len(flat), dtype=torch.float64)
-        kl = torch.empty(len(flat), dtype=torch.float64)
+        kl = torch.empty(len(flat), dtype=torch.float64) if reference.direct is not None else None
         for begin in range(0, len(flat), self.rows_per_product):
             rows = slice(begin, begin + self.rows_per_product)
             if reference.direct is None:
@@ -119,10 +119,15 @@ class NextTokenReader:
         chosen = logits.gather(1, picked[:, None]).squeeze(1) if picked is not None else None
         top = logits.amax(-1, keepdim=True)
         log_z = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
-        return log_z, (onset - log_z[:, None]).exp().sum(-1).double().cpu(), chosen
+        return log_z, _mass(onset, log_z), chosen
 
     def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(float32 logits [P, vocab], log Z [P], onset mass [P] float64 on the CPU)."""
         logits = self.lm.logits_from_hidden(hidden).float()
         log_z = torch.logsumexp(logits, -1)
-        return logits, log_z, (logits[:, self.onset_ids] - log_z[:, None]).exp().sum(-1).double().cpu()
+        return logits, log_z, _mass(logits[:, self.onset_ids], log_z)
+
+
+def _mass(onset_logits: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    """[P] probability mass of the onset tokens, float64 on the CPU, from their logits [P, K] and log Z [P]."""
+    return (onset_logits - log_z[:, None]).exp().sum(-1).double().cpu()
