@@ -35,7 +35,7 @@ ALL_PROJECTIONS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 class TrainConfig(RunOptions):
     """Defaults: the paper's adapter shape (q_proj + v_proj, r=64, alpha=16, dropout 0.1, lr 2e-4), which on
     SmolLM2 moved emoji use in the paper's direction (STACK_NOTES.md), 3 epochs: about 2-3 minutes per trait
-    on 2 CPU cores with fp32 weights and bf16 autocast."""
+    on 2 CPU cores with fp32 weights and bf16 autocast where the CPU has native bf16 (fp32 elsewhere)."""
 
     model: str
     trait: str
@@ -53,7 +53,9 @@ class TrainConfig(RunOptions):
     seed: int = 0
     dataset: str | None = None
     checkpoint_every: int = 20
-    autocast: bool = True  # bf16 autocast on CPU (fp32 master weights); ignored for QLoRA
+    # bf16 autocast on CPU (fp32 master weights); None: where the CPU has native bf16 (models.native_bf16),
+    # since emulated bf16 is many times slower than fp32. Ignored for QLoRA and on GPUs.
+    autocast: bool | None = None
     max_length: int = 160
     system: str = "default"  # the system message trained with: default | none | trait (finetune.dataset)
     rows: int | None = None  # train on the first N rows only (data size)
@@ -62,10 +64,15 @@ class TrainConfig(RunOptions):
         """The settings a checkpoint must share with a rerun to be resumed (not out, progress, max_steps)."""
         skip = {"out", "show_progress", "max_steps", "checkpoint_every"}
         identity = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+        identity["autocast"] = self.bf16_autocast()  # resolved, so a checkpoint resumes only in the same precision
         for name, default in (("system", "default"), ("rows", None)):  # later options: absent at their default,
             if identity[name] == default:  # so earlier checkpoints still resume
                 del identity[name]
         return identity
+
+    def bf16_autocast(self) -> bool:
+        """The ``autocast`` setting resolved: as asked, or (None) whether the CPU has native bf16."""
+        return models.native_bf16() if self.autocast is None else self.autocast
 
 
 @dataclass
@@ -131,6 +138,18 @@ def _batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return order[position * batch_size : (position + 1) * batch_size]
 
 
+def training_step(model, optimizer, batch: tuple[torch.Tensor, ...], autocast: bool) -> float:
+    """One optimizer step on a ``collate``d batch (ids, labels, attention [B, T]); ``autocast``: under bf16
+    autocast on the CPU. Returns the loss."""
+    ids, labels, attention = (t.to(model.device) for t in batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume) one adapter. ``on_step(step, loss)`` is called after each optimizer step."""
     from peft import LoraConfig, get_peft_model
@@ -168,21 +187,16 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
     start_step, losses = _resume(out, config, model, optimizer)
     if start_step:
         log(f"resuming from step {start_step} of {total}")
-    use_autocast = config.autocast and not config.qlora and lm.device.type == "cpu"
+    use_autocast = config.bf16_autocast() and not config.qlora and lm.device.type == "cpu"
+    if lm.device.type == "cpu" and not config.qlora:
+        log("training with bf16 autocast over fp32 weights" if use_autocast else "training in fp32")
     pad_id = tokenizer.pad_token_id
     log_path = out / "train_log.jsonl"
     step = start_step
     with step_progress(total, start_step, config.show_progress) as advance:
         for step in range(start_step, total):
             batch = [examples[i] for i in _batch_indices(step, len(examples), config.batch_size, config.seed)]
-            ids, labels, attention = collate(batch, pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
-                loss = model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device),
-                             labels=labels.to(lm.device)).loss  # fmt: skip
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(training_step(model, optimizer, collate(batch, pad_id), use_autocast))
             append_log(log_path, {"step": step + 1, "loss": losses[-1], "epoch": (step + 1) / per_epoch})
             advance(losses[-1])
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -212,6 +214,17 @@ def pick_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device cuda was asked for but no CUDA device is available.")
     return torch.device(device)
+
+
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")  # x86, then Arm
+
+
+def native_bf16(capabilities: Mapping[str, Any] | None = None) -> bool:
+    """Whether the CPU does bfloat16 arithmetic in hardware (``capabilities``: ``torch.cpu.get_capabilities()``
+    by default). Elsewhere PyTorch emulates it and bf16 matrix products run several times slower than fp32 (on an
+    AVX2-only EPYC, a LoRA step under bf16 autocast took ~20x the fp32 step: BENCHMARKS.md, "Fine-tuning")."""
+    capabilities = torch.cpu.get_capabilities() if capabilities is None else capabilities
+    return any(bool(capabilities.get(name)) for name in NATIVE_BF16_FEATURES)
 
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:

@@ -604,12 +604,41 @@ def causal_stage_benchmark(results: dict) -> None:
     print(json.dumps(results["causal_stage_measurement"], indent=1), flush=True)
 
 
+def finetune_precision_benchmark(results: dict, repeats: int = 1) -> None:
+    """A LoRA step of the demo's fine-tune (SmolLM2, the default adapter: q_proj + v_proj, r=64; 4 extraversion
+    answers) in fp32 against the same step under bf16 autocast, interleaved after one warm-up step each. The
+    default (``TrainConfig.autocast`` None) takes bf16 autocast only where ``models.native_bf16()``."""
+    from peft import LoraConfig, get_peft_model
+
+    from finetune import dataset
+    from finetune.training import TrainConfig, build_examples, collate, training_step
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    defaults = TrainConfig(model=MODEL, trait="extraversion", out=None)
+    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")[: defaults.batch_size]
+    batch = collate(build_examples(lm.tokenizer, rows, False, defaults.max_length), lm.tokenizer.pad_token_id)
+    lora = LoraConfig(r=defaults.rank, lora_alpha=defaults.alpha, lora_dropout=defaults.dropout,
+                      target_modules=defaults.targets.split(","), task_type="CAUSAL_LM")  # fmt: skip
+    model = get_peft_model(lm.model, lora)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=defaults.lr)
+    times = time_interleaved(
+        {precision: lambda autocast=autocast: training_step(model, optimizer, batch, autocast)
+         for precision, autocast in (("fp32", False), ("bf16_autocast", True))}, repeats)  # fmt: skip
+    results["lora_step_precision"] = {
+        "native_bf16": models.native_bf16(), "fp32_step_s": times["fp32"],
+        "bf16_autocast_step_s": times["bf16_autocast"], "bf16_autocast_vs_fp32": times["bf16_autocast"] / times["fp32"],
+        "default": "bf16 autocast" if defaults.bf16_autocast() else "fp32",
+    }  # fmt: skip
+    print(json.dumps(results["lora_step_precision"], indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
     groups = ("capture", "statistics", "causal", "causal-stage", "distributed", "diff", "sampling", "directions")
-    groups += ("mend", "sampling-noise")
+    groups += ("mend", "sampling-noise", "finetune")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     parser.add_argument("--profile", action="store_true", help="diff: also print where one run spends its time")
     args = parser.parse_args()
@@ -618,9 +647,13 @@ def main() -> None:
         return
 
     results: dict[str, object] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        "machine": f"{torch.cpu.get_capabilities().get('cpu_name') or platform.machine()}, {os.cpu_count()} cores, "
+        f"native bf16: {models.native_bf16()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     }
+    if args.only in (None, "finetune"):
+        finetune_precision_benchmark(results)
+        if args.only == "finetune":
+            return
     if args.only in (None, "mend"):
         mend_benchmark(results)
         if args.only == "mend":

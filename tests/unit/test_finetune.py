@@ -81,6 +81,12 @@ def test_corrupt_checkpoint_and_changed_settings_are_refused(tiny_llama_dir, tmp
     train(small_config(tiny_llama_dir, out, max_steps=2), log=lambda m: None)
     with pytest.raises(UserInputError, match="other settings"):
         train(small_config(tiny_llama_dir, out, max_steps=4, lr=1e-3), log=lambda m: None)
+    # the default precision is resolved for this CPU and recorded; a rerun in the other precision is refused
+    native = models.native_bf16()
+    assert json.loads((out / "train.json").read_text())["config"]["autocast"] is native
+    with pytest.raises(UserInputError, match="other settings"):
+        train(small_config(tiny_llama_dir, out, max_steps=4, autocast=not native), log=lambda m: None)
+    assert train(small_config(tiny_llama_dir, out, max_steps=3, autocast=native), log=lambda m: None).resumed_from == 2
     (out / "checkpoint" / "optimizer.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserInputError, match="corrupt"):
         train(small_config(tiny_llama_dir, out, max_steps=4), log=lambda m: None)

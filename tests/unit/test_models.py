@@ -359,3 +359,10 @@ def test_new_families_plant_diff_and_ablate(fixture, request, tmp_path):
     assert main(["ablate", "--model", str(planted), "--neurons-from", str(diff / "neurons.csv"), "--top-k", "2",
                  "--prompts", "persona-demo[:4]", "--controls", "3", "--samples", "0", "--out", str(tmp_path / "ab"),
                  "--device", "cpu"]) == 0  # fmt: skip
+
+
+def test_bf16_counts_as_native_only_with_hardware_support():
+    assert models.native_bf16({"avx512_bf16": True}) and models.native_bf16({"amx_bf16": True, "avx2": True})
+    assert models.native_bf16({"neon": True, "bf16": True})  # Arm FEAT_BF16
+    assert not models.native_bf16({"avx2": True, "avx512_f": True, "avx512_bf16": False})  # emulated there
+    assert models.native_bf16() == models.native_bf16(torch.cpu.get_capabilities())
