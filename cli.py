@@ -85,7 +85,8 @@ def _model_options(function):
     function = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                             help="Where to run the models.")(function)  # fmt: skip
     function = click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
-                            help="Weights dtype [default: float32 on CPU, bfloat16 on CUDA].")(function)  # fmt: skip
+                            help="Weights dtype [default: float32 on CPU, bfloat16 on CUDA]. A CPU without native "
+                                 "bf16 (AVX2 only) emulates bfloat16, several times slower.")(function)  # fmt: skip
     function = click.option("--trust-remote-code", is_flag=True, help="Allow model repositories' own Python code.")(
         function
     )
