@@ -10,6 +10,7 @@ import torch
 
 from interp.backends import CaptureBackend
 from interp.distributed import Shards
+from interp.next_token import onset_mass_in_place
 from interp.stats import NeuronStats
 from interp.tokens import TokenBatch
 
@@ -90,8 +91,8 @@ def capture_stats(
                         inv_rms_sum[slots[layer]] += _inv_rms_sum(rows, *output_norms[layer])
 
             logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
-            if logits is not None:
-                probs = torch.softmax(logits.float(), dim=-1)[:, onset_ids].sum(-1).double().cpu()
+            if logits is not None:  # fresh from the backend, so used up in place
+                probs = onset_mass_in_place(logits.float(), torch.tensor(onset_ids, device=logits.device))
                 onset_sum += float(probs.sum())
                 rows = flat_index // batch.positions.shape[1]
                 per_row = torch.zeros(batch.positions.shape[0], dtype=torch.float64).index_add_(0, rows, probs)

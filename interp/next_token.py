@@ -117,8 +117,7 @@ class NextTokenReader:
             torch.addmm(bias, hidden, self.weight.T, out=logits)
         onset = logits[:, self.onset_ids]
         chosen = logits.gather(1, picked[:, None]).squeeze(1) if picked is not None else None
-        top = logits.amax(-1, keepdim=True)
-        log_z = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+        log_z = _log_z_in_place(logits)
         return log_z, _mass(onset, log_z), chosen
 
     def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,6 +125,19 @@ class NextTokenReader:
         logits = self.lm.logits_from_hidden(hidden).float()
         log_z = torch.logsumexp(logits, -1)
         return logits, log_z, _mass(logits[:, self.onset_ids], log_z)
+
+
+def onset_mass_in_place(logits: torch.Tensor, onset_ids: torch.Tensor) -> torch.Tensor:
+    """[P] probability mass on the tokens ``onset_ids`` [K], float64 on the CPU, of float32 ``logits`` [P, vocab],
+    which it uses up (exponentiated in place: no second vocabulary-sized array, unlike a softmax)."""
+    onset = logits[:, onset_ids]
+    return _mass(onset, _log_z_in_place(logits))
+
+
+def _log_z_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """[P] log Z of float32 ``logits`` [P, vocab], which are left holding exp(logit - max)."""
+    top = logits.amax(-1, keepdim=True)
+    return logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
 
 
 def _mass(onset_logits: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:

@@ -169,3 +169,21 @@ def test_transformer_lens_installs_nothing_at_run_time(tiny_gemma3_multimodal_di
         str(lm.source.path), hf_model=copy.deepcopy(lm.model), tokenizer=lm.tokenizer, device="cpu"
     )
     assert any("torchvision" in command for command in started), "the unguarded boot should try to install"
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_capture_onset_mass_equals_a_float64_softmax(tiny_gemma3_dir, backend_name):
+    """capture_stats' emoji-onset mass per sequence (read in place from the backend's logits) equals the float64
+    softmax of the model's own logits at the counted positions, summed per sequence."""
+    from interp.capture import capture_stats
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(tiny_gemma3_dir), device="cpu")
+    batch = _batch(lm)
+    onset = emoji_onset_ids(lm.tokenizer)
+    result = capture_stats(make_backend(backend_name, lm), [batch], [0], lm.d_mlp, 0.1, onset_ids=onset)
+    with torch.no_grad():
+        logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.double()
+    mass = (torch.softmax(logits, -1)[..., onset].sum(-1) * batch.positions).sum(-1)
+    assert result.onset_per_sequence == pytest.approx(mass.tolist(), rel=1e-5)
+    assert result.onset_prob_sum == pytest.approx(float(mass.sum()), rel=1e-5) and float(mass.min()) > 0
