@@ -222,7 +222,7 @@ NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")  # x86, t
 def native_bf16(capabilities: Mapping[str, Any] | None = None) -> bool:
     """Whether the CPU does bfloat16 arithmetic in hardware (``capabilities``: ``torch.cpu.get_capabilities()``
     by default). Elsewhere PyTorch emulates it and bf16 matrix products run several times slower than fp32 (on an
-    AVX2-only EPYC, a LoRA step under bf16 autocast took ~20x the fp32 step: BENCHMARKS.md, "Fine-tuning")."""
+    AVX2-only EPYC, a LoRA step under bf16 autocast took about 30x the fp32 step: BENCHMARKS.md, "Fine-tuning")."""
     capabilities = torch.cpu.get_capabilities() if capabilities is None else capabilities
     return any(bool(capabilities.get(name)) for name in NATIVE_BF16_FEATURES)
 
