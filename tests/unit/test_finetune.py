@@ -210,11 +210,15 @@ def test_generate_refuses_ike_without_trait(capsys, tiny_llama_dir, tmp_path):
 
 
 def test_all_traits_in_one_command_and_merge_cli(tiny_llama_dir, tmp_path):
+    # --autocast: the precision auto would not pick, recorded in every train.json
     argv = ["finetune", "--model", str(tiny_llama_dir), "--trait", "all", "--out", str(tmp_path / "traits"),
-            "--dataset", str(PAPER_CSV), "--max-steps", "1", "--rank", "2", "--device", "cpu"]  # fmt: skip
+            "--dataset", str(PAPER_CSV), "--max-steps", "1", "--rank", "2", "--device", "cpu",
+            "--autocast", "off" if models.native_bf16() else "on"]  # fmt: skip
     assert main(argv) == 0
     for trait in ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness"):
         assert (tmp_path / "traits" / trait / "adapter" / "adapter_model.safetensors").is_file()
+        record = json.loads((tmp_path / "traits" / trait / "train.json").read_text())
+        assert record["config"]["autocast"] is not models.native_bf16()
     merge = ["merge", "--base", str(tiny_llama_dir), "--adapter", str(tmp_path / "traits" / "openness" / "adapter"),
              "--out", str(tmp_path / "merged")]  # fmt: skip
     assert main(merge) == 0
