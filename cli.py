@@ -512,11 +512,11 @@ def _training_options(function):
               help="System message trained with: default (the chat template's) | none (empty) | trait (the pole's "
                    "instruction).")  # fmt: skip
 @click.option("--rows", default=None, type=int, help="Train on the first N rows only [default: all].")
-@click.option("--autocast", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="bf16 autocast over fp32 weights on the CPU; auto: only where the CPU has native bf16 (emulated "
-                   "bf16 is many times slower). Pin it to compare runs across machines.")  # fmt: skip
+@click.option("--autocast/--no-autocast", default=None,
+              help="bf16 autocast over fp32 weights on the CPU [default: only where the CPU has native bf16; emulated "
+                   "bf16 is many times slower]. Pin it to compare runs across machines.")  # fmt: skip
 @_training_options
-def finetune_command(trait, out, autocast, **options) -> None:
+def finetune_command(trait, out, **options) -> None:
     """Train a LoRA/QLoRA adapter that gives the model one Big Five trait pole (Opinion QA, emoji-free).
 
     Writes OUT/adapter (PEFT, safetensors), OUT/merged (merged model), OUT/train.json and OUT/train_log.jsonl.
@@ -531,7 +531,6 @@ def finetune_command(trait, out, autocast, **options) -> None:
     """
     from finetune.training import train_traits
 
-    options["autocast"] = {"auto": None, "on": True, "off": False}[autocast]
     for result in train_traits(trait, out, log=lambda m: click.echo(m, err=True), **options):
         click.echo(f"{result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds:.0f} s -> {result.out}")
 

@@ -213,7 +213,7 @@ def test_all_traits_in_one_command_and_merge_cli(tiny_llama_dir, tmp_path):
     # --autocast: the precision auto would not pick, recorded in every train.json
     argv = ["finetune", "--model", str(tiny_llama_dir), "--trait", "all", "--out", str(tmp_path / "traits"),
             "--dataset", str(PAPER_CSV), "--max-steps", "1", "--rank", "2", "--device", "cpu",
-            "--autocast", "off" if models.native_bf16() else "on"]  # fmt: skip
+            "--no-autocast" if models.native_bf16() else "--autocast"]  # fmt: skip
     assert main(argv) == 0
     for trait in ("extraversion", "agreeableness", "conscientiousness", "neuroticism", "openness"):
         assert (tmp_path / "traits" / trait / "adapter" / "adapter_model.safetensors").is_file()
