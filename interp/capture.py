@@ -10,7 +10,7 @@ import torch
 
 from interp.backends import CaptureBackend
 from interp.distributed import Shards
-from interp.next_token import onset_mass_in_place
+from interp.next_token import log_z_and_mass_in_place
 from interp.stats import NeuronStats
 from interp.tokens import TokenBatch
 
@@ -65,6 +65,7 @@ def capture_stats(
     per_batch: list[tuple[int, list[float]]] = []  # (batch number, each row's summed onset probability)
     inv_rms_sum = [0.0] * len(layers)
     rows_buffer: dict[tuple, torch.Tensor] = {}  # reused across layers and batches (allocation is costly)
+    onset_tensor = torch.tensor(onset_ids if onset_ids is not None else [], dtype=torch.long)
     start = time.perf_counter()
     rounds = range(0, len(batches), shards.world)
     for first in progress(rounds) if progress else rounds:
@@ -92,7 +93,7 @@ def capture_stats(
 
             logits = backend.run(batch, layers, on_activation, need_logits=onset_ids is not None)
             if logits is not None:  # fresh from the backend, so used up in place
-                probs = onset_mass_in_place(logits.float(), torch.tensor(onset_ids, device=logits.device))
+                _, probs = log_z_and_mass_in_place(logits.float(), onset_tensor.to(logits.device))
                 onset_sum += float(probs.sum())
                 rows = flat_index // batch.positions.shape[1]
                 per_row = torch.zeros(batch.positions.shape[0], dtype=torch.float64).index_add_(0, rows, probs)

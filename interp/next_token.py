@@ -115,10 +115,8 @@ class NextTokenReader:
             torch.mm(hidden, self.weight.T, out=logits)
         else:
             torch.addmm(bias, hidden, self.weight.T, out=logits)
-        onset = logits[:, self.onset_ids]
         chosen = logits.gather(1, picked[:, None]).squeeze(1) if picked is not None else None
-        log_z = _log_z_in_place(logits)
-        return log_z, _mass(onset, log_z), chosen
+        return (*log_z_and_mass_in_place(logits, self.onset_ids), chosen)
 
     def _read_logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(float32 logits [P, vocab], log Z [P], onset mass [P] float64 on the CPU)."""
@@ -127,17 +125,14 @@ class NextTokenReader:
         return logits, log_z, _mass(logits[:, self.onset_ids], log_z)
 
 
-def onset_mass_in_place(logits: torch.Tensor, onset_ids: torch.Tensor) -> torch.Tensor:
-    """[P] probability mass on the tokens ``onset_ids`` [K], float64 on the CPU, of float32 ``logits`` [P, vocab],
-    which it uses up (exponentiated in place: no second vocabulary-sized array, unlike a softmax)."""
+def log_z_and_mass_in_place(logits: torch.Tensor, onset_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log Z [P], probability mass on the tokens ``onset_ids`` [K] [P] float64 on the CPU) of float32 ``logits``
+    [P, vocab], which it uses up (left holding exp(logit - max): no second vocabulary-sized array, unlike a
+    softmax)."""
     onset = logits[:, onset_ids]
-    return _mass(onset, _log_z_in_place(logits))
-
-
-def _log_z_in_place(logits: torch.Tensor) -> torch.Tensor:
-    """[P] log Z of float32 ``logits`` [P, vocab], which are left holding exp(logit - max)."""
     top = logits.amax(-1, keepdim=True)
-    return logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+    log_z = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+    return log_z, _mass(onset, log_z)
 
 
 def _mass(onset_logits: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
