@@ -187,8 +187,9 @@ def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] 
     start_step, losses = _resume(out, config, model, optimizer)
     if start_step:
         log(f"resuming from step {start_step} of {total}")
-    use_autocast = config.bf16_autocast() and not config.qlora and lm.device.type == "cpu"
-    if lm.device.type == "cpu" and not config.qlora:
+    fp32_on_cpu = lm.device.type == "cpu" and not config.qlora  # where autocast applies
+    use_autocast = fp32_on_cpu and config.bf16_autocast()
+    if fp32_on_cpu:
         log("training with bf16 autocast over fp32 weights" if use_autocast else "training in fp32")
     pad_id = tokenizer.pad_token_id
     log_path = out / "train_log.jsonl"
