@@ -143,11 +143,22 @@ def training_step(model, optimizer, batch: tuple[torch.Tensor, ...], autocast: b
     autocast on the CPU. Returns the loss."""
     ids, labels, attention = (t.to(model.device) for t in batch)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss = answer_loss(model, ids, labels, attention)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
+
+
+def answer_loss(model, ids: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the labelled tokens (``labels`` [B, T], -100 elsewhere), as a causal LM's own loss
+    with ``labels`` computes it, but unembedding only the positions that predict a labelled token: the answers'
+    (about half of the demo's tokens) and not the prompts' (skipping a [positions, vocab] product and its
+    backward)."""
+    predicts = torch.zeros_like(labels, dtype=torch.bool)  # position t predicts token t + 1
+    predicts[:, :-1] = labels[:, 1:] != -100
+    logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=predicts).logits  # [N, vocab]
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts[:, :-1]])
 
 
 def train(config: TrainConfig, log=print, on_step: Callable[[int, float], None] | None = None) -> TrainResult:

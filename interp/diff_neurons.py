@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -172,8 +173,9 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
         dla_ft, ft_fingerprint = _emoji_dla(ft, layers, onset_ids, ft_capture.mlp_out_inv_rms), ft.fingerprint()
     if recorders["finetuned"]:
         recorders["finetuned"].keep_readout(ft)
+    watch = weakref.ref(ft.model)
     del ft
-    gc.collect()
+    _collect_if_alive(watch)
 
     base = load(base_src)
     recorders["base"] = recorder(base)
@@ -204,8 +206,9 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     if profiled:
         recorders["base"].keep_readout(base)
         profiles = {side: recorders[side].profiles(profiled) for side in ("base", "finetuned")}
+    watch = weakref.ref(base.model)
     del base
-    gc.collect()
+    _collect_if_alive(watch)
 
     onset_tokens = tokenizer.convert_ids_to_tokens(onset_ids)
     tokens = {"base": base_capture.tokens, "finetuned": ft_capture.tokens}
@@ -287,6 +290,14 @@ def _planted_recovery(
         "all_in_top": bool(found) and len(found) == len(planted) and max(found) == len(planted),
         "ranks_by": ranks_by,
     }
+
+
+def _collect_if_alive(watch: weakref.ref) -> None:
+    """Free the model ``watch`` follows (its ``nn.Module``; the last reference just dropped) before the next one
+    loads: reference counting has done it unless a reference cycle keeps it, and only then does the collector
+    run (a full collection takes a few tenths of a second)."""
+    if watch() is not None:
+        gc.collect()
 
 
 def _observer(recorder: ProfileRecorder | None, numbers: list[int]):

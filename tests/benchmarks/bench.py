@@ -608,8 +608,9 @@ def causal_stage_benchmark(results: dict) -> None:
 
 def finetune_precision_benchmark(results: dict, repeats: int = 1) -> None:
     """A LoRA step of the demo's fine-tune (SmolLM2, the default adapter: q_proj + v_proj, r=64; 4 extraversion
-    answers) in fp32 against the same step under bf16 autocast, interleaved after one warm-up step each. The
-    default (``TrainConfig.autocast`` None) takes bf16 autocast only where ``models.native_bf16()``."""
+    answers) in fp32 against the same step under bf16 autocast, and against the step before answer-only logits
+    (the model's own loss with ``labels``: every position unembedded), interleaved after one warm-up step each.
+    The default (``TrainConfig.autocast`` None) takes bf16 autocast only where ``models.native_bf16()``."""
     from peft import LoraConfig, get_peft_model
 
     from finetune import dataset
@@ -624,13 +625,22 @@ def finetune_precision_benchmark(results: dict, repeats: int = 1) -> None:
     model = get_peft_model(lm.model, lora)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=defaults.lr)
-    times = time_interleaved(
-        {precision: lambda autocast=autocast: training_step(model, optimizer, batch, autocast)
-         for precision, autocast in (("fp32", False), ("bf16_autocast", True))}, repeats)  # fmt: skip
+
+    def all_positions_step() -> None:
+        ids, labels, attention = batch
+        model(input_ids=ids, attention_mask=attention, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    steps = {precision: lambda autocast=autocast: training_step(model, optimizer, batch, autocast)
+             for precision, autocast in (("fp32", False), ("bf16_autocast", True))}  # fmt: skip
+    times = time_interleaved({**steps, "fp32_all_positions": all_positions_step}, repeats)
     results["lora_step_precision"] = {
         "native_bf16": models.native_bf16(), "fp32_step_s": times["fp32"],
         "bf16_autocast_step_s": times["bf16_autocast"], "bf16_autocast_vs_fp32": times["bf16_autocast"] / times["fp32"],
         "default": "bf16 autocast" if defaults.bf16_autocast() else "fp32",
+        "fp32_all_positions_step_s": times["fp32_all_positions"],
+        "answer_logits_vs_all_positions": times["fp32"] / times["fp32_all_positions"],
     }  # fmt: skip
     print(json.dumps(results["lora_step_precision"], indent=1), flush=True)
 

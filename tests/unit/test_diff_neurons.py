@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import weakref
 
 import pytest
 
 from cli import main
+from interp import models
 from interp.stats import load_stats
 
 
@@ -109,3 +111,18 @@ def test_backends_give_the_same_diff(tiny_llama_dir, planted_tiny, tmp_path, bac
     assert [(r["layer"], r["neuron"]) for r in reference] == [(r["layer"], r["neuron"]) for r in other]
     for a, b in zip(reference, other):
         assert abs(float(a["score"]) - float(b["score"])) <= 1e-4 * max(1.0, abs(float(a["score"])))
+
+
+def test_each_model_is_freed_before_the_next_loads(tiny_llama_dir, planted_tiny, tmp_path, monkeypatch):
+    """Memory holds one model at a time: when the base model loads, the fine-tuned one's modules are gone."""
+    loaded, real_load = [], models.load
+
+    def load(*args, **kwargs):
+        assert all(module() is None for module in loaded), "a model was still alive when the next one loaded"
+        lm = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(lm.model))
+        return lm
+
+    monkeypatch.setattr(models, "load", load)
+    assert _diff(tiny_llama_dir, planted_tiny[0], tmp_path / "run") == 0
+    assert len(loaded) == 2 and all(module() is None for module in loaded)

@@ -238,6 +238,34 @@ def test_loss_counts_assistant_tokens_only(tiny_llama_dir):
     assert example.labels[-1] == lm.tokenizer.eos_token_id
 
 
+@pytest.mark.parametrize("model_dir", ["tiny_llama_dir", "tiny_gemma3_dir", "tiny_gemma3_multimodal_dir"])
+def test_answer_loss_equals_the_models_own_loss_and_gradients(model_dir, request):
+    """The training loss unembeds only the positions that predict an answer token; its value and the adapter's
+    gradients equal the causal LM's own loss with ``labels`` over all positions (padded rows of two lengths;
+    Gemma 3 scales and caps around the unembedding; the multimodal one has a vision tower). Off by one position, both would differ."""
+    from finetune.training import answer_loss, build_examples, collate
+
+    lm = models.load(str(request.getfixturevalue(model_dir)), device="cpu")
+    rows = select(load_rows(PAPER_CSV), "extraversion")[:3]
+    ids, labels, attention = collate(build_examples(lm.tokenizer, rows, False, 512), lm.tokenizer.pad_token_id)
+    assert len(set(attention.sum(1).tolist())) > 1  # rows of different lengths: padding is skipped too
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, init_lora_weights=False)
+    model = get_peft_model(lm.model, lora)
+    adapter = [param for param in model.parameters() if param.requires_grad]
+    losses, grads = [], []
+    for compute in (lambda: model(input_ids=ids, attention_mask=attention, labels=labels).loss,
+                    lambda: answer_loss(model, ids, labels, attention)):  # fmt: skip
+        loss = compute()
+        losses.append(loss.item())
+        grads.append(torch.autograd.grad(loss, adapter, allow_unused=True))  # unused: the vision tower's
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    assert sum(grad is not None for grad in grads[0]) >= 4  # q and v of both layers at least
+    for reference, ours in zip(*grads):
+        assert (reference is None) == (ours is None)
+        if reference is not None:
+            torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_qlora_training_writes_a_marked_adapter_and_an_exact_merge(tiny_llama_dir, tmp_path):
     result = train(small_config(tiny_llama_dir, tmp_path / "q", qlora=True, max_steps=2), log=lambda m: None)
     assert (tmp_path / "q" / "adapter" / QLORA_MARKER).is_file()
