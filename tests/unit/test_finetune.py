@@ -242,7 +242,8 @@ def test_loss_counts_assistant_tokens_only(tiny_llama_dir):
 def test_answer_loss_equals_the_models_own_loss_and_gradients(model_dir, request):
     """The training loss unembeds only the positions that predict an answer token; its value and the adapter's
     gradients equal the causal LM's own loss with ``labels`` over all positions (padded rows of two lengths;
-    Gemma 3 scales and caps around the unembedding; the multimodal one has a vision tower). Off by one position, both would differ."""
+    Gemma 3 scales and caps around the unembedding; the multimodal one has a vision tower). Off by one
+    position, both would differ."""
     from finetune.training import answer_loss, build_examples, collate
 
     lm = models.load(str(request.getfixturevalue(model_dir)), device="cpu")
