@@ -6,7 +6,7 @@ used emojis; TA (share of answers the metric model assigns to the target trait, 
 and the mean probability of the trait's high pole); PAE (judge rating of the model's answers minus the base
 model's, when a judge is given, with how often the judge's answer parsed); perplexity of the answers under the
 base model (a coherence guard: gibberish must not score well); the emoji-onset probability per position of the
-model's own answers (teacher-forced under the prompt and steering it answered with), with a 95 % bootstrap
+model's own answers (read while it sampled them, under the prompt and steering it answered with), with a 95 % bootstrap
 interval over questions; for IKE, the spread of ESR and TA across prompt variants. Models: base, PEFT (a merged
 adapter), IKE (``REF:K``), steered (``REF:VECTOR:LAYER:COEFF``), MEND (an ``interp edit`` model's ``merged``).
 """
@@ -22,22 +22,18 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from finetune.dataset import check_trait
 from finetune.generate import GenerateConfig, sample_answers
 from interp import artifacts, models
-from interp.ablation import ConditionMetrics, forced_batch, measure_conditions
+from interp.ablation import ConditionMetrics, forced_batch
 from interp.errors import UserInputError
-from interp.generation import UNEDITED
-from interp.interventions import Condition
-from interp.next_token import NextTokenReader
+from interp.next_token import NextTokenReader, log_z_and_mass_in_place
 from interp.prompts import Prompt
 from interp.run_options import RunOptions, SamplingOptions
 from interp.significance import prompt_interval, ratio_of_sums
-from interp.steering import steering_condition
 from interp.tokens import Sequence, build_sequences
 from probes.emoji import emoji_counter
 from probes.emoji_tokens import emoji_onset_ids
@@ -141,18 +137,34 @@ def trait_scores(metric, texts: list[str], trait: str) -> tuple[list[bool], list
     return hits, [s["high_pole_probability"][trait] for s in scored]
 
 
-def answer_onset(lm, sequences: list[Sequence], condition: Condition, show_progress: bool = False):
-    """(emoji-onset probability per response position of the model's own answers, teacher-forced under the
-    prompts it saw and ``condition``, pooled; its 95 % bootstrap interval over questions, or None)."""
-    metrics = {condition.name: ConditionMetrics()}
-    options = SimpleNamespace(batch_size=8, positions="response", show_progress=show_progress)
-    measure_conditions(lm, None, [condition], sequences, options, emoji_onset_ids(lm.tokenizer), metrics,
-                       "measuring emoji onset")  # fmt: skip
-    questions = sorted({s.prompt_index for s in sequences})
-    sums, counts = metrics[condition.name].per_prompt(questions)
-    if not counts.sum():
-        return None, None
-    return float(ratio_of_sums(sums, counts)), prompt_interval(ratio_of_sums, [sums, counts])
+class SampledOnset:
+    """The emoji-onset probability per response position of a model's own answers, read from the next-token
+    distributions it sampled them from (``observe`` for ``sample_answers``): what teacher-forcing the answers under
+    the prompts and steering they were sampled with would read (tests/unit/test_finetune.py), without a second pass
+    over them. One condition per decoding loop: row ``r`` of a batch is answer ``first + r``."""
+
+    def __init__(self, onset_ids: list[int]) -> None:
+        self.onset_ids = torch.tensor(onset_ids, dtype=torch.long)
+        self.sums: dict[int, float] = {}  # answer number -> its positions' summed onset probability
+        self.counts: dict[int, int] = {}  # answer number -> its positions (reply tokens)
+
+    def observe(self, first: int, logits: torch.Tensor, emitting: torch.Tensor) -> None:
+        rows = emitting.nonzero().squeeze(1)
+        _, mass = log_z_and_mass_in_place(logits[rows], self.onset_ids)
+        for row, value in zip(rows.tolist(), mass.tolist()):
+            self.sums[first + row] = self.sums.get(first + row, 0.0) + value
+            self.counts[first + row] = self.counts.get(first + row, 0) + 1
+
+    def pooled(self, sequences: list[Sequence]) -> tuple[float | None, tuple[float, float] | None]:
+        """(the onset probability pooled over the answers ``sequences``' positions; its 95 % bootstrap interval
+        over questions), or (None, None) without a position."""
+        metrics = ConditionMetrics()
+        for number, sequence in enumerate(sequences):
+            metrics.fold_prompt(sequence.prompt_index, self.sums.get(number, 0.0), self.counts.get(number, 0))
+        sums, counts = metrics.per_prompt(sorted(metrics.by_prompt))
+        if not counts.sum():
+            return None, None
+        return float(ratio_of_sums(sums, counts)), prompt_interval(ratio_of_sums, [sums, counts])
 
 
 def evaluate(config: EvaluateConfig, log=print) -> list[dict]:
@@ -207,7 +219,8 @@ def _evaluate_one(
         limit=config.questions, steer=spec.steer.format(trait=trait) if spec.steer else None,
     )  # fmt: skip
     lm = models.load(ref, **gen_config.load_options())
-    records, sequences, summary = sample_answers(gen_config, lm)
+    onset = SampledOnset(emoji_onset_ids(lm.tokenizer))
+    records, sequences, summary = sample_answers(gen_config, lm, onset.observe)
     artifacts.write_text(generations, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     texts = [r["response"] for r in records]
     target_share, high_pole = trait_scores(metric, texts, trait)
@@ -223,9 +236,7 @@ def _evaluate_one(
     }  # fmt: skip
     prompts = {p.index: p for p in _test_prompts()}
     row["perplexity"] = response_perplexity(base_lm, [prompts[r["prompt_index"]] for r in records], texts)
-    onset, interval = answer_onset(lm, sequences, steering_condition(gen_config.steer, lm) if spec.steer else UNEDITED,
-                                   config.show_progress)  # fmt: skip
-    row["emoji_onset"] = onset
+    row["emoji_onset"], interval = onset.pooled(sequences)
     row["emoji_onset_ci_low"], row["emoji_onset_ci_high"] = interval or (None, None)
     if spec.ike and len(summary["variants"]) > 1:
         by_variant: dict = {}

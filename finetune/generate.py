@@ -14,7 +14,7 @@ from finetune.dataset import check_trait, load_rows, select
 from finetune.ike import TEMPLATES, demonstrations, ike_prompt
 from interp import artifacts, models
 from interp.errors import UserInputError, check_at_least
-from interp.generation import SAMPLING_ROWS, UNEDITED, sample_sequences
+from interp.generation import SAMPLING_ROWS, UNEDITED, StepObserver, sample_sequences
 from interp.prompts import load_prompts
 from interp.run_options import RunOptions, SamplingOptions
 from interp.steering import parse_steering, steering_condition
@@ -68,9 +68,12 @@ def generate(config: GenerateConfig, log=print, lm=None) -> dict:
     return summary
 
 
-def sample_answers(config: GenerateConfig, lm) -> tuple[list[dict], list[Sequence], dict]:
+def sample_answers(
+    config: GenerateConfig, lm, observe: StepObserver | None = None
+) -> tuple[list[dict], list[Sequence], dict]:
     """(one record per answer, the answers as prompt + response token sequences under the prompts the model saw,
-    the summary): what ``generate`` writes, for callers that measure the answers further."""
+    the summary): what ``generate`` writes, for callers that measure the answers further, also while they are
+    sampled (``observe``: see ``interp.generation.generate_edited``; answers numbered as the sequences)."""
     prompts = load_prompts(config.prompts)[: config.limit]
     demo_rows = select(load_rows(config.dataset), config.trait, config.pole, "train") if config.ike else []
     variants = range(config.ike_variants) if config.ike else [None]
@@ -90,7 +93,7 @@ def sample_answers(config: GenerateConfig, lm) -> tuple[list[dict], list[Sequenc
     if config.ike and per_variant < batch_size:  # whole variants per batch: their demonstrations run once per batch
         batch_size -= batch_size % per_variant
     sequences = sample_sequences(lm, everything, config, config.raw, 10**9, batch_size, config.show_progress,
-                                 condition=condition)  # fmt: skip
+                                 condition=condition, observe=observe)  # fmt: skip
     for number, (variant, _) in enumerate(shown_sets):
         texts = []
         for answer, seq in enumerate(sequences[number * per_variant : (number + 1) * per_variant]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -21,6 +22,9 @@ UNEDITED = Condition("unedited", kind="baseline")  # plain sampling: one conditi
 # by reading the weights, so 32 rows take about what 8 do (BENCHMARKS.md, sampling); answers do not depend on it.
 SAMPLING_ROWS = 32
 
+# observe(first, logits [N, vocab], emitting [N]): a decoding step seen from outside (``generate_edited``)
+StepObserver = Callable[[int, torch.Tensor, torch.Tensor], None]
+
 
 @torch.no_grad()
 def sample_sequences(
@@ -33,9 +37,11 @@ def sample_sequences(
     show_progress: bool = True,
     shards: Shards | None = None,
     condition: Condition = UNEDITED,
+    observe: StepObserver | None = None,
 ) -> list[Sequence]:
     """``options.samples`` sampled continuations per prompt, as prompt+response sequences in prompt order.
-    ``condition`` edits the model while it answers (e.g. steering), from the reply's first position on.
+    ``condition`` edits the model while it answers (e.g. steering), from the reply's first position on;
+    ``observe`` sees every decoding step (``generate_edited``; row ``r`` of a batch is answer ``first + r``).
 
     Answer ``j`` (prompt-major: the k-th sample of the i-th prompt is ``i * samples + k``) draws its random
     numbers from its own stream (``options.answer_seed``), so it does not depend on the batch size or on which
@@ -55,7 +61,7 @@ def sample_sequences(
         edit_mask = torch.zeros(len(chunk), max(len(ids) for ids in heads), dtype=torch.bool)
         edit_mask[:, -1] = True  # the last prompt token (left-padded layout): the reply's first position
         plan = EditPlan([condition], rows=len(chunk), edit_mask=edit_mask)
-        replies = generate_edited(lm, heads, plan, options, first=begin, max_length=max_length)
+        replies = generate_edited(lm, heads, plan, options, first=begin, max_length=max_length, observe=observe)
         block = [make_sequence(ids + reply, len(ids), prompt.index, max_length)
                  for (prompt, ids), reply in zip(chunk, replies)]  # fmt: skip
         blocks.append((begin, block))
@@ -89,6 +95,7 @@ def generate_edited(
     first: int = 0,
     source: LoadedModel | None = None,
     max_length: int | None = None,
+    observe: StepObserver | None = None,
 ) -> list[list[int]]:
     """Sample continuations of ``prompt_ids`` under every condition of ``plan`` in one batched loop.
 
@@ -99,7 +106,9 @@ def generate_edited(
     step. Prompt row ``r`` is answer ``first + r`` of the run: it draws its noise from its own stream
     (``options.answer_seed``), shared by all conditions (common random numbers), so conditions differ only
     through the edit and an answer does not depend on its batch. Temperature 0 is greedy decoding; replies
-    stop within ``max_length`` tokens of prompt plus reply and the model's context.
+    stop within ``max_length`` tokens of prompt plus reply and the model's context. ``observe(first, logits,
+    emitting)`` sees each step's next-token logits [N, vocab] float32 on the CPU (the model's, before temperature;
+    it may overwrite them) and which rows [N] add the token sampled from them to their reply.
     """
     conditions, rows = len(plan.conditions), len(prompt_ids)
     eos_ids = _eos_ids(target)
@@ -125,6 +134,8 @@ def generate_edited(
         logits = out.logits[:, -1].float().cpu()
         noise = _gumbel_noise(streams, logits.shape[-1]).repeat(conditions, 1) if options.temperature > 0 else None
         next_ids = _sample(logits, noise, options.temperature, options.top_p)
+        if observe is not None:
+            observe(first, logits, ~finished)
         for row, token in enumerate(next_ids.tolist()):
             if not finished[row]:
                 outputs[row].append(token)

@@ -7,6 +7,7 @@ import math
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -292,3 +293,45 @@ def test_batched_response_perplexity_equals_one_sequence_at_a_time(tiny_llama_di
         count += len(seq.ids) - seq.response_start
     batched = response_perplexity(lm, prompts, responses, batch_size=3)
     assert batched == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+@pytest.mark.parametrize("steered", [False, True])
+def test_onset_read_while_sampling_equals_teacher_forcing(tiny_llama_dir, steered):
+    """evaluate's emoji_onset is read from the distributions the answers were sampled from; per question it equals
+    teacher-forcing the same answers under the same prompts and condition (``measure_conditions``), and every
+    answer counts its own reply positions, also those that stopped early at an end token."""
+    from types import SimpleNamespace
+
+    from finetune.evaluate import SampledOnset
+    from interp.ablation import ConditionMetrics, measure_conditions
+    from interp.generation import UNEDITED, sample_sequences
+    from interp.interventions import STEER, Condition, Steering
+    from interp.prompts import load_prompts
+    from interp.run_options import SamplingOptions
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(str(tiny_llama_dir), device="cpu")
+    prompts = load_prompts("opinionqa:test")[:5]
+    unit = torch.ones(lm.d_model) / lm.d_model**0.5
+    condition = Condition("steered", mode=STEER, steering=Steering(0, unit, 4.0)) if steered else UNEDITED
+    options = SamplingOptions(samples=2, max_new_tokens=10, temperature=1.0, seed=3)
+    first = sample_sequences(lm, prompts, options, False, 10**9, 4, False, condition=condition)
+    common = max({t for s in first for t in s.ids[s.response_start + 1 :]}, key=[t for s in first for t in s.ids].count)
+    lm.model.generation_config.eos_token_id = [lm.tokenizer.eos_token_id, common]  # some answers now stop early
+    onset_ids = emoji_onset_ids(lm.tokenizer)
+    sampled = SampledOnset(onset_ids)
+    sequences = sample_sequences(lm, prompts, options, False, 10**9, 4, False, condition=condition,
+                                 observe=sampled.observe)  # fmt: skip
+    lengths = {n: len(s.ids) - s.response_start for n, s in enumerate(sequences)}
+    assert sampled.counts == lengths and 1 < min(lengths.values()) < max(lengths.values()) == 10
+    forced = {condition.name: ConditionMetrics()}
+    config = SimpleNamespace(batch_size=8, positions="response", show_progress=False)
+    measure_conditions(lm, None, [condition], sequences, config, onset_ids, forced, "")
+    questions = sorted({s.prompt_index for s in sequences})
+    sums, counts = forced[condition.name].per_prompt(questions)
+    answers_of = {q: [n for n, s in enumerate(sequences) if s.prompt_index == q] for q in questions}
+    ours = [sum(sampled.sums[n] for n in answers_of[q]) for q in questions]
+    assert counts.tolist() == [sum(lengths[n] for n in answers_of[q]) for q in questions]
+    np.testing.assert_allclose(ours, sums, rtol=1e-4)
+    pooled, interval = sampled.pooled(sequences)
+    assert pooled == pytest.approx(sums.sum() / counts.sum(), rel=1e-4) and interval[0] <= pooled <= interval[1]
