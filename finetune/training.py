@@ -140,10 +140,15 @@ def _batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
 
 def training_step(model, optimizer, batch: tuple[torch.Tensor, ...], autocast: bool) -> float:
     """One optimizer step on a ``collate``d batch (ids, labels, attention [B, T]); ``autocast``: under bf16
-    autocast on the CPU. Returns the loss."""
+    autocast on the CPU, with the model's own ``labels`` loss, as the published bf16 fine-tunes were trained
+    (``answer_loss`` rounds differently, and a fine-tune's trajectory amplifies rounding into other effect sizes:
+    BENCHMARKS.md, "Fine-tuning"); in fp32 with ``answer_loss``. Returns the loss."""
     ids, labels, attention = (t.to(model.device) for t in batch)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = answer_loss(model, ids, labels, attention)
+        if autocast:
+            loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        else:
+            loss = answer_loss(model, ids, labels, attention)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
