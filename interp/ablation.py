@@ -673,14 +673,16 @@ def _emoji_logprobs(lm, source, conditions, prompts: list[Prompt], config, metri
         if config.positions == "all":
             edit_mask[:] = True
         source_values = source_activations(source, conditions, ids, attention) if source is not None else {}
+        start = len(head) - 1  # the first position that predicts an emoji token; only those are unembedded
+        keep = torch.arange(start, width - 1, device=lm.device)
         for condition in conditions:
             plan = EditPlan([condition], rows=len(rows), edit_mask=edit_mask, source_values=source_values)
             with torch.no_grad(), applied(lm, plan):
-                logprobs = torch.log_softmax(lm.model(input_ids=ids, attention_mask=attention).logits.float(), -1)
+                logits = lm.model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+            logprobs = torch.log_softmax(logits.float(), -1)  # [rows, width - 1 - start, vocab]
             totals = []
             for row, piece in enumerate(pieces):
-                steps = range(len(head) - 1, len(head) - 1 + len(piece))
-                totals.append(sum(float(logprobs[row, s, rows[row][s + 1]]) for s in steps))
+                totals.append(sum(float(logprobs[row, s, piece[s]]) for s in range(len(piece))))
             metrics[condition.name].emoji_logprob.append(float(torch.logsumexp(torch.tensor(totals), 0)))
 
 
