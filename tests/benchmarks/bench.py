@@ -619,8 +619,10 @@ def finetune_precision_benchmark(results: dict, repeats: int = 5) -> None:
 
     lm = models.load(MODEL, device="cpu", dtype="float32")
     defaults = TrainConfig(model=MODEL, trait="extraversion", out=None)
-    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")[: defaults.batch_size]
-    batch = collate(build_examples(lm.tokenizer, rows, False, defaults.max_length), lm.tokenizer.pad_token_id)
+    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")
+    examples = build_examples(lm.tokenizer, rows, False, defaults.max_length)  # the demo's training data
+    answer_share = sum(label != -100 for e in examples for label in e.labels) / sum(len(e.labels) for e in examples)
+    batch = collate(examples[: defaults.batch_size], lm.tokenizer.pad_token_id)
     lora = LoraConfig(r=defaults.rank, lora_alpha=defaults.alpha, lora_dropout=defaults.dropout,
                       target_modules=defaults.targets.split(","), task_type="CAUSAL_LM")  # fmt: skip
     model = get_peft_model(lm.model, lora)
@@ -642,6 +644,7 @@ def finetune_precision_benchmark(results: dict, repeats: int = 5) -> None:
         "default": "bf16 autocast" if defaults.bf16_autocast() else "fp32",
         "fp32_all_positions_step_s": times["fp32_all_positions"],
         "answer_logits_vs_all_positions": times["fp32"] / times["fp32_all_positions"],
+        "demo_positions_predicting_an_answer_token": answer_share,
     }  # fmt: skip
     print(json.dumps(results["lora_step_precision"], indent=1), flush=True)
 
