@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from interp import artifacts
 from interp.errors import UserInputError
 from interp.progress import stderr_console
+from interp.textfiles import lines
 
 
 def identity_hash(identity: dict) -> str:
@@ -32,16 +32,13 @@ def save_checkpoint(
     """Write ``directory`` atomically: the weights, the optimizer state and the torch RNG state after ``step``."""
     from safetensors.torch import save_file
 
-    staging = directory.parent / f".{directory.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / "weights.safetensors"))
     tensors, scalars = _optimizer_state(optimizer)
     tensors["rng_state"] = torch.get_rng_state()
-    save_file(tensors, str(staging / "optimizer.safetensors"))
     state = {"step": step, "losses": losses, "identity": identity_hash(identity), "optimizer": scalars}
-    (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    artifacts.swap_in_dir(staging, directory)
+    with artifacts.staged_run_dir(directory) as staging:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / "weights.safetensors"))
+        save_file(tensors, str(staging / "optimizer.safetensors"))
+        artifacts.write_text(staging / "state.json", json.dumps(state))
 
 
 def load_checkpoint(directory: Path, optimizer, identity: dict) -> tuple[dict[str, torch.Tensor], int, list[float]]:
@@ -87,8 +84,8 @@ def truncate_log(path: Path, steps: int) -> None:
     """Keep the JSONL log lines of the steps a checkpoint holds (later ones are redone)."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= steps]
+    logged = [line for line in lines(path.read_text(encoding="utf-8")) if line.strip()]
+    kept = [line for line in logged if json.loads(line)["step"] <= steps]
     artifacts.write_text(path, "".join(line + "\n" for line in kept))
 
 

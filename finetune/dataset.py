@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,7 +57,7 @@ def load_rows(path: str | Path | None = None) -> list[OpinionRow]:
     if not path.is_file():
         raise UserInputError(f"dataset {str(path)!r} does not exist.")
     text = read_text(path)
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = set(reader.fieldnames or [])
     missing = [c for c in PAPER_COLUMNS if c not in columns]
     if missing:

@@ -28,7 +28,6 @@ like a merged adapter (``OUT/merged``), so every command takes it.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from interp.significance import prompt_interval
 
 EDITOR_WEIGHTS = "editor.safetensors"
 EDITOR_RECORD = "editor.json"
+EDITOR_NEEDS = ("rank", "sites")  # what load_editor reads from editor.json
 DEFAULT_MODULES = "mlp.up_proj,mlp.down_proj"
 NEUTRAL_TEXT = "neutral-text"
 HOLDOUT_EVERY = 10  # every 10th training row is a validation edit, never trained on
@@ -438,17 +438,15 @@ def save_editor(directory: Path, editor: MendEditor, record: dict) -> None:
 
 
 def read_editor(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(editor.json, the editor's tensors) of a ``mend train`` run directory or its ``editor/``."""
-    from safetensors.torch import load_file
-
+    """(editor.json, the editor's tensors) of a ``mend train`` run directory or its ``editor/``; UserInputError
+    naming the file that is missing, damaged or of an earlier format."""
     directory = Path(directory)
     if not (directory / EDITOR_RECORD).is_file() and (directory / "editor" / EDITOR_RECORD).is_file():
         directory = directory / "editor"
-    try:
-        record = json.loads((directory / EDITOR_RECORD).read_text(encoding="utf-8"))
-        return record, load_file(str(directory / EDITOR_WEIGHTS))
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"--editor {str(directory)!r} is not a MEND editor ({exc}).") from None
+    if not (directory / EDITOR_RECORD).is_file():
+        raise UserInputError(f"--editor {str(directory)!r} is not a MEND editor (no {EDITOR_RECORD}).")
+    record = artifacts.read_json(directory / EDITOR_RECORD, EDITOR_NEEDS)
+    return record, artifacts.read_tensors(directory / EDITOR_WEIGHTS)[0]
 
 
 def load_editor(directory: str | Path, lm) -> tuple[MendEditor, dict]:

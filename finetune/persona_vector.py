@@ -34,7 +34,7 @@ from finetune.dataset import POLES, SPLITS, check_trait, data_hash, instruction,
 from interp import artifacts, models, significance
 from interp.directions import FILE_NAME, DirectionSet, ResidualSums, residual_sums
 from interp.errors import UserInputError, check_at_least
-from interp.layers import parse_layers
+from interp.layers import check_neurons, parse_layers
 from interp.neuron_set import NeuronSet
 from interp.progress import track
 from interp.prompts import Prompt
@@ -94,9 +94,15 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
     artifacts.check_run_dir(config.out)
     started = time.perf_counter()
     lm = models.load(config.model, **config.load_options())
+    finetuned = None
+    if config.finetuned:  # checked before any work
+        finetuned = models.load(config.finetuned, base_ref=config.model, **config.load_options())
+        models.check_compatible(lm, finetuned)
     layers = parse_layers(config.layers, lm.n_layers)
-    if chosen is not None and {layer for layer, _ in chosen.addresses} - set(layers):
-        raise UserInputError("--neurons-from lists neurons in layers outside --layers.")
+    if chosen is not None:
+        check_neurons(chosen.addresses, lm.n_layers, lm.d_mlp, f"--neurons-from {config.neurons_from!r}")
+        if {layer for layer, _ in chosen.addresses} - set(layers):
+            raise UserInputError("--neurons-from lists neurons in layers outside --layers.")
     max_length = models.fit_max_length(lm.model.config, config.max_length, log)
 
     def sums_of(model, pole_set: dict[str, list[Prompt]], label: str) -> dict[str, ResidualSums]:
@@ -143,9 +149,7 @@ def run_persona_vector(config: PersonaVectorConfig, log=print) -> dict:
         ],  # fmt: skip
     }
     shift = None
-    if config.finetuned:
-        finetuned = models.load(config.finetuned, base_ref=config.model, **config.load_options())
-        models.check_compatible(lm, finetuned)
+    if finetuned is not None:
         others = {}
         for trait in (t for t in TRAITS if t != config.trait):
             try:

@@ -42,12 +42,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from finetune.dataset import check_trait
 from interp import artifacts
 from interp.errors import UserInputError
+from interp.options import check_options, declared_types
 from interp.textfiles import read_toml
 
 STAGES = ("fetch", "finetune", "mend", "evaluate", "diff", "restore", "necessity", "sufficiency", "dose", "report")
@@ -57,15 +58,17 @@ SELECTION_PROMPTS = "opinionqa:test[0::2]"  # the diff selects neurons here ...
 TEST_PROMPTS = "opinionqa:test[1::2]"  # ... and the causal stages test them here
 
 CAUSAL_DEFAULTS = {"top_k": 20, "sign": "follow", "controls": 100, "alternative": "from-diff"}
+# The primary stages sample 2 answers per test question under the unedited and the tested condition (26 pairs: the
+# behavioural readout; about a minute per stage on 2 CPU cores)
 # Settings per stage: the defaults (about 30 minutes on 2 CPU cores) and --quick (a smoke run, about 3).
 DEFAULTS: dict[str, dict] = {
     "finetune": {},
     "mend": {"edits": 4},
     "evaluate": {"samples": 1, "ike_variants": 2, "ike": 3},
     "diff": {"positions": "response", "profile_top": 50},
-    "restore": {**CAUSAL_DEFAULTS, "samples": 1, "max_new_tokens": 48},
-    "necessity": {**CAUSAL_DEFAULTS, "mode": "zero", "samples": 1, "max_new_tokens": 48},
-    "sufficiency": {**CAUSAL_DEFAULTS, "samples": 1, "max_new_tokens": 48},
+    "restore": {**CAUSAL_DEFAULTS, "samples": 2, "max_new_tokens": 48},
+    "necessity": {**CAUSAL_DEFAULTS, "mode": "zero", "samples": 2, "max_new_tokens": 48},
+    "sufficiency": {**CAUSAL_DEFAULTS, "samples": 2, "max_new_tokens": 48},
     "dose": {"top_k": 20, "sign": "follow", "alpha": "0,0.5,2", "controls": 5, "alternative": "two-sided"},
 }
 QUICK: dict[str, dict] = {
@@ -115,40 +118,38 @@ class PipelineConfig:
 
 
 def load_config_file(path: Path) -> dict[str, dict]:
-    """Read a pipeline TOML file: ``{stage: {option: value}}``; unknown stages or options are bad input."""
+    """Read a pipeline TOML file: ``{stage: {option: value}}``; unknown stages or options, and values of another
+    type than the stage's command declares, are bad input."""
     data = read_toml(path, "config file")
     for stage, options in data.items():
         if stage not in DEFAULTS or not isinstance(options, dict):
             raise UserInputError(
                 f"config file {str(path)!r}: [{stage}] is not a stage table; use {', '.join(DEFAULTS)}."
             )
-        allowed = _stage_fields(stage)
-        for option, value in options.items():
-            if option not in allowed:
-                raise UserInputError(f"config file {str(path)!r}: [{stage}] has no option {option!r}.")
-            expected = _option_type(stage, option)
-            if expected is not None and not _fits(value, expected):
-                raise UserInputError(
-                    f"config file {str(path)!r}: [{stage}] {option} should be {expected.__name__}, not {value!r}."
-                )
+        check_options(options, _stage_types(stage), f"config file {str(path)!r}: [{stage}]")
     return data
 
 
-def _option_type(stage: str, option: str) -> type | None:
-    """The type of an option's default; None when the default is None (any value is passed on)."""
-    default = {**_stage_defaults(stage), **DEFAULTS[stage]}.get(option)
-    return None if default is None else type(default)
+def _stage_types(stage: str) -> dict:
+    """The options a stage table may set, with the types its command declares (the run's own settings, such as
+    the model and the prompts, are the pipeline's)."""
+    from finetune.generate import GenerateConfig
+    from finetune.mend import EditConfig
+
+    owned = {"model", "trait", "out", "base", "finetuned", "prompts", "responses", "models", "source_model",
+             "neurons_from", "neuron_set", "role", "device", "show_progress"}  # fmt: skip
+    names = {f.name for f in fields(_stage_class(stage))} - owned
+    types = {name: hint for name, hint in declared_types(_stage_class(stage)).items() if name in names}
+    extra = {"evaluate": (GenerateConfig, "ike"), "mend": (EditConfig, "edits")}  # options of a second command
+    if stage in extra:
+        cls, name = extra[stage]
+        types[name] = declared_types(cls)[name]
+    return types
 
 
-def _fits(value, expected: type) -> bool:
-    """TOML value check: an int also fits a float option; a bool fits only a bool option."""
-    if isinstance(value, bool) or expected is bool:
-        return isinstance(value, bool) and expected is bool
-    return isinstance(value, expected) or (expected is float and isinstance(value, int))
-
-
-def _stage_defaults(stage: str) -> dict:
-    return {f.name: f.default for f in fields(_stage_class(stage)) if f.default is not MISSING}
+def _stage_fields(stage: str) -> set[str]:
+    """The option names a stage table may set."""
+    return set(_stage_types(stage))
 
 
 def _stage_class(stage: str) -> type:
@@ -160,12 +161,6 @@ def _stage_class(stage: str) -> type:
 
     classes = {"finetune": TrainConfig, "mend": MendConfig, "evaluate": EvaluateConfig, "diff": DiffConfig}
     return classes.get(stage, AblationConfig)
-
-
-def _stage_fields(stage: str) -> set[str]:
-    owned = {"model", "trait", "out", "base", "finetuned", "prompts", "responses", "models", "source_model"}
-    extra = {"evaluate": {"ike"}, "mend": {"edits"}}.get(stage, set())  # options of a second command the stage runs
-    return {f.name for f in fields(_stage_class(stage))} - owned | extra
 
 
 class Pipeline:
@@ -226,7 +221,7 @@ class Pipeline:
     def _start_record(self) -> dict:
         identity = self.config.identity()
         if self.record_path.is_file():
-            previous = json.loads(self.record_path.read_text(encoding="utf-8"))
+            previous = artifacts.read_json(self.record_path)
             if previous.get("settings") != identity:
                 raise UserInputError(
                     f"{str(self.out)!r} holds a pipeline run with other settings; choose another --out or delete it."
@@ -336,21 +331,33 @@ class Pipeline:
 
 
 def family_tests(runs: dict[str, Path]) -> dict:
-    """The primary causal tests of a pipeline, Holm-adjusted as one family: ``{"method", "family", stage: {...}}``
-    with each stage's p-value, adjusted p-value, alternative and verdict word (stages not run are left out)."""
-    from interp.significance import SIGNIFICANCE, holm
+    """The primary causal tests of a pipeline, each claim Holm-adjusted as one family (``interp.verdicts``):
+    ``{"method", "family", "significance_level", stage: {...}}`` with each stage's p-value, adjusted p-value,
+    alternative, verdict word, specificity and behaviour (adjusted over the same stages) and the verdict's words
+    (stages not run are left out)."""
+    from interp.significance import SIGNIFICANCE
+    from interp.verdicts import as_family
 
     comparisons = {}
     for stage, path in runs.items():
         if path.is_file():
-            comparison = next(iter(json.loads(path.read_text(encoding="utf-8"))["comparisons"].values()), None)
+            comparison = next(iter(artifacts.read_json(path, ("comparisons",))["comparisons"].values()), None)
             if comparison and "p_value" in comparison:
                 comparisons[stage] = comparison
-    adjusted = holm([c["p_value"] for c in comparisons.values()])
     tests: dict = {"method": "holm", "family": list(comparisons), "significance_level": SIGNIFICANCE}
-    for (stage, comparison), p_adjusted in zip(comparisons.items(), adjusted):
+    for stage, comparison in as_family(comparisons, SIGNIFICANCE).items():
         tests[stage] = {
-            "p_value": comparison["p_value"], "p_value_adjusted": p_adjusted,
-            "alternative": comparison["alternative"], "significant": p_adjusted < SIGNIFICANCE,
+            "p_value": comparison["p_value"], "p_value_adjusted": comparison["p_value_adjusted"],
+            "alternative": comparison["alternative"], "significant": comparison["significant"],
+            "specificity": _claim(comparison.get("specificity"), "specific"),
+            "behaviour": _claim(comparison.get("behaviour"), "significant"),
+            "verdict": comparison["verdict"],
         }  # fmt: skip
     return tests
+
+
+def _claim(block: dict | None, word: str) -> dict | None:
+    """A claim's p-values and outcome for the family record (None where it was not measured)."""
+    if block is None:
+        return None
+    return {"p_value": block["p_value"], "p_value_adjusted": block["p_value_adjusted"], word: block[word]}

@@ -13,7 +13,6 @@ The report labels each finding "replicated with seed S" or "does not replicate w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,9 @@ from interp.errors import UserInputError
 from interp.neuron_set import NeuronSet
 
 JACCARD_TOP = 20  # neurons.csv rows compared by |score|
+# What replicate reads from the first run's pipeline.json and ablation.json files.
+PIPELINE_NEEDS = ("settings.model", "settings.trait", "settings.quick", "settings.stages")
+ABLATION_NEEDS = ("neurons", "comparisons.*.effect")
 
 
 def replicate(
@@ -33,10 +35,11 @@ def replicate(
     record_path = run_dir / "pipeline.json"
     if not record_path.is_file():
         raise UserInputError(f"{str(run_dir)!r} is not a pipeline run directory (no pipeline.json).")
-    settings = json.loads(record_path.read_text(encoding="utf-8"))["settings"]
+    settings = artifacts.read_json(record_path, PIPELINE_NEEDS, command="pipeline")["settings"]
     for stage in ("diff", *CAUSAL):
         if not (run_dir / stage).is_dir():
             raise UserInputError(f"{str(run_dir)!r} has no finished {stage} stage; run the pipeline first.")
+    findings = {"original": _findings(run_dir)}  # every file the comparison reads, checked before any training
     stages = {stage: dict(options) for stage, options in settings["stages"].items()}
     original_seed = stages.get("finetune", {}).get("seed", 0)
     if seed == original_seed:
@@ -47,6 +50,7 @@ def replicate(
                             device=device, show_progress=show_progress, stages=stages)  # fmt: skip
     first = Pipeline(PipelineConfig(model=settings["model"], trait=settings["trait"], out=run_dir), log=lambda _: None)
     Pipeline(config, log=log, responses=Path(first.responses)).run(("fetch", "finetune", "diff", *CAUSAL))
+    findings["replicate"] = _findings(out)
 
     runs = {"original": run_dir, "replicate": out}
     tests = {
@@ -58,11 +62,11 @@ def replicate(
         "replicate_dir": str(out),
         "responses": "the first adapter's answers, teacher-forced in both runs",
         "jaccard": {
-            f"top_{JACCARD_TOP}_by_score": jaccard(*(_top(path / "diff" / "neurons.csv") for path in runs.values())),
-            "tested_sets": jaccard(*(_tested(path / "necessity" / "ablation.json") for path in runs.values())),
+            f"top_{JACCARD_TOP}_by_score": jaccard(*(found["top"] for found in findings.values())),
+            "tested_sets": jaccard(*(set(found["ablations"]["necessity"]["neurons"]) for found in findings.values())),
         },
-        "directions": {name: _direction(path) for name, path in runs.items()},
-        "tests": {stage: _agreement(stage, runs, tests) for stage in CAUSAL if stage in tests["original"]},
+        "directions": {name: found["direction"] for name, found in findings.items()},
+        "tests": {stage: _agreement(stage, findings, tests) for stage in CAUSAL if stage in tests["original"]},
     }
     artifacts.write_json(run_dir / "replication.json", result)
     return result
@@ -74,24 +78,21 @@ def jaccard(first: set, second: set) -> float:
     return len(first & second) / len(union) if union else 1.0
 
 
-def _top(neurons_csv: Path) -> set[str]:
-    return set(NeuronSet.read(neurons_csv).top(JACCARD_TOP).labels)
+def _findings(run: Path) -> dict:
+    """What the comparison reads from a pipeline run: the top neurons by |score|, the diff's emoji direction and
+    the causal stages' ablation.json, each through the artifact readers (a damaged or older file is named)."""
+    summary = artifacts.read_json(run / "diff" / "summary.json", ("emoji.direction",), command="diff-neurons")
+    ablations = {stage: artifacts.read_json(run / stage / "ablation.json", ABLATION_NEEDS, command="ablate")
+                 for stage in CAUSAL}  # fmt: skip
+    top = NeuronSet.read(run / "diff" / "neurons.csv", flag="run file").top(JACCARD_TOP).labels
+    return {"top": set(top), "direction": summary["emoji"]["direction"], "ablations": ablations}
 
 
-def _tested(ablation_json: Path) -> set[str]:
-    return set(json.loads(ablation_json.read_text(encoding="utf-8"))["neurons"])
-
-
-def _direction(run: Path) -> str:
-    return json.loads((run / "diff" / "summary.json").read_text(encoding="utf-8"))["emoji"]["direction"]
-
-
-def _agreement(stage: str, runs: dict[str, Path], tests: dict[str, dict]) -> dict:
+def _agreement(stage: str, findings: dict[str, dict], tests: dict[str, dict]) -> dict:
     """Both runs' result of one causal test and whether the verdict replicated."""
     entry = {}
-    for name, path in runs.items():
-        comparison = next(iter(json.loads((path / stage / "ablation.json").read_text(encoding="utf-8"))["comparisons"]
-                               .values()))  # fmt: skip
+    for name, found in findings.items():
+        comparison = next(iter(found["ablations"][stage]["comparisons"].values()))
         test = tests[name].get(stage, {})
         entry[name] = {
             "effect": comparison["effect"], "relative_effect": comparison.get("relative_effect"),

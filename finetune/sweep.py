@@ -83,11 +83,13 @@ from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import EmojiRate, emoji_rate
 
 STYLES = {"packaged": None, "casual": packaged_path("casual")}
+READOUTS = ("start", "end", "mean", "answer")  # the teacher-forced readouts of a cell's answers (onset_readouts)
 COLUMNS = (
     "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high",
     "onset_p_value", "onset_p_value_adjusted", "direction",
     "onset_ratio_end", "onset_ratio_end_ci_low", "onset_ratio_end_ci_high", "esr", "esr_ci_low", "esr_ci_high",
     "base_esr", "esr_p_value", "esr_p_value_adjusted", "ta", "perplexity", "failed_seeds",
+    "onset_ratio_mean", "onset_ratio_answer",
 )  # fmt: skip
 
 
@@ -127,7 +129,11 @@ class Cell:
 
 
 def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
-    """The sweep file's settings and cells; UserInputError for anything a run would trip over later."""
+    """The sweep file's settings and cells; UserInputError for anything a run would trip over later (first its
+    tables' shapes and types, ``check_sweep_file``)."""
+    from finetune.sweep_file import check_sweep_file  # it reads SweepSettings from this module
+
+    check_sweep_file(Path(path))
     data = read_toml(path, "sweep file")
     unknown = set(data) - {"sweep", "fixed", "grid", "cells"}
     if unknown:
@@ -216,30 +222,38 @@ def measure(lm, base_lm, settings: SweepSettings, system: str, metric, seed: int
     }  # fmt: skip
     eos = lm.tokenizer.eos_token_id
     for name, model in (("finetuned", lm), ("base", reference)):
-        start, end = onset_at_ends(model, sequences, eos)
-        record[f"onset_start_{name}"], record[f"onset_end_{name}"] = start, end
+        for where, values in onset_readouts(model, sequences, eos).items():
+            record[f"onset_{where}_{name}"] = values
     return record
 
 
-def onset_at_ends(lm, sequences: list[Sequence], eos: int | None, batch_size: int = 8) -> tuple[list, list]:
-    """Per answer, the emoji-onset probability at the reply's first position and at its end (the position that
-    predicts the end-of-turn token; the last position of an answer cut off before it)."""
-    onset = emoji_onset_ids(lm.tokenizer)
-    starts, ends = [], []
+def onset_readouts(lm, sequences: list[Sequence], eos: int | None, batch_size: int = 8) -> dict[str, list[float]]:
+    """Per answer (``READOUTS``), teacher-forced: the emoji-onset probability at the reply's first position
+    (``start``) and at its end (``end``: the position that predicts the end-of-turn token; the last position of
+    an answer cut off before it), its mean over the answer's positions (``mean``), and the probability of at least
+    one emoji onset along the answer, 1 - prod(1 - onset mass) over them (``answer``)."""
+    onset = torch.tensor(emoji_onset_ids(lm.tokenizer))
+    readouts: dict[str, list[float]] = {where: [] for where in READOUTS}
     for begin in range(0, len(sequences), batch_size):
         batch = sequences[begin : begin + batch_size]
-        ids, attention, _, _, _ = forced_batch(batch, lm.tokenizer.pad_token_id, "response")
-        rows = torch.arange(len(batch))
-        first = torch.tensor([s.response_start - 1 for s in batch])
-        last = torch.tensor([len(s.ids) - (2 if s.ids[-1] == eos and len(s.ids) > s.response_start else 1)
-                             for s in batch])  # fmt: skip
+        ids, attention, measured, _, _ = forced_batch(batch, lm.tokenizer.pad_token_id, "response")
+        first = [s.response_start - 1 for s in batch]
+        last = [len(s.ids) - (2 if s.ids[-1] == eos and len(s.ids) > s.response_start else 1) for s in batch]
         with torch.no_grad():
             hidden = lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device))
             hidden = hidden.last_hidden_state
-            for positions, into in ((first, starts), (last, ends)):
-                logits = lm.logits_from_hidden(hidden[rows, positions.to(lm.device)]).float()
-                into += torch.softmax(logits, dim=-1)[:, onset].sum(-1).tolist()
-    return starts, ends
+        for row in range(len(batch)):
+            answer = torch.nonzero(measured[row])[:, 0].tolist()  # the positions that predict an answer token
+            at = sorted({*answer, last[row]})  # and the end of an answer cut off before its end of turn
+            with torch.no_grad():
+                logits = lm.logits_from_hidden(hidden[row, torch.tensor(at, device=lm.device)]).float()
+            mass = torch.softmax(logits, dim=-1)[:, onset.to(logits.device)].sum(-1).double().cpu()
+            along = mass[[at.index(position) for position in answer]]
+            readouts["start"].append(float(mass[at.index(first[row])]))
+            readouts["end"].append(float(mass[at.index(last[row])]))
+            readouts["mean"].append(float(along.mean()))
+            readouts["answer"].append(float(-torch.expm1(torch.log1p(-along.clamp(max=1.0)).sum())))
+    return readouts
 
 
 def ratio_by_prompt(record: dict, where: str) -> tuple[float, list[float] | None]:
@@ -379,7 +393,7 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
         "command": "sweep", "settings": {**vars(settings), "seeds": list(settings.seeds)},
         "base": {system: {"esr": b["esr"], "esr_ci95": b["esr_ci95"], "answers": b["answers"], "ta": b["ta"],
                           "perplexity": b["perplexity"]} for system, b in bases.items()},
-        "columns": list(COLUMNS), "rows": rows,
+        "columns": list(COLUMNS), "rows": rows, "readout_agreement": readout_agreement(rows),
     }  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
@@ -394,7 +408,9 @@ def summarise(out: Path, settings: SweepSettings, cells: list[Cell], bases: dict
 def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) -> dict:
     row: dict = {"cell": cell.name, "options": cell.options, "seeds": len(results), "failed_seeds": failed or None}
     per_seed = {}
-    for where in ("start", "end"):
+    for where in READOUTS:
+        if any(f"onset_{where}_finetuned" not in record for record in results.values()):
+            continue  # a cell measured before this readout existed
         ratios = {seed: ratio_by_prompt(record, where) for seed, record in results.items()}
         pooled = None
         if results:
@@ -421,6 +437,23 @@ def _row(cell: Cell, results: dict[int, dict], failed: list[int], base: dict) ->
     row["per_seed"] = {str(seed): {**entry, "esr": results[seed]["esr"], "elapsed_s": results[seed].get("elapsed_s")}
                        for seed, entry in per_seed.items()}  # fmt: skip
     return row
+
+
+def readout_agreement(rows: list[dict]) -> dict:
+    """Which teacher-forced readout follows sampled emoji use across fine-tunes? Per readout, Spearman's rank
+    correlation (scipy.stats.spearmanr) between each seed's fine-tuned / base ratio and its sampled emoji rate, the
+    fine-tuned model (one seed of one cell) being the unit; None with fewer than 3 units or no variation."""
+    agreement = {}
+    for where in READOUTS:
+        pairs = [(entry[where]["ratio"], entry["esr"]) for row in rows for entry in row["per_seed"].values()
+                 if where in entry]  # fmt: skip
+        ratios, rates = (list(values) for values in zip(*pairs)) if pairs else ([], [])
+        result = None
+        if len(pairs) >= 3 and np.ptp(ratios) > 0 and np.ptp(rates) > 0:
+            test = stats.spearmanr(ratios, rates)
+            result = {"spearman": float(test.statistic), "p_value": float(test.pvalue)}
+        agreement[where] = {"fine_tunes": len(pairs), **(result or {"spearman": None, "p_value": None})}
+    return agreement
 
 
 def rising_cell(sweep_dir: str | Path) -> tuple[str, dict, float]:

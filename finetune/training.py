@@ -11,7 +11,6 @@ and a rerun with the same settings continues from there. Outputs: ``OUT/adapter`
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -256,13 +255,11 @@ def _resume(out: Path, config: TrainConfig, model, optimizer) -> tuple[int, list
 
 def _write_outputs(out: Path, config: TrainConfig, model, base, record: dict, log) -> None:
     """The adapter (PEFT format, records its base), the merged model and train.json, each atomically."""
-    adapter_staging = out / ".adapter.tmp"
-    shutil.rmtree(adapter_staging, ignore_errors=True)
     model.peft_config["default"].base_model_name_or_path = config.model
-    model.save_pretrained(adapter_staging, safe_serialization=True)
-    if config.qlora:
-        artifacts.write_json(adapter_staging / QLORA_MARKER, {"quant_type": "nf4", "base": config.model})
-    artifacts.swap_in_dir(adapter_staging, out / "adapter")
+    with artifacts.staged_run_dir(out / "adapter") as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        if config.qlora:
+            artifacts.write_json(staging / QLORA_MARKER, {"quant_type": "nf4", "base": config.model})
     log("merging the adapter into the base model ...")
     record["merged_fingerprint"] = merge_adapter(config.model, out / "adapter", out / "merged")
     artifacts.write_json(out / "train.json", record)

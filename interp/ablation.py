@@ -4,17 +4,22 @@ For every condition (the unedited model, the tested neuron set at each ``alpha``
 sets under each null: layer-matched random sets, and selection-matched sets that look like the tested neurons
 on what the diff ranked by, ``interp.controls``) it measures, in batched forwards:
 - the emoji-onset probability at the measured positions of teacher-forced responses (or, for prompts
-  without responses, at the first reply position), per prompt, and at the first reply position alone;
+  without responses, at the first reply position), per prompt, at the first reply position alone, and per answer
+  the probability of at least one emoji along it;
+- for the unedited and tested conditions, the whole next-token distributions at those positions (the specificity
+  readout against matched token sets, ``interp.specificity``);
 - with ``--mode patch``, the source model's own emoji-onset probability on the same tokens (the share of the
-  source-vs-edited-model gap a patch closes);
+  source-vs-edited-model change a patch reproduces);
 - optionally the exact log-probability of a list of emoji strings as the reply's start;
 - side effects: KL(unedited || edited) at the measured positions, and perplexity on neutral text (the
   unedited model, the tested set and the first ``SIDE_EFFECT_CONTROLS`` control sets of each null);
-- optionally the emoji rate of sampled generations (unedited and tested conditions), Wilson 95 % intervals.
+- optionally sampled answers under the unedited and tested conditions from the same random streams (the
+  behavioural readout, ``interp.behaviour``), with Wilson 95 % intervals of each rate.
 Each comparison (one per alpha) records its alternative and where it came from (fixed before the run: the
-user's ``--alternative`` or the diff's measured direction; two-sided by default), the effect with a 95 %
-bootstrap interval over prompts, a Monte Carlo p-value per null, the verdict's p-value (the larger of the two:
-the set must beat both), the Holm-adjusted p-value across the run's comparisons, and ``selection_overlap``.
+user's ``--alternative`` or the diff's measured direction; two-sided by default), the effect (geometric mean over
+prompts of the edited / unedited ratio) with a 95 % t interval over prompts, a Monte Carlo p-value per null, the
+verdict's p-value (the larger of the two: the set must beat both), its specificity and behaviour blocks, each
+claim Holm-adjusted across the run's comparisons (``interp.verdicts``), and ``selection_overlap``.
 The procedure is ``interp.significance``'s; docs/design.md ("Causal verdicts") explains it.
 """
 
@@ -33,7 +38,8 @@ import numpy as np
 import torch
 
 from interp import artifacts, models, significance
-from interp.controls import layer_matched_sets, selection_matched_sets
+from interp.behaviour import agreement, paired_emoji_use
+from interp.controls import Edit, NeuronValues, layer_matched_sets, selection_matched_sets
 from interp.distributed import Shards
 from interp.errors import UserInputError, check_at_least, parse_floats
 from interp.generation import SAMPLING_ROWS, common_front, front_cache, generate_edited, left_pad
@@ -45,8 +51,10 @@ from interp.progress import track
 from interp.prompts import Prompt, attach_responses, load_prompts
 from interp.run_options import RunOptions, SamplingOptions
 from interp.selection import DiffSelection, overlap
+from interp.specificity import TokenProfile, specificity
 from interp.stats import load_stats
 from interp.tokens import Sequence, build_sequences, make_sequence, prompt_ids
+from interp.verdicts import adjust
 from probes.emoji import find_emojis
 from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import emoji_rate
@@ -112,6 +120,10 @@ class ConditionMetrics:
     nll_sum: float = 0.0
     nll_count: int = 0
     emoji_logprob: list[float] = field(default_factory=list)
+    # prompt index -> [summed P(at least one emoji along the answer), answers], each answer's P from the onset mass
+    # at its positions as 1 - prod(1 - mass): a per-answer teacher-forced readout
+    answers_by_prompt: dict[int, list[float]] = field(default_factory=dict)
+    tokens: TokenProfile | None = None  # the whole next-token distributions (baseline and tested conditions)
 
     @property
     def onset_sum(self) -> float:
@@ -139,7 +151,13 @@ class ConditionMetrics:
             "kl_from_unedited": self.kl_sum / count if count else None,
             "neutral_perplexity": math.exp(self.nll_sum / self.nll_count) if self.nll_count else None,
             "emoji_logprob": statistics.fmean(self.emoji_logprob) if self.emoji_logprob else None,
+            "answer_emoji_probability": self.answer_emoji_probability(),
         }
+
+    def answer_emoji_probability(self) -> float | None:
+        """Mean over answers of P(at least one emoji along the answer), teacher-forced."""
+        answers = sum(count for _, count in self.answers_by_prompt.values())
+        return sum(total for total, _ in self.answers_by_prompt.values()) / answers if answers else None
 
     def add(self, other: ConditionMetrics) -> None:
         """Fold in another shard's sums (lists are concatenated)."""
@@ -147,7 +165,14 @@ class ConditionMetrics:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for index, (total, count) in other.by_prompt.items():
             self.fold_prompt(index, total, count)
+        for index, (total, count) in other.answers_by_prompt.items():
+            entry = self.answers_by_prompt.setdefault(index, [0.0, 0])
+            entry[0] += total
+            entry[1] += count
         self.emoji_logprob += other.emoji_logprob
+        if other.tokens is not None:
+            self.tokens = self.tokens or TokenProfile()
+            self.tokens.add(other.tokens)
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -155,51 +180,56 @@ def parse_alphas(text: str) -> list[float]:
 
 
 FROM_DIFF = "from-diff"
+WHAT_IT_DOES = {
+    "zero": "zeroing removes their summed direct emoji push",
+    "scale": "scaling changes their summed direct emoji push by (alpha - 1) times itself",
+    "mean": "the {source} means change their summed direct emoji push",
+    "patch": "patching in the {source} model's values changes their summed direct emoji push (the difference of "
+    "the means times this model's emoji write)",
+}
 
 
-def predicted_alternatives(
-    config: AblationConfig, chosen: NeuronSet, groups: dict[str, float], model_role: str | None,
-    source_role: str | None,
-) -> dict[str, tuple[str, str]]:  # fmt: skip
-    """group -> (alternative, why): the direction each comparison's effect should take, predicted from the
-    diff's selection data alone (before any edit is measured), as the chosen neurons' direct emoji push.
+def diff_edit(config: AblationConfig, selection: DiffSelection | None, lm, source) -> Edit | None:
+    """The run's edit in the diff's terms (``interp.controls.Edit``; alpha 0, set per comparison), or None when
+    the edited model (or a patch's source) is neither of the diff's two models."""
+    model = selection.role_of(lm.fingerprint()) if selection is not None else None
+    if model is None:
+        return None
+    if config.mode == "patch":
+        source_role = selection.role_of(source.fingerprint())
+        return Edit("patch", model, source_role) if source_role not in (None, model) else None
+    return Edit(config.mode, model, config.stats_entry if config.mode == "mean" else None)
 
-    With ``push_ft = sum(ft_mean x emoji_dla)`` and ``push_base = push_ft - sum(score)`` over the chosen neurons:
-    zeroing model X moves emoji logits by -push_X; scaling by (alpha - 1) x push_X; mean (on the fine-tuned
-    model) by sum(mean x emoji_dla) - push_ft; patching the fine-tuned values into the base by +sum(score), the
-    base values into the fine-tuned model by -sum(score)."""
-    need = {"score", "ft_mean", "base_mean", "emoji_dla"}
+
+def neuron_values(chosen: NeuronSet, selection: DiffSelection | None) -> NeuronValues:
+    """The chosen neurons' means and emoji writes in both models: from the diff run's statistics and landscape
+    when they are there, else from neurons.csv (its ``emoji_dla``, the fine-tuned model's, standing for both)."""
+    if selection is not None and selection.features is not None:
+        return selection.features.of(chosen.addresses)
+    need = {"ft_mean", "base_mean", "emoji_dla"}
     if not need <= set(chosen.columns):
         raise UserInputError(f"--alternative {FROM_DIFF} needs a neurons.csv with columns {', '.join(sorted(need))}.")
-    if model_role is None:
-        raise UserInputError(f"--alternative {FROM_DIFF}: --model is neither of the diff run's models.")
-    dla = chosen.values("emoji_dla")
-    score = sum(chosen.values("score"))
-    push = {"finetuned": sum(mean * push for mean, push in zip(chosen.values("ft_mean"), dla))}
-    push["base"] = push["finetuned"] - score
+    dla = torch.tensor(chosen.values("emoji_dla"), dtype=torch.float64)
+    means = {role: torch.tensor(chosen.values(column), dtype=torch.float64)
+             for role, column in (("base", "base_mean"), ("finetuned", "ft_mean"))}  # fmt: skip
+    return NeuronValues(means, {"base": dla, "finetuned": dla})
+
+
+def predicted_alternatives(edit: Edit | None, values: NeuronValues, groups: dict[str, float]
+                           ) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """group -> (alternative, why): the direction each comparison's effect should take, predicted from the
+    diff's measurements alone (before any edit is measured), as the tested neurons' summed predicted contribution
+    (``NeuronValues.contribution``: the change of their direct emoji push under the edit, at the group's alpha)."""
+    if edit is None:
+        raise UserInputError(f"--alternative {FROM_DIFF}: --model (or --source-model) is not one of the diff run's "
+                             "models, so nothing predicts the direction.")  # fmt: skip
     predictions = {}
     for group, alpha in groups.items():
-        if config.mode == "zero":
-            value = -push[model_role]
-            why = f"zeroing removes the neurons' summed direct emoji push ({push[model_role]:+.3g} logits)"
-        elif config.mode == "scale":
-            value = (alpha - 1) * push[model_role]
-            why = (f"scaling by {alpha:g} changes their summed direct emoji push ({push[model_role]:+.3g} logits) "
-                   f"by {alpha - 1:+g}x")  # fmt: skip
-        elif config.mode == "mean" and model_role == "finetuned":
-            column = "base_mean" if config.stats_entry == "base" else "ft_mean"
-            value = sum(mean * push for mean, push in zip(chosen.values(column), dla)) - push["finetuned"]
-            why = f"the {config.stats_entry} means change their summed direct emoji push by {value:+.3g} logits"
-        elif config.mode == "patch" and {model_role, source_role} == {"base", "finetuned"}:
-            value = score if model_role == "base" else -score
-            why = f"patching in the {source_role} model's values moves emoji logits by " + (
-                f"the neurons' summed score ({score:+.3g} logits)" if model_role == "base" else
-                f"minus their summed score ({-score:+.3g} logits)"
-            )  # fmt: skip
-        else:
-            raise UserInputError(f"--alternative {FROM_DIFF} cannot predict --mode {config.mode} on this model pair.")
+        value = float(values.contribution(replace(edit, alpha=alpha)).sum())
+        what = WHAT_IT_DOES[edit.mode].format(source=edit.source)
         alternative = "greater" if value > 0 else "less" if value < 0 else "two-sided"
-        predictions[group] = (alternative, f"predicted from the diff run before the test: {why}")
+        predictions[group] = (alternative, f"predicted from the diff run before the test: {what} by {value:+.3g} "
+                                           "logits")  # fmt: skip
     return predictions
 
 
@@ -234,7 +264,6 @@ def validate(config: AblationConfig) -> list[float]:
 
 # null -> Condition.kind of its control conditions (steering's null: random directions of the tested norm)
 CONTROL_KINDS = {"layer": "control", "matched": "matched", "direction": "direction"}
-NULL_LABELS = {"layer": "layer-matched", "matched": "selection-matched", "direction": "norm-matched random direction"}
 
 
 def build_conditions(
@@ -262,9 +291,11 @@ def build_conditions(
 
 
 def draw_controls(
-    neurons: list[tuple[int, int]], config: AblationConfig, d_mlp: int, selection: DiffSelection | None
-) -> tuple[dict[str, list], dict]:
-    """Control sets per null and a record of the nulls (which ran, how the matched one matched, or why not)."""
+    neurons: list[tuple[int, int]], config: AblationConfig, d_mlp: int, selection: DiffSelection | None,
+    edit: Edit | None = None,
+) -> tuple[dict[str, list], dict]:  # fmt: skip
+    """Control sets per null and a record of the nulls (which ran, how the matched one matched, or why not); the
+    matched null matches each neuron's predicted contribution under ``edit``."""
     sets: dict[str, list] = {}
     record: dict = {}
     if config.nulls in ("both", "layer"):
@@ -278,7 +309,8 @@ def draw_controls(
                 raise UserInputError(f"--nulls matched: {reason}.")
             record["matched"] = {"unavailable": reason}
         else:
-            sets["matched"], matching = selection_matched_sets(neurons, features, config.controls, config.seed + 1)
+            sets["matched"], matching = selection_matched_sets(neurons, features, config.controls, config.seed + 1,
+                                                               edit)  # fmt: skip
             record["matched"] = {"description": "look-alikes of the tested neurons on what the selection ranked by",
                                  "matching": matching}  # fmt: skip
     return sets, record
@@ -350,9 +382,10 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
     mean_values = None
     if config.mode == "mean":
         mean_values = _mean_values(config, lm, {layer for layer, _ in neurons})
-    control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection)
+    edit = diff_edit(config, selection, lm, source)
+    control_sets, nulls = draw_controls(neurons, config, lm.d_mlp, selection, edit)
     conditions = build_conditions(neurons, config.mode, alphas, mean_values, control_sets)
-    alternatives = _alternatives(config, conditions, chosen, selection, lm, source)
+    alternatives = _alternatives(config, conditions, chosen, selection, edit)
     phases: dict[str, float] = {}
     metrics, generations, rates = measure_all(lm, source, conditions, prompts, config, shards, phases)
     if not shards.is_main:
@@ -363,7 +396,7 @@ def run_ablation(config: AblationConfig, log=print) -> dict | None:
         selection_overlap = overlap(prompts, selection.prompt_fingerprints)
     context = {"nulls": nulls, "selection_overlap": selection_overlap, "selected_in": str(selection.path) if selection
                else None}  # fmt: skip
-    context["alternatives"], context["phases"] = alternatives, phases
+    context["alternatives"], context["phases"], context["generations"] = alternatives, phases, generations
     report = _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context)
     write_run(config.out, "ablation.json", report, generations)
     return report
@@ -397,7 +430,7 @@ def measure_all(
     if source is not None:
         metrics[SOURCE] = ConditionMetrics()
     measure_conditions(lm, source, conditions, sequences, config, onset_ids, metrics, "measuring emoji probability",
-                       shards=shards)  # fmt: skip
+                       shards=shards, token_profiles=True)  # fmt: skip
     lap("teacher_forced_s")
     neutral = [
         make_sequence(tokenizer(p.text).input_ids, None, p.index, config.max_length)
@@ -431,14 +464,13 @@ def write_run(out: Path, report_name: str, report: dict, generations: list[dict]
         )
 
 
-def _alternatives(config, conditions, chosen, selection, lm, source) -> dict[str, tuple[str, str]]:
+def _alternatives(config, conditions, chosen, selection, edit) -> dict[str, tuple[str, str]]:
     """group -> (alternative, where it came from), fixed before anything is measured."""
     groups = {c.group: c.alpha for c in conditions if c.kind == "tested"}
     if config.alternative == FROM_DIFF:
         if selection is None:
             raise UserInputError(f"--alternative {FROM_DIFF}: no summary.json beside --neurons-from.")
-        source_role = selection.role_of(source.fingerprint()) if source is not None else None
-        return predicted_alternatives(config, chosen, groups, selection.role_of(lm.fingerprint()), source_role)
+        return predicted_alternatives(edit, neuron_values(chosen, selection), groups)
     return fixed_alternatives(config.alternative, conditions)
 
 
@@ -512,9 +544,12 @@ def _edit_mask(sequence: Sequence, width: int, positions: str) -> list[bool]:
 @torch.no_grad()
 def measure_conditions(
     lm, source, conditions, sequences, config, onset_ids, metrics, label, nll: bool = False, share_prefix: bool = True,
-    shards: Shards | None = None,
+    shards: Shards | None = None, token_profiles: bool = False,
 ) -> None:  # fmt: skip
     """Teacher-forced forwards of ``sequences`` under every condition, folded into ``metrics``.
+
+    With ``token_profiles`` the unedited and tested conditions also keep their whole next-token distributions at
+    the measured positions (``TokenProfile``: one more unembedding for each of them, none for the controls).
 
     With ``share_prefix`` the positions before the first edited one run once and their KV cache is reused
     by every condition (for first-reply measurements, only the last prompt token runs per condition). The blocks
@@ -554,6 +589,8 @@ def measure_conditions(
                     metrics[condition.name].nll_sum += float(total)
                     metrics[condition.name].nll_count += len(targets)
                 continue
+            if token_profiles:
+                _profile_tokens(lm, group, measured_hidden, batch, measured_rest, metrics, reader.rows_per_product)
             readings = []  # (onset mass [P], KL [P]) per condition of the group
             if reference is None:  # the unedited model: read once, the KL of the others taken from it
                 reference = reader.reference(measured_hidden[0], for_kl=len(conditions) > 1)
@@ -590,13 +627,34 @@ def _prefix_cache(lm, ids: torch.Tensor, attention: torch.Tensor):
 
 def _fold_onset(target: ConditionMetrics, mass: torch.Tensor, batch: list[Sequence], measured) -> None:
     """Fold the emoji-onset ``mass`` (float64, one value per True of ``measured`` [B, T], row-major) into
-    ``target`` per prompt."""
+    ``target`` per prompt, and each answer's P(at least one emoji) = 1 - prod(1 - mass) over its positions."""
     rows = torch.nonzero(measured)[:, 0]
     sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, mass)
+    log_none = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, torch.log1p(-mass.clamp(max=1.0)))
     counts = torch.bincount(rows, minlength=len(batch))
     for row, sequence in enumerate(batch):
         if counts[row]:
             target.fold_prompt(sequence.prompt_index, float(sums[row]), int(counts[row]))
+            entry = target.answers_by_prompt.setdefault(sequence.prompt_index, [0.0, 0])
+            entry[0] += float(-torch.expm1(log_none[row]))
+            entry[1] += 1
+
+
+PROFILED = ("baseline", "tested")  # the condition kinds whose whole next-token distributions are kept
+
+
+def _profile_tokens(lm, group: list[Condition], hidden: torch.Tensor, batch: list[Sequence], measured,
+                    metrics: dict, rows_per_product: int) -> None:  # fmt: skip
+    """Fold the next-token distributions of the group's unedited and tested conditions at the measured positions
+    (``hidden`` [C, P, d_model], positions row-major in ``measured`` [B, T]) into their ``TokenProfile``."""
+    prompt_of_row = torch.tensor([batch[row].prompt_index for row in torch.nonzero(measured)[:, 0].tolist()])
+    for condition, condition_hidden in zip(group, hidden):
+        if condition.kind not in PROFILED:
+            continue
+        profile = metrics[condition.name].tokens = metrics[condition.name].tokens or TokenProfile()
+        for begin in range(0, len(condition_hidden), rows_per_product):
+            rows = slice(begin, begin + rows_per_product)
+            profile.update(lm.logits_from_hidden(condition_hidden[rows]), prompt_of_row[rows])
 
 
 def _edited_hidden(lm, plan: EditPlan, ids, attention, split: int, prefix_cache) -> torch.Tensor:
@@ -708,8 +766,8 @@ def _generate(lm, source, conditions, prompts, config, shards: Shards):
                 text = lm.tokenizer.decode(outputs[c * len(batch) + row], skip_special_tokens=True)
                 prompt = owners[begin + row]
                 block.append({
-                    "prompt_index": prompt.index, "prompt": prompt.text, "condition": condition.name,
-                    "text": text, "emojis": [m.text for m in find_emojis(text)],
+                    "prompt_index": prompt.index, "sample": begin + row, "prompt": prompt.text,
+                    "condition": condition.name, "text": text, "emojis": [m.text for m in find_emojis(text)],
                 })  # fmt: skip
         blocks.append((begin, block))
     records = [record for _, block in sorted(shards.gather_objects(blocks), key=lambda b: b[0]) for record in block]
@@ -725,100 +783,70 @@ def _last_column(attention: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+STATISTIC = "mean over prompts of log(edited / unedited emoji-onset probability), each prompt's mean over its positions"
+PRIMARY_METRIC = (
+    "emoji_onset_probability: mean probability mass on emoji-onset tokens at the measured positions (teacher-forced "
+    "response positions, or the first reply position for prompts without responses), per prompt; the effect is the "
+    "geometric mean over prompts of its edited / unedited ratio"
+)
+
+
 def compare(
     tested: ConditionMetrics, unedited: ConditionMetrics, nulls: dict[str, list[ConditionMetrics]], alternative: str,
-    source: ConditionMetrics | None = None, seed: int = 0,
+    source: ConditionMetrics | None = None,
 ) -> dict:  # fmt: skip
-    """The tested set's effect on emoji-onset probability (edited - unedited, pooled over positions) with 95 %
-    intervals over prompts, tested against each null's control sets for ``alternative``.
+    """The tested set's effect on emoji-onset probability, tested against each null's control sets for
+    ``alternative``.
 
-    ``p_value`` is the larger of the nulls' p-values (the set must beat both); ``p_value_adjusted`` and the verdict
-    are filled in by ``adjust`` once every comparison of the run is known. With ``source`` (patch runs), also the
-    share of the unedited-to-source gap that the edit closes."""
+    The estimand is the geometric mean over prompts of each prompt's ratio edited / unedited (``ratio``;
+    ``relative_effect`` = ratio - 1) with a t interval over prompts (``significance.log_ratio_summary``: it keeps its
+    coverage at the pipeline's 13 prompts, where a bootstrap of a ratio of sums does not); the test statistic, for
+    the tested set and every control set alike, is its log (``STATISTIC``). ``effect`` is the difference of the
+    pooled means (descriptive). ``p_value`` is the larger of the nulls' p-values (the set must beat both);
+    ``p_value_adjusted`` and the verdict are filled in by ``adjust`` once every comparison of the run is known.
+    With ``source`` (patch runs), also ``gap_closed``: the share of the log change from the unedited to the source
+    model that the edit reproduces, with a Fieller interval (``significance.log_share_summary``)."""
     prompts = sorted(unedited.by_prompt)
     base_sums, counts = unedited.per_prompt(prompts)
     tested_sums, _ = tested.per_prompt(prompts)
-    baseline = base_sums.sum() / counts.sum()
-    effect = (tested_sums.sum() - base_sums.sum()) / counts.sum()
+    summary = significance.log_ratio_summary(tested_sums / counts, base_sums / counts)
+    statistic = summary["mean_log_ratio"]
+    interval = summary["ratio_ci95"]
     result: dict = {
-        "effect": float(effect),
-        "effect_ci95": significance.prompt_interval(
-            significance.difference_of_means, [tested_sums, base_sums, counts], seed
-        ),  # fmt: skip
-        "relative_effect": float(effect / baseline) if baseline else None,
-        "relative_effect_ci95": significance.prompt_interval(
-            significance.relative_difference, [tested_sums, base_sums], seed
-        )
-        if baseline
-        else None,  # fmt: skip
+        "effect": float((tested_sums.sum() - base_sums.sum()) / counts.sum()),
+        "ratio": summary["ratio"],
+        "ratio_ci95": interval,
+        "relative_effect": summary["ratio"] - 1,
+        "relative_effect_ci95": [interval[0] - 1, interval[1] - 1] if interval else None,
+        "statistic": STATISTIC,
+        "log_ratio": statistic,
         "prompts": len(prompts),
         "alternative": alternative,
     }
     if source is not None:
         source_sums, _ = source.per_prompt(prompts)
-        gap = source_sums.sum() - base_sums.sum()
+        share = significance.log_share_summary(tested_sums / counts, base_sums / counts, source_sums / counts)
         result["source_onset_probability"] = float(source_sums.sum() / counts.sum())
-        result["gap_closed"] = float((tested_sums.sum() - base_sums.sum()) / gap) if gap else None
-        result["gap_closed_ci95"] = significance.prompt_interval(
-            significance.share_of_change, [tested_sums, base_sums, source_sums], seed
-        ) if gap else None  # fmt: skip
+        result["gap_closed"], result["gap_closed_ci95"] = share["share"], share["share_ci95"]
     tests = {}
     for null, controls in nulls.items():
-        control_effects = [float((c.per_prompt(prompts)[0].sum() - base_sums.sum()) / counts.sum()) for c in controls]
+        control_sums = np.stack([c.per_prompt(prompts)[0] for c in controls])  # [controls, prompts]
+        control_effects = significance.mean_log_ratio(control_sums / counts, base_sums / counts).tolist()
         mean = statistics.fmean(control_effects)
         spread = statistics.pstdev(control_effects)
         tests[null] = {
             "control_effects": control_effects,
             "control_mean": mean,
             "control_std": spread,
-            "effect_in_control_sd": (effect - mean) / spread if spread > 0 else None,
-            "p_value": significance.control_p_value(effect, control_effects, alternative),
+            "effect_in_control_sd": (statistic - mean) / spread if spread > 0 else None,
+            "p_value": significance.control_p_value(statistic, control_effects, alternative),
             "min_p_value": significance.min_p_value(len(control_effects), alternative),
         }
     result["nulls"] = tests
     if tests:
         result["p_value"] = significance.intersection_p_value([t["p_value"] for t in tests.values()])
         result["min_p_value"] = max(t["min_p_value"] for t in tests.values())
-        # the layer-matched null's effects, as the report's histograms read them
-        result["control_effects"] = next(iter(tests.values()))["control_effects"]
     return result
-
-
-def adjust(comparisons: dict[str, dict], level: float = significance.SIGNIFICANCE, subject: str = "the tested set"
-           ) -> None:  # fmt: skip
-    """Holm-adjust the p-values of ``comparisons`` (name -> comparison) as one family, in place, and write
-    each one's ``significant`` flag and verdict (naming ``subject``) from its adjusted p-value."""
-    tested = [name for name, c in comparisons.items() if "p_value" in c]
-    for name, adjusted in zip(tested, significance.holm([comparisons[n]["p_value"] for n in tested])):
-        comparisons[name]["p_value_adjusted"] = adjusted
-        comparisons[name]["adjusted_over"] = tested
-    for comparison in comparisons.values():
-        comparison["significance_level"] = level
-        if "p_value" in comparison:
-            comparison["significant"] = comparison["p_value_adjusted"] < level
-        comparison["verdict"] = verdict(comparison, subject)
-
-
-def verdict(comparison: dict, subject: str = "the tested set") -> str:
-    """One sentence: significant or not (from the adjusted p-value), the effect with its interval, the nulls."""
-    relative = comparison.get("relative_effect")
-    size = f"{comparison['effect']:+.3g}" + (f" ({relative:+.1%}" if relative is not None else " (")
-    interval = comparison.get("relative_effect_ci95") if relative is not None else comparison.get("effect_ci95")
-    if interval:
-        form = "{:+.1%}" if relative is not None else "{:+.3g}"
-        size += f"; 95 % CI over {comparison['prompts']} prompts " + " to ".join(form.format(v) for v in interval)
-    size += ")"
-    if "p_value" not in comparison:
-        return f"{subject} changed emoji-onset probability by {size}; no controls were run: significance unknown."
-    word = "significant" if comparison["significant"] else "not significant"
-    nulls = ", ".join(
-        f"{NULL_LABELS[null]} p = {test['p_value']:.3g} ({len(test['control_effects'])} sets)"
-        for null, test in comparison["nulls"].items()
-    )
-    return (
-        f"{word} (Holm-adjusted p = {comparison['p_value_adjusted']:.3g}, {comparison['alternative']}): {subject} "
-        f"changed emoji-onset probability by {size}; {nulls}."
-    )
 
 
 def condition_table(conditions: list[Condition], metrics: dict, rates: dict) -> dict:
@@ -841,10 +869,13 @@ def condition_table(conditions: list[Condition], metrics: dict, rates: dict) -> 
 
 def tested_comparisons(
     conditions: list[Condition], metrics: dict, alternatives: dict[str, tuple[str, str]], seed: int,
-    selection_overlap: float | None = None, subject: str = "the tested set",
+    selection_overlap: float | None = None, subject: str = "the tested set", generations: list[dict] = (),
+    tokenizer=None,
 ) -> dict:  # fmt: skip
     """group -> the tested condition compared with the unedited model and with every null's control conditions
-    of its group (``compare``), Holm-adjusted together (``adjust``)."""
+    of its group (``compare``), with its specificity (``tokenizer`` given: its emoji-onset tokens against matched
+    token sets) and sampled behaviour (paired ``generations``, when sampled), each claim Holm-adjusted over the
+    groups (``adjust``)."""
     comparisons = {}
     for group in dict.fromkeys(c.group for c in conditions if c.kind == "tested"):
         tested = next(c for c in conditions if c.kind == "tested" and c.group == group)
@@ -854,9 +885,22 @@ def tested_comparisons(
         }
         nulls = {null: controls for null, controls in nulls.items() if controls}
         alternative, why = alternatives[group]
-        comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, metrics.get(SOURCE), seed)
+        comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, metrics.get(SOURCE))
         comparison["alternative_source"] = why
         comparison["selection_overlap"] = selection_overlap
+        if tokenizer is not None and metrics[tested.name].tokens is not None:
+            comparison["specificity"] = specificity(
+                metrics[tested.name].tokens, metrics["unedited"].tokens, emoji_onset_ids(tokenizer), alternative,
+                seed, decode=lambda token: tokenizer.decode([token]),
+            )  # fmt: skip
+        behaviour = paired_emoji_use(list(generations), tested.name, alternative)
+        if behaviour is not None:
+            behaviour["agreement"] = agreement(behaviour, comparison["log_ratio"])
+            behaviour["teacher_forced_answer_probability"] = {
+                "unedited": metrics["unedited"].answer_emoji_probability(),
+                "tested": metrics[tested.name].answer_emoji_probability(),
+            }
+            comparison["behaviour"] = behaviour
         comparisons[group] = comparison
     adjust(comparisons, subject=subject)
     return comparisons
@@ -865,7 +909,8 @@ def tested_comparisons(
 def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, started, context) -> dict:
     table = condition_table(conditions, metrics, rates)
     comparisons = tested_comparisons(conditions, metrics, context["alternatives"], config.seed,
-                                     context["selection_overlap"])  # fmt: skip
+                                     context["selection_overlap"], generations=context["generations"],
+                                     tokenizer=lm.tokenizer)  # fmt: skip
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(config, neuron_set=None)).items()}
     if config.neuron_set is not None:
         neuron_file = config.neuron_set.source
@@ -880,8 +925,7 @@ def _report(config, conditions, metrics, rates, neurons, lm, source, alphas, sta
         "source_model": {"ref": config.source_model, "fingerprint": source.fingerprint()} if source else None,
         "neurons": [f"{layer}:{index}" for layer, index in neurons],
         "alphas": alphas if config.mode == "scale" else None,
-        "primary_metric": "emoji_onset_probability: mean probability mass on emoji-onset tokens at the measured "
-        "positions (teacher-forced response positions, or the first reply position for prompts without responses)",
+        "primary_metric": PRIMARY_METRIC,
         "nulls": context["nulls"],
         "selection_overlap": context["selection_overlap"],
         "selected_in": context["selected_in"],

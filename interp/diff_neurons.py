@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from interp import artifacts, models, rankings, remote, significance
@@ -215,7 +216,7 @@ def run_diff(config: DiffConfig, log=print) -> DiffResult | None:
     onset = {"base": base_capture.onset_prob, "finetuned": ft_capture.onset_prob}
     per_prompt = _onset_per_prompt(sequences, ft_capture, halves, half_captures)
     results = results_summary(layers, ranking, tokens, onset, onset_ids, onset_tokens, config.rank_by, config.top_k,
-                              config.thresholds, config.threshold, per_prompt, config.seed)  # fmt: skip
+                              config.thresholds, config.threshold, per_prompt)  # fmt: skip
     summary = _summary(config, prompts, sequences, base_capture, ft_capture, timings, started, results,
                        base_fingerprint, ft_fingerprint)  # fmt: skip
     if ft_capture.mlp_out_inv_rms is not None and base_inv_rms is not None:
@@ -432,21 +433,20 @@ def results_summary(
     layers: list[int], ranking: rankings.Ranking, tokens: dict[str, int], onset_probability: dict[str, float],
     onset_ids: list[int], onset_tokens: list[str], rank_by: str, top_k: int | None,
     thresholds: rankings.CategoryThresholds, active_threshold: float, per_prompt: dict[str, list[float]] | None = None,
-    seed: int = 0,
 ) -> dict:  # fmt: skip
     """The summary's findings: counted tokens and mean emoji-onset probability per model (``"base"``,
-    ``"finetuned"``), emoji direction with a 95 % bootstrap interval of the ratio over prompts (``per_prompt``:
-    each model's summed onset probability per prompt), ranking, categories, noise floor."""
+    ``"finetuned"``), emoji direction from the geometric mean over prompts of the per-prompt ratio fine-tuned /
+    base with its 95 % t interval (``per_prompt``: each model's summed onset probability per prompt, over the same
+    positions; ``significance.log_ratio_summary``), ranking, categories, noise floor."""
     score, floor = ranking.columns["score"], ranking.floor
     top = ranking.order[: top_k or 50]
     top_scores = score.reshape(-1)[top]
     base_p, ft_p = onset_probability["base"], onset_probability["finetuned"]
-    ratio = ft_p / base_p if base_p > 0 else float("nan")
-    interval = None
-    if per_prompt is not None and base_p > 0:
-        interval = significance.prompt_interval(
-            significance.ratio_of_sums, [per_prompt["finetuned"], per_prompt["base"]], seed
-        )  # fmt: skip
+    pooled = ft_p / base_p if base_p > 0 else float("nan")
+    ratio, interval = pooled, None
+    if per_prompt is not None and base_p > 0:  # the typical prompt's ratio, with an interval that covers
+        summary = significance.log_ratio_summary(np.asarray(per_prompt["finetuned"]), np.asarray(per_prompt["base"]))
+        ratio, interval = summary["ratio"], summary["ratio_ci95"]
     direction, explanation = emoji_direction(ratio, interval)
     return {
         "layers": layers,
@@ -454,7 +454,14 @@ def results_summary(
         "emoji": {
             "onset_token_ids": onset_ids,
             "onset_tokens": onset_tokens,
-            "onset_probability": {"base": base_p, "finetuned": ft_p, "ratio": ratio, "ratio_ci95": interval},
+            "onset_probability": {
+                "base": base_p,
+                "finetuned": ft_p,
+                "ratio": ratio,
+                "ratio_ci95": interval,
+                "pooled_ratio": pooled,
+                "ratio_estimand": RATIO_ESTIMAND,
+            },
             "direction": direction,
             "point_direction": "rises" if ft_p > base_p else "falls" if ft_p < base_p else "unchanged",
             "per_prompt": per_prompt,
@@ -483,11 +490,20 @@ def results_summary(
     }
 
 
+RATIO_ESTIMAND = (
+    "geometric mean over prompts of each prompt's fine-tuned / base emoji-onset probability, 95 % t "
+    "interval of the mean log ratio (pooled_ratio: the ratio of the pooled means)"
+)
+
+
 def emoji_direction(ratio: float, interval: list[float] | None) -> tuple[str, str]:
     """(``rises`` | ``falls`` | ``no clear change``, one sentence): rises or falls only when the 95 % interval
     of the fine-tuned / base ratio over prompts excludes 1; without an interval (a single prompt, a hosted
     model) the direction is not claimed."""
-    lead = f"At the counted positions the fine-tuned model puts {ratio:.4g}x the base model's probability on tokens "
+    lead = (
+        f"At the counted positions the fine-tuned model puts {ratio:.4g}x the base model's probability (geometric "
+        "mean over prompts) on tokens "
+    )
     if interval is None:
         return "no clear change", lead + "that begin an emoji (no interval over prompts: direction not claimed)."
     low, high = interval

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from interp.artifacts import atomic_path
+from interp.artifacts import atomic_path, read_tensors
 from interp.errors import UserInputError
 from interp.hooks import StopForward, residual_hooks
 from interp.models import LoadedModel
@@ -61,14 +61,10 @@ class DirectionSet:
             path = path / FILE_NAME
         if not path.is_file():
             raise UserInputError(f"direction file {str(path)!r} does not exist.")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as handle:
-                metadata = dict(handle.metadata() or {})
-                vectors, layers = handle.get_tensor("vectors"), handle.get_tensor("layers")
-        except Exception as exc:  # a corrupt or foreign file: all are bad input
-            raise UserInputError(f"{str(path)!r} is not a readable direction file ({exc}).") from None
+        tensors, metadata = read_tensors(path)
+        if not {"vectors", "layers"} <= set(tensors):
+            raise UserInputError(f"{str(path)!r} is not a direction file (it has no vectors and layers).")
+        vectors, layers = tensors["vectors"], tensors["layers"]
         if vectors.dim() != 2 or layers.dim() != 1 or len(layers) != len(vectors):
             raise UserInputError(f"{str(path)!r} needs vectors [layers, d_model] and one layer index per vector.")
         return cls(layers.tolist(), vectors.float(), metadata)

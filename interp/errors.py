@@ -1,10 +1,20 @@
-"""The one exception type that means "the user gave us something we cannot use", and the checks that raise it."""
+"""The exception that means "the user gave us something we cannot use" (``OutputError``: an output that cannot be
+written), and the checks that raise it."""
 
 import math
 
 
 class UserInputError(Exception):
     """Bad input from the user: the CLI prints the message as one sentence and exits with code 2."""
+
+
+class OutputError(UserInputError):
+    """An output that cannot be written (a full disk, an I/O error): told like bad input, one sentence naming the
+    path and the cause (exit code 2); ``kept`` says what is left of an earlier output there."""
+
+    def __init__(self, path, cause: str, kept: str):
+        self.path, self.cause = path, cause
+        super().__init__(f"cannot write {str(path)!r}: {cause}; {kept}.")
 
 
 def check_at_least(flag: str, value: int | None, minimum: int) -> None:

@@ -45,11 +45,14 @@ def parse_neurons(spec: str, n_layers: int, d_mlp: int) -> list[tuple[int, int]]
     return neurons
 
 
-def check_neurons(neurons: list[tuple[int, int]], n_layers: int, d_mlp: int) -> None:
-    """UserInputError naming the first neuron outside a model of ``n_layers`` x ``d_mlp``."""
+def check_neurons(neurons: list[tuple[int, int]], n_layers: int, d_mlp: int, origin: str | None = None) -> None:
+    """UserInputError naming the first neuron outside a model of ``n_layers`` x ``d_mlp``; every command that takes
+    neurons checks them here. ``origin`` names where they came from (``--neurons-from 'FILE'``)."""
     for layer, index in neurons:
         if not (0 <= layer < n_layers and 0 <= index < d_mlp):
+            where = f" of {origin}" if origin else ""
+            hint = " (was it written for another model?)" if origin else ""
             raise UserInputError(
-                f"neuron '{layer}:{index}' is out of range: the model has layers 0-{n_layers - 1} and neurons "
-                f"0-{d_mlp - 1}."
+                f"neuron '{layer}:{index}'{where} is out of range: the model has layers 0-{n_layers - 1} and neurons "
+                f"0-{d_mlp - 1}{hint}."
             )

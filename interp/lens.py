@@ -107,9 +107,9 @@ def run_lens(config: LensConfig, log=print) -> dict:
                        config.max_length), config, onset_ids, target, "the fine-tuned model")  # fmt: skip
     metrics[SOURCE] = target["unedited"]
     alternatives = fixed_alternatives(config.alternative, conditions)
-    comparisons = tested_comparisons(
-        conditions, metrics, alternatives, config.seed, subject="the activation difference"
-    )
+    comparisons = tested_comparisons(conditions, metrics, alternatives, config.seed,
+                                     subject="the activation difference", generations=generations,
+                                     tokenizer=base.tokenizer)  # fmt: skip
     metadata = {"method": f"activation difference: fine-tuned minus base mean residual after each block, positions "
                 f"1-{config.first_positions} of {config.text}", "base_ref": config.base,
                 "finetuned_ref": config.finetuned, "model_fingerprint": base.fingerprint()}  # fmt: skip

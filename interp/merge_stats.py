@@ -91,8 +91,7 @@ def merge_runs(inputs: list[Path], out: Path, top_k: int | None = None) -> dict:
             role: [v for s in summaries for v in s["emoji"]["per_prompt"][role]] for role in ("base", "finetuned")
         }
     results = results_summary(layers, ranking, tokens, onset, emoji["onset_token_ids"], emoji["onset_tokens"],
-                              rank_by, top_k, thresholds, merged["finetuned"].threshold, per_prompt,
-                              config.get("seed", 0))  # fmt: skip
+                              rank_by, top_k, thresholds, merged["finetuned"].threshold, per_prompt)  # fmt: skip
     summary = {
         "command": "merge-stats",
         "argv": sys.argv,

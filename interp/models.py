@@ -434,14 +434,16 @@ def check_compatible_configs(config_a, config_b, tokenizer_a, tokenizer_b, ref_a
     if spec_a.family != spec_b.family:
         raise UserInputError(f"{ref_a!r} is a {spec_a.family} model but {ref_b!r} is a {spec_b.family} model.")
 
-    def shape(config, spec) -> tuple[int, int]:
+    def shape(config, spec) -> tuple[int, int, int]:
         config = text_config(config)
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-        return int(layers), spec.d_mlp(config)
+        width = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+        return int(layers), int(width), spec.d_mlp(config)
 
     if shape(config_a, spec_a) != shape(config_b, spec_b):
         raise UserInputError(
-            f"{ref_a!r} has (layers, MLP width) {shape(config_a, spec_a)} but {ref_b!r} has {shape(config_b, spec_b)}."
+            f"{ref_a!r} has (layers, residual width, MLP width) {shape(config_a, spec_a)} but {ref_b!r} has "
+            f"{shape(config_b, spec_b)}; they cannot be compared neuron by neuron."
         )
     if tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
         raise UserInputError(f"{ref_a!r} and {ref_b!r} have different vocabularies; they cannot see the same tokens.")

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from interp.errors import UserInputError
-from interp.textfiles import jsonl_objects, read_jsonl, read_text
+from interp.textfiles import jsonl_objects, lines, read_jsonl, read_text
 
 BUILTIN_PACKAGE = "probes.prompt_sets"
 
@@ -90,8 +90,8 @@ def _provider(prefix: str):
 
 
 def _parse_txt(text: str, name: str) -> list[Prompt]:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    prompts = [Prompt(messages=(("user", line),), index=index) for index, line in enumerate(lines)]
+    texts = [line.strip() for line in lines(text) if line.strip()]
+    prompts = [Prompt(messages=(("user", line),), index=index) for index, line in enumerate(texts)]
     if not prompts:
         raise UserInputError(f"prompts {name!r} contains no prompts.")
     return prompts

@@ -4,7 +4,7 @@ A diff run directory records what the selection saw, so that ``ablate`` can
 - say whether it tests on the prompts the neurons were selected on (``selection_overlap``: the share of its
   prompts whose fingerprint is among the diff's, from ``summary.json["prompt_fingerprints"]``), and
 - draw selection-matched controls (``interp.controls``) from the features the ranking used
-  (``landscape.safetensors``: both models' emoji_dla; ``stats.safetensors``: both models' activations).
+  (``landscape.safetensors``: both models' signed emoji_dla; ``stats.safetensors``: both models' activations).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from interp.controls import SelectionFeatures
+from interp.controls import ROLES, NeuronValues, SelectionFeatures
 from interp.prompts import Prompt
 
 
@@ -76,6 +74,8 @@ def diff_summary(folder: Path) -> dict | None:
 
 
 def _features(folder: Path) -> SelectionFeatures | None:
+    """What the diff in ``folder`` measured per neuron ([len(layers), d_mlp] each: both models' means and signed
+    emoji_dla, the activation rms); None without both files or with a damaged or foreign one."""
     from safetensors import SafetensorError, safe_open
 
     from interp.stats import load_stats
@@ -86,16 +86,11 @@ def _features(folder: Path) -> SelectionFeatures | None:
     try:
         with safe_open(str(landscape), "pt") as handle:
             layers = json.loads((handle.metadata() or {})["layers"])
-            dla = (handle.get_tensor("emoji_dla_base").abs() + handle.get_tensor("emoji_dla_finetuned").abs()) / 2
+            dla = {role: handle.get_tensor(f"emoji_dla_{role}").double() for role in ROLES}
         entries = load_stats(stats_path)
-        rms = []
-        for layer in layers:
-            per_model = []
-            for name in ("base", "finetuned"):
-                stats = entries[name]
-                slot = stats.slot(layer)
-                per_model.append((stats.mean[slot] ** 2 + stats.var[slot]).sqrt())
-            rms.append(torch.stack(per_model).mean(0))
+        slots = {role: [entries[role].slot(layer) for layer in layers] for role in ROLES}
+        mean = {role: entries[role].mean[slots[role]].double() for role in ROLES}
+        rms = sum((entries[role].mean[slots[role]] ** 2 + entries[role].var[slots[role]]).sqrt() for role in ROLES)
     except (KeyError, ValueError, OSError, SafetensorError):  # a damaged or foreign file: no matched null
         return None
-    return SelectionFeatures(layers, dla.double(), torch.stack(rms).double())
+    return SelectionFeatures(layers, NeuronValues(mean, dla), (rms / len(ROLES)).double())

@@ -4,9 +4,10 @@ The tested condition adds ``coeff`` x the unit vector of a direction file's laye
 ``DirectionSet``) to the residual stream after decoder block L, at the response positions (or all positions),
 for each coefficient of a dose curve. Its null: ``controls`` random unit directions (Gaussian, normalised; the
 same directions for every coefficient), added with the same coefficient, so each control has the tested norm.
-Everything else is ``interp ablate``'s (``interp.ablation``): the emoji-onset probability per prompt with a
-bootstrap interval, KL from the unedited model and neutral-text perplexity as side effects, sampled answers,
-one comparison per coefficient against the null, Holm-adjusted across the coefficients. A coefficient of 0 is
+Everything else is ``interp ablate``'s (``interp.ablation``): the emoji-onset probability per prompt with a t
+interval of the mean log ratio, the specificity and behavioural readouts, KL from the unedited model and
+neutral-text perplexity as side effects, sampled answers, one comparison per coefficient against the null, each
+claim Holm-adjusted across the coefficients. A coefficient of 0 is
 the unedited model (its effect is exactly 0). The run directory holds ``steering.json`` (the report, shaped like
 ablation.json) and ``generations.jsonl``.
 """
@@ -23,6 +24,7 @@ import torch
 
 from interp import artifacts, models, significance
 from interp.ablation import (
+    PRIMARY_METRIC,
     CausalOptions,
     causal_prompts,
     condition_table,
@@ -125,7 +127,8 @@ def run_steering(config: SteerConfig, log=print) -> dict | None:
     if not shards.is_main:
         return None
     alternatives = fixed_alternatives(config.alternative, conditions)
-    comparisons = tested_comparisons(conditions, metrics, alternatives, config.seed, subject="the tested direction")
+    comparisons = tested_comparisons(conditions, metrics, alternatives, config.seed, subject="the tested direction",
+                                     generations=generations, tokenizer=lm.tokenizer)  # fmt: skip
     report = {
         "command": "steer",
         "argv": sys.argv,
@@ -138,8 +141,7 @@ def run_steering(config: SteerConfig, log=print) -> dict | None:
             "norm": float(directions.vector(config.layer).norm()),
         },  # fmt: skip
         "coeffs": coeffs,
-        "primary_metric": "emoji_onset_probability: mean probability mass on emoji-onset tokens at the measured "
-        "positions (teacher-forced response positions, or the first reply position for prompts without responses)",
+        "primary_metric": PRIMARY_METRIC,
         "nulls": {
             "direction": {
                 "description": "random unit directions (normalised Gaussians) with the tested "

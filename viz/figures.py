@@ -124,30 +124,30 @@ NULL_COLOURS = {"layer": CONTROL_COLOUR, "matched": "#54a24b"}
 NULL_NAMES = {"layer": "layer-matched random sets", "matched": "selection-matched sets"}
 
 
-def control_comparison(runs: list[AblationRun]) -> go.Figure:
-    """For each causal run side by side: both nulls' control effects and the tested set's effect."""
-    titles = [f"{run.role}: {name}" for run in runs for name in run.report["comparisons"]]
+def control_comparison(printed: list[tuple[AblationRun, str, dict]]) -> go.Figure:
+    """For each causal test side by side (``printed``: run, comparison name, the comparison as the report prints
+    it): both nulls' control statistics and the tested set's."""
+    titles = [f"{run.role}: {name}" for run, name, _ in printed]
     figure = make_subplots(rows=1, cols=max(1, len(titles)), subplot_titles=[html.escape(t) for t in titles])
-    column = 0
     shown = set()
-    for run in runs:
-        for comparison in run.report["comparisons"].values():
-            column += 1
-            for null, test in comparison.get("nulls", {}).items():
-                figure.add_trace(
-                    go.Histogram(x=test["control_effects"], name=NULL_NAMES.get(null, null), opacity=0.65,
-                                 marker_color=NULL_COLOURS.get(null), showlegend=null not in shown, nbinsx=20,
-                                 legendgroup=null), row=1, col=column,
-                )  # fmt: skip
-                shown.add(null)
-            if "p_value" in comparison:
-                verdict = "significant" if comparison["significant"] else "not significant"
-                label = f"tested, adj. p={comparison['p_value_adjusted']:.3g} ({verdict})"
-            else:
-                label = "tested (no controls)"
-            figure.add_vline(x=comparison["effect"], line_color=TESTED_COLOUR, line_width=3, row=1, col=column,
-                             annotation_text=label)  # fmt: skip
-            figure.update_xaxes(title="change in emoji-onset probability", row=1, col=column)
+    for column, (_, _, comparison) in enumerate(printed, start=1):
+        for null, test in comparison.get("nulls", {}).items():
+            figure.add_trace(
+                go.Histogram(x=test["control_effects"], name=NULL_NAMES.get(null, null), opacity=0.65,
+                             marker_color=NULL_COLOURS.get(null), showlegend=null not in shown, nbinsx=20,
+                             legendgroup=null), row=1, col=column,
+            )  # fmt: skip
+            shown.add(null)
+        if "p_value" in comparison:
+            verdict = "significant" if comparison["significant"] else "not significant"
+            label = f"tested, adj. p={comparison['p_value_adjusted']:.3g} ({verdict})"
+        else:
+            label = "tested (no controls)"
+        statistic = comparison.get("log_ratio", comparison["effect"])  # artifacts before the log ratio: effect
+        figure.add_vline(x=statistic, line_color=TESTED_COLOUR, line_width=3, row=1, col=column,
+                         annotation_text=label)  # fmt: skip
+        title = "mean log ratio of emoji-onset probability" if "log_ratio" in comparison else "change"
+        figure.update_xaxes(title=title, row=1, col=column)
     figure.update_layout(barmode="overlay")
     return _layout(figure, "Tested neurons vs both nulls (layer-matched and selection-matched control sets)", 400)
 

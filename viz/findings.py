@@ -5,6 +5,7 @@ nulls, and whether it was tested on held-out prompts."""
 from __future__ import annotations
 
 from interp.significance import SIGNIFICANCE
+from interp.verdicts import behaviour_words, effect_words, specificity_words
 from viz.run_artifacts import AblationRun, RunArtifacts
 
 ROLE_SENTENCES = {
@@ -93,7 +94,8 @@ def _diff(run: RunArtifacts) -> str | None:
     ratio = emoji["onset_probability"]["ratio"]
     interval = emoji["onset_probability"].get("ratio_ci95")
     positions = summary.get("config", {}).get("positions", "all")
-    spread = f" (95 % CI over prompts {interval[0]:.4g}-{interval[1]:.4g}x)" if interval else " (no interval)"
+    typical = "geometric mean over prompts, " if emoji["onset_probability"].get("ratio_estimand") else ""
+    spread = f" ({typical}95 % CI {interval[0]:.4g}-{interval[1]:.4g}x)" if interval else " (no interval)"
     direction = emoji["direction"]
     words = "no clear change in emoji use" if direction == "no clear change" else f"emoji use {direction}"
     text = (
@@ -108,18 +110,17 @@ def _diff(run: RunArtifacts) -> str | None:
 
 def _causal(run: RunArtifacts) -> list[str]:
     sentences = []
-    family = (run.pipeline or {}).get("tests") or {}
     for role, template in ROLE_SENTENCES.items():
         ablation = run.ablation(role)
         if ablation is None or not ablation.report["comparisons"]:
             continue
-        comparison = next(iter(ablation.report["comparisons"].values()))
+        comparison = next(iter(run.printed_comparisons(ablation).values()))
         config = ablation.report["config"]
         which = WHICH.get(config.get("sign", "any"), "") if config.get("neurons_from") else ""
         lead = template.format(mode=config.get("mode"), n=len(ablation.report["neurons"]), which=which)
-        sentences.append(f"{lead} ({_prompts(ablation.report)}) changed the emoji-onset probability by "
-                         f"{_relative(comparison)}; {_verdict(comparison, family.get(role), family)}"
-                         f"{_replication(run, role)}.")  # fmt: skip
+        sentences.append(f"{lead} ({_prompts(ablation.report)}) changed the teacher-forced emoji-onset probability "
+                         f"by {effect_words(comparison)}; {_verdict(comparison)}{_replication(run, role)}."
+                         f"{_claims(comparison)}")  # fmt: skip
         if role == "necessity" and config.get("mode") == "zero":
             push = _direct_push(run, ablation.report["neurons"])
             if push is not None:
@@ -166,7 +167,7 @@ def _direct_push(run: RunArtifacts, neurons: list[str]) -> float | None:
 
 def _gap_closed(run: RunArtifacts) -> str | None:
     """How much of the fine-tune's own change the patch reproduces (sufficiency) or undoes (restore): the edited
-    model's shift as a share of the gap to the source model, both measured on the same sequences."""
+    model's mean per-prompt log change as a share of the source model's, both measured on the same sequences."""
     sentences = []
     for role, verb in (("restore", "undoes"), ("sufficiency", "reproduces")):
         ablation = run.ablation(role)
@@ -175,35 +176,36 @@ def _gap_closed(run: RunArtifacts) -> str | None:
             continue
         share, interval = comparison["gap_closed"], comparison.get("gap_closed_ci95")
         spread = f" (95 % CI {interval[0]:.0%} to {interval[1]:.0%})" if interval else ""
+        scale = " (on the log scale, per prompt)" if "log_ratio" in comparison else ""
         sentences.append(f"The {role} edit {verb} {share:.0%}{spread} of the fine-tune's change in emoji-onset "
-                         f"probability on its prompts.")  # fmt: skip
+                         f"probability on its prompts{scale}.")  # fmt: skip
     return " ".join(sentences) or None
 
 
-def _relative(comparison: dict) -> str:
-    relative = comparison.get("relative_effect")
-    interval = comparison.get("relative_effect_ci95") if relative is not None else comparison.get("effect_ci95")
-    form = "{:+.1%}" if relative is not None else "{:+.3g}"
-    text = form.format(relative if relative is not None else comparison["effect"])
-    if interval:
-        text += " (95 % CI over prompts " + " to ".join(form.format(v) for v in interval) + ")"
-    return text
-
-
-def _verdict(comparison: dict, family_test: dict | None, family: dict) -> str:
-    """Significance from the adjusted p-value: across the pipeline's causal tests when there is a family."""
+def _verdict(comparison: dict) -> str:
+    """Significance from the adjusted p-value (over the pipeline's primary tests when the run is a pipeline), with
+    how far the effect lies from each null's control sets and the smallest p-value their number allows."""
     if "p_value" not in comparison:
         return "no controls were run: significance unknown"
-    if family_test is not None:
-        adjusted, significant = family_test["p_value_adjusted"], family_test["significant"]
-        over = f"Holm over {len(family['family'])} causal tests"
-    else:
-        adjusted, significant = comparison["p_value_adjusted"], comparison["significant"]
-        over = f"Holm over {len(comparison.get('adjusted_over', [1]))} comparisons"
+    over = len(comparison.get("adjusted_over") or [1])
     nulls = " and ".join(f"{len(t['control_effects'])} {NULL_LABELS.get(n, n)}" for n, t in comparison["nulls"].items())
-    word = "significant" if significant else "not significant"
-    return (f"{word} against {nulls} control sets ({comparison['alternative']}, p = {comparison['p_value']:.3g}, "
-            f"adjusted p = {adjusted:.3g}, {over})")  # fmt: skip
+    distances = ", ".join(f"{t['effect_in_control_sd']:+.1f}" for t in comparison["nulls"].values()
+                          if t.get("effect_in_control_sd") is not None)  # fmt: skip
+    beyond = f"; {distances} SD from the control sets' means" if distances else ""
+    word = "significant" if comparison["significant"] else "not significant"
+    return (f"{word} against {nulls} control sets ({comparison['alternative']}, p = {comparison['p_value']:.3g}, the "
+            f"floor {comparison['min_p_value']:.2g}; Holm-adjusted p = {comparison['p_value_adjusted']:.3g} over "
+            f"{over} test{'s' * (over != 1)}{beyond})")  # fmt: skip
+
+
+def _claims(comparison: dict) -> str:
+    """ " Specificity: ... Behaviour: ..." sentences of the comparison, where measured."""
+    text = ""
+    if comparison.get("specificity"):
+        text += f" Specificity: {specificity_words(comparison['specificity'])}."
+    if comparison.get("behaviour"):
+        text += f" Sampled behaviour: {behaviour_words(comparison['behaviour'])}."
+    return text
 
 
 def _dose(dose: AblationRun) -> str:
@@ -220,7 +222,8 @@ def _dose(dose: AblationRun) -> str:
         significant = sum(c["significant"] for c in comparisons)
         controlled = f"{significant} of {len(comparisons)} scales beat their controls (Holm-adjusted within the run)"
     else:
-        controlled = (f"with {len(first['control_effects'])} control sets per scale the curve is descriptive "
+        sets = len(next(iter(first["nulls"].values()))["control_effects"])
+        controlled = (f"with {sets} control sets per scale the curve is descriptive "
                       f"(p cannot fall below {first['min_p_value']:.2g})")  # fmt: skip
     return (
         f"Scaling those neurons from alpha {points[0][0]:g} to {points[-1][0]:g}, the emoji-onset probability {shape} "

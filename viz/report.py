@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from interp import artifacts
+from interp.verdicts import NOT_SPECIFIC, NULL_LABELS, SPECIFIC
 from probes.emoji import find_emojis
 from viz import figures
 from viz.findings import findings, headline
@@ -80,7 +81,7 @@ def render(run: RunArtifacts, headline_text: str) -> str:
         sections.append(("neurons", "Top neurons", _top_neurons(run.diff)))
     causal = [a for a in run.ablations if a.report.get("comparisons")]
     if causal:
-        sections.append(("causal", "Causal results", _causal(causal)))
+        sections.append(("causal", "Causal results", _causal(run, causal)))
     if run.persona or run.lens or run.steerings:
         sections.append(("directions", "Directions", _directions(run)))
     if run.sweep:
@@ -227,14 +228,16 @@ def _context(context: dict) -> str:
 
 
 # --- causal --------------------------------------------------------------------------------------------
-def _causal(runs: list[AblationRun]) -> str:
-    parts = []
-    pair = [r for r in runs if r.role in ("restore", "necessity", "sufficiency")]
-    if pair:
-        parts.append(_figure(figures.control_comparison(pair)))
-    for run in runs:
-        for name, comparison in run.report["comparisons"].items():
-            parts.append(f"<p><b>{e(run.role)} {e(name)}</b>: {e(comparison['verdict'])}</p>")
+def _causal(artifacts_: RunArtifacts, runs: list[AblationRun]) -> str:
+    printed = [(run, name, comparison) for run in runs for name, comparison in
+               artifacts_.printed_comparisons(run).items()]  # fmt: skip
+    primary = [entry for entry in printed if entry[0].role in ("restore", "necessity", "sufficiency")]
+    parts = [_figure(figures.control_comparison(primary))] if primary else []
+    for run, name, comparison in printed:
+        parts.append(f"<p><b>{e(run.role)} {e(name)}</b>: {e(comparison['verdict'])}</p>")
+    parts.append(_claims_table(printed))
+    parts.extend(_moved_tokens(run, name, comparison) for run, name, comparison in printed
+                 if comparison.get("specificity"))  # fmt: skip
     dose = next((r for r in runs if r.role == "dose"), None)
     if dose:
         parts.append(_figure(figures.dose_response(dose)))
@@ -244,11 +247,54 @@ def _causal(runs: list[AblationRun]) -> str:
         for name, condition in run.report["conditions"].items():
             if condition["kind"] not in ("control", "matched"):
                 rows.append([run.role, name, condition["emoji_onset_probability"],
-                             condition["first_reply_onset_probability"], condition["kl_from_unedited"],
-                             condition["neutral_perplexity"]])  # fmt: skip
-    header = ["run", "condition", "emoji-onset probability", "at reply start", "KL from unedited", "neutral perplexity"]
+                             condition["first_reply_onset_probability"], condition.get("answer_emoji_probability"),
+                             condition["kl_from_unedited"], condition["neutral_perplexity"]])  # fmt: skip
+    header = ["run", "condition", "emoji-onset probability", "at reply start", "P(an emoji along the answer)",
+              "KL from unedited", "neutral perplexity"]  # fmt: skip
     parts.append("<h3>Conditions (controls summarised above)</h3>" + _table(header, rows, 'class="sortable"'))
     return "".join(parts)
+
+
+def _claims_table(printed: list[tuple[AblationRun, str, dict]]) -> str:
+    """One row per test and readout: the teacher-forced effect against each null (distance in the controls' SD and
+    the p-value floor), its specificity against matched token sets, and sampled behaviour; one adjusted p each."""
+    rows = []
+    for run, name, comparison in printed:
+        test = f"{run.role} {name}"
+        for null, result in comparison.get("nulls", {}).items():
+            rows.append([test, f"teacher-forced emoji-onset probability vs {NULL_LABELS.get(null, null)} sets",
+                         comparison.get("relative_effect"), result["effect_in_control_sd"], result["p_value"],
+                         result["min_p_value"], comparison.get("p_value_adjusted"),
+                         "significant" if comparison.get("significant") else "not significant"])  # fmt: skip
+        block = comparison.get("specificity")
+        if block:
+            rows.append([test, f"emoji-onset tokens vs {block['sets']} matched token sets",
+                         block["emoji_relative_change"], block["effect_in_matched_sd"], block["p_value"],
+                         block["min_p_value"], block.get("p_value_adjusted"),
+                         SPECIFIC if block.get("specific") else NOT_SPECIFIC])  # fmt: skip
+        block = comparison.get("behaviour")
+        if block:
+            rows.append([test, f"sampled emoji use, {block['pairs']} paired answers ({block['agreement']})",
+                         block["rate_difference"], None, block["p_value"], block["min_p_value"],
+                         block.get("p_value_adjusted"),
+                         "significant" if block.get("significant") else "not significant"])  # fmt: skip
+    header = ["test", "readout", "change", "SD from controls", "p", "p floor", "Holm-adjusted p", "verdict"]
+    return "<h3>Every readout, one adjusted p-value each</h3>" + _table(header, rows)
+
+
+def _moved_tokens(run: AblationRun, name: str, comparison: dict) -> str:
+    """The tokens whose mean log-probability the tested edit moved most, and the emoji-onset tokens' ranks."""
+    block = comparison["specificity"]
+
+    def listed(entries: list[dict]) -> str:
+        return ", ".join(f"{_token(entry['text'] or str(entry['token']))} ({entry['logprob_change']:+.2f})"
+                         for entry in entries)  # fmt: skip
+
+    onset = ", ".join(f"{_token(entry['text'] or str(entry['token']))} {entry['logprob_change']:+.2f} nats (top "
+                      f"{entry['share_of_vocabulary_moved_more']:.1%})" for entry in block["onset_tokens"])  # fmt: skip
+    return (f"<details><summary>{e(run.role)} {e(name)}: the tokens it moved most (mean log-probability change, "
+            f"nats)</summary><p>raised: {listed(block['most_raised'])}</p><p>lowered: {listed(block['most_lowered'])}"
+            f"</p><p>emoji-onset tokens: {onset}</p></details>")  # fmt: skip
 
 
 # --- directions ----------------------------------------------------------------------------------------

@@ -16,10 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
+from interp import artifacts
 from interp.errors import UserInputError
 from interp.neuron_set import NeuronSet
+from interp.verdicts import as_family
 
 ROLES = ("restore", "necessity", "sufficiency", "dose")
+CAUSAL_FORMAT = ("conditions.*.kind", "conditions.*.group", "conditions.*.emoji_onset_probability",
+                 "comparisons.*.verdict", "comparisons.*.nulls", "comparisons.*.prompts")  # fmt: skip
+# What the report reads from each JSON artifact: a file without one of these keys predates a format change the
+# report needs, and is refused naming the file and the release that wrote it (``artifacts.read_json``).
+NEEDS = {
+    "ablation.json": ("config", "neurons", *CAUSAL_FORMAT),
+    "steering.json": ("vector.layer", *CAUSAL_FORMAT),
+    "lens.json": ("lens", "steering.comparisons.*.verdict"),
+    "table.json": ("columns", "rows"),
+    "replication.json": ("seeds", "jaccard", "tests"),
+    "sweep.json": ("settings", "rows"),
+}
+PRIMARY = ROLES[:3]  # a pipeline's primary causal tests, corrected as one family (the dose curve is descriptive)
 
 
 @dataclass
@@ -56,15 +71,19 @@ class AblationRun:
 
     def dose_points(self, identity: float = 1.0) -> list[tuple[float, float, float, float]]:
         """A scaling (or steering) run as (alpha, tested probability, controls' mean probability, controls' sd), by
-        alpha (coefficient); ``identity``, the alpha of the unedited model (1 for scaling, 0 for steering), is
-        added."""
-        unedited = self.report["conditions"]["unedited"]["emoji_onset_probability"]
+        alpha (coefficient), read from the conditions' pooled emoji-onset probabilities; ``identity``, the alpha of
+        the unedited model (1 for scaling, 0 for steering), is added."""
+        conditions = self.report["conditions"]
+        unedited = conditions["unedited"]["emoji_onset_probability"]
         points = [(identity, unedited, unedited, 0.0)] if identity not in self._alphas() else []
-        for name, comparison in self.report["comparisons"].items():
+        for name in self.report["comparisons"]:
             alpha = float(name.split("=")[1])
-            null = next(iter(comparison.get("nulls", {}).values()), {"control_mean": math.nan, "control_std": 0.0})
-            points.append((alpha, unedited + comparison["effect"], unedited + null["control_mean"],
-                           null["control_std"] or 0.0))  # fmt: skip
+            group = [c for c in conditions.values() if c["group"] == name]
+            tested = next(c["emoji_onset_probability"] for c in group if c["kind"] == "tested")
+            first_null = next((c["kind"] for c in group if c["kind"] != "tested"), None)
+            controls = [c["emoji_onset_probability"] for c in group if c["kind"] == first_null]
+            points.append((alpha, tested, float(np.mean(controls)) if controls else math.nan,
+                           float(np.std(controls)) if controls else 0.0))  # fmt: skip
         return sorted(points)
 
     def _alphas(self) -> list[float]:
@@ -86,6 +105,22 @@ class RunArtifacts:
 
     def ablation(self, role: str) -> AblationRun | None:
         return next((run for run in self.ablations if run.role == role), None)
+
+    def printed_comparisons(self, run: AblationRun) -> dict[str, dict]:
+        """``run``'s comparisons as the report prints them: a pipeline's primary tests corrected as one family per
+        claim (the p-values its headline uses), any other run's with its own correction."""
+        if self.pipeline is None or run.role not in PRIMARY:
+            return run.report["comparisons"]
+        primary = {}
+        for role in PRIMARY:
+            other = self.ablation(role)
+            comparison = next(iter(other.report["comparisons"].values()), None) if other else None
+            if comparison and "p_value" in comparison:
+                primary[role] = comparison
+        if run.role not in primary:
+            return run.report["comparisons"]
+        name = next(iter(run.report["comparisons"]))
+        return {name: as_family(primary)[run.role]}
 
 
 def load_run(root: Path) -> RunArtifacts:
@@ -138,34 +173,18 @@ def _diff_run(folder: Path) -> DiffRun:
 
 
 def _landscape(path: Path) -> Landscape:
-    from safetensors import SafetensorError, safe_open
-
+    tensors, metadata = artifacts.read_tensors(path, framework="np")
     try:
-        with safe_open(str(path), framework="np") as handle:
-            metadata = handle.metadata() or {}
-            return Landscape(
-                json.loads(metadata["layers"]), handle.get_tensor("score"), handle.get_tensor("category"),
-                json.loads(metadata["categories"]),
-            )  # fmt: skip
-    except (SafetensorError, KeyError, ValueError) as exc:
+        return Landscape(json.loads(metadata["layers"]), tensors["score"], tensors["category"],
+                         json.loads(metadata["categories"]))  # fmt: skip
+    except (KeyError, ValueError) as exc:
         raise UserInputError(f"{str(path)!r} is not a landscape file: {exc}.") from None
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{str(path)!r} is not valid JSON: {exc}.") from None
+def _json(path: Path) -> dict:
+    """A JSON artifact, checked to hold what the report reads from it (``NEEDS``)."""
+    return artifacts.read_json(path, NEEDS.get(path.name, ()))
 
 
 def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                raise UserInputError(f"{str(path)!r} line {number} is not valid JSON.") from None
-    return records
+    return artifacts.read_jsonl(path) if path.is_file() else []

@@ -542,6 +542,59 @@ def record_ratios(results: dict, key: str, setting: str, times: dict[str, float]
     print(json.dumps(entry, indent=1), flush=True)
 
 
+def causal_stage_inputs(lm, controls: int = 60):
+    """A causal stage's inputs as the pipeline has them: 13 Opinion QA prompts with teacher-forced answers, their
+    sequences, and the unedited model, 20 zeroed neurons of layers 27-29 and ``controls`` layer-matched sets."""
+    from finetune import dataset
+    from interp.controls import layer_matched_sets
+    from interp.interventions import Condition
+    from interp.prompts import Prompt
+
+    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")[:13]
+    prompts = [Prompt((("user", row.question),), row.answer, i) for i, row in enumerate(rows)]
+    sequences = build_sequences(lm.tokenizer, prompts, False, 256)
+    tested = [(layer, index) for layer in (27, 28, 29) for index in range(7)][:20]
+    conditions = [Condition("unedited", kind="baseline"), Condition("tested", tuple(tested), "zero", kind="tested")]
+    controls = layer_matched_sets(tested, lm.d_mlp, controls, seed=1)
+    conditions += [Condition(f"c{i}", neuron_set, "zero", kind="control") for i, neuron_set in enumerate(controls)]
+    return prompts, sequences, conditions
+
+
+def readouts_benchmark(results: dict, repeats: int = 3) -> None:
+    """Issue 34: what the specificity and behavioural readouts add to a causal stage. The teacher-forced measurement
+    of 62 conditions (the unedited model, 20 zeroed neurons, 60 layer-matched sets; a stage has 202, so the share
+    here is an upper bound) with and without the token profiles the specificity readout needs (median of
+    ``repeats`` interleaved calls after one warm-up call each: a first call ran several times slower), and the
+    behavioural readout's sampling (13 answers of 48 tokens under the unedited and the tested condition, one per
+    question) against the same teacher-forced measurement."""
+    from interp.ablation import AblationConfig, ConditionMetrics, _generate, measure_conditions
+    from interp.distributed import Shards
+    from probes.emoji_tokens import emoji_onset_ids
+
+    lm = models.load(MODEL, device="cpu", dtype="float32")
+    onset = emoji_onset_ids(lm.tokenizer)
+    prompts, sequences, conditions = causal_stage_inputs(lm)
+    config = AblationConfig(model="", prompts="", out=None, batch_size=16, show_progress=False, samples=1,
+                            max_new_tokens=48)  # fmt: skip
+
+    def measure(profiles: bool):
+        def run() -> None:
+            metrics = {c.name: ConditionMetrics() for c in conditions}
+            measure_conditions(lm, None, conditions, sequences, config, onset, metrics, "", token_profiles=profiles)
+
+        return run
+
+    times = time_interleaved({"with_profiles": measure(True), "without": measure(False)}, repeats)
+    started = time.perf_counter()
+    _generate(lm, None, conditions, prompts, config, Shards())
+    times["behaviour_sampling"] = time.perf_counter() - started
+    setting = ("the teacher-forced measurement of 62 conditions on 13 Opinion QA answers with the specificity "
+               "readout's token profiles (the unedited and tested conditions' whole distributions) and without; "
+               "behaviour_sampling: 13 answers x 48 tokens sampled under the unedited and tested conditions, once; "
+               "baseline: without")  # fmt: skip
+    record_ratios(results, "causal_stage_readouts", setting, times, "without")
+
+
 def causal_stage_benchmark(results: dict) -> None:
     """Issue 19 goal 3: a causal stage's teacher-forced measurement (``measure_conditions``, 62 conditions) as the
     code runs it, against the code before two changes, undone in this process: the next-token reading through the
@@ -550,13 +603,10 @@ def causal_stage_benchmark(results: dict) -> None:
     conditions)."""
     from contextlib import nullcontext
 
-    from finetune import dataset
     from interp import ablation
     from interp.ablation import AblationConfig, ConditionMetrics, measure_conditions
-    from interp.controls import layer_matched_sets
-    from interp.interventions import Condition, reused_lower_blocks
+    from interp.interventions import reused_lower_blocks
     from interp.next_token import NextTokenReader
-    from interp.prompts import Prompt
     from probes.emoji_tokens import emoji_onset_ids
 
     class DirectReader(NextTokenReader):
@@ -566,13 +616,7 @@ def causal_stage_benchmark(results: dict) -> None:
 
     lm = models.load(MODEL, device="cpu", dtype="float32")
     onset = emoji_onset_ids(lm.tokenizer)
-    rows = dataset.select(dataset.load_rows(), trait="extraversion", pole="high", split="train")[:13]
-    prompts = [Prompt((("user", row.question),), row.answer, i) for i, row in enumerate(rows)]
-    sequences = build_sequences(lm.tokenizer, prompts, False, 256)
-    tested = [(layer, index) for layer in (27, 28, 29) for index in range(7)][:20]
-    conditions = [Condition("unedited", kind="baseline"), Condition("tested", tuple(tested), "zero")]
-    controls = layer_matched_sets(tested, lm.d_mlp, 60, seed=1)
-    conditions += [Condition(f"c{i}", neuron_set, "zero") for i, neuron_set in enumerate(controls)]
+    prompts, sequences, conditions = causal_stage_inputs(lm)
     config = AblationConfig(model="", prompts="", out=None, batch_size=16, show_progress=False)
     found = {}
 
@@ -654,7 +698,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("TASK", "ARG"))
     parser.add_argument("--repeats", type=int, default=5)
     groups = ("capture", "statistics", "causal", "causal-stage", "distributed", "diff", "sampling", "directions")
-    groups += ("mend", "sampling-noise", "finetune")
+    groups += ("mend", "sampling-noise", "finetune", "readouts")
     parser.add_argument("--only", choices=groups, default=None, help="run one group of benchmarks")
     parser.add_argument("--profile", action="store_true", help="diff: also print where one run spends its time")
     args = parser.parse_args()
@@ -697,6 +741,10 @@ def main() -> None:
     if args.only in (None, "causal"):
         causal_benchmarks(results)
         if args.only == "causal":
+            return
+    if args.only in (None, "readouts"):
+        readouts_benchmark(results)
+        if args.only == "readouts":
             return
     if args.only in (None, "causal-stage"):
         causal_stage_benchmark(results)

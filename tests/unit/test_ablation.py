@@ -54,8 +54,9 @@ def test_zero_ablation_removes_the_planted_effect(base, planted_model, request, 
     assert comparison["p_value_adjusted"] == comparison["p_value"]  # one comparison: Holm changes nothing
     assert comparison["alternative"] == "less" and comparison["alternative_source"] == "the user's --alternative"
     assert comparison["verdict"].startswith("significant")
-    low, high = comparison["effect_ci95"]
-    assert low <= comparison["effect"] <= high < 0  # the interval over prompts excludes no effect
+    low, high = comparison["relative_effect_ci95"]
+    assert low <= comparison["relative_effect"] <= high < 0  # the interval over prompts excludes no effect
+    assert comparison["effect"] < 0
     # --neurons has no diff run behind it: one null, and nothing known about the selection prompts
     assert set(comparison["nulls"]) == {"layer"} and "unavailable" in report["nulls"]["matched"]
     assert comparison["selection_overlap"] is None

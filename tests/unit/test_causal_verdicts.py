@@ -43,7 +43,7 @@ def test_planted_neurons_are_significant_on_held_out_prompts(tiny_llama_dir, pla
     assert set(comparison["nulls"]) == {"layer", "matched"}
     assert all(test["p_value"] == 1 / 40 for test in comparison["nulls"].values())
     assert comparison["significant"] and comparison["p_value_adjusted"] < 0.05
-    assert comparison["effect_ci95"][1] < 0
+    assert comparison["relative_effect_ci95"][1] < 0
     matching = report["nulls"]["matched"]["matching"]
     assert len(matching["per_neuron"]) == 6 and "neurons_without_good_match" in matching
 

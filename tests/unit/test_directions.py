@@ -314,7 +314,7 @@ def test_steer_refuses_a_missing_file_and_another_width(tiny_llama_dir, prompts_
     assert "32 dimensions" in capsys.readouterr().err
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     assert main(steer_args(tiny_llama_dir, tmp_path / "junk.safetensors", prompts_file, out, "--layer", "0")) == 2
-    assert "not a readable direction file" in capsys.readouterr().err
+    assert "is not a readable safetensors file" in capsys.readouterr().err
     assert not out.exists()
 
 

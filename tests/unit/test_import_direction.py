@@ -16,7 +16,7 @@ ALLOWED = {
     "viz": {"interp", "probes"},
 }
 # viz turns artifacts into HTML: of interp it may use only modules that load no model.
-VIZ_MAY_USE = {"interp.artifacts", "interp.errors", "interp.neuron_set", "interp.significance"}
+VIZ_MAY_USE = {"interp.artifacts", "interp.errors", "interp.neuron_set", "interp.significance", "interp.verdicts"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -70,5 +70,6 @@ def test_a_back_edge_would_fail():
         "interp/tokens.py imports finetune.dataset",
         "probes/emoji.py imports interp.models",
         "viz/report.py imports interp.models (viz may use only "
-        "['interp.artifacts', 'interp.errors', 'interp.neuron_set', 'interp.significance'] of interp)",
+        "['interp.artifacts', 'interp.errors', 'interp.neuron_set', 'interp.significance', 'interp.verdicts'] of "
+        "interp)",
     ]

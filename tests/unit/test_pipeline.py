@@ -38,7 +38,7 @@ def test_config_file_overrides_quick_which_overrides_defaults(tmp_path):
         ("[training]\nrank = 1\n", "[training] is not a stage table"),
         ("[diff\n", "is not valid TOML"),
         ("[diff]\nbase = 'other'\n", "has no option 'base'"),  # set by the pipeline itself
-        ("[necessity]\ncontrols = 'many'\n", "controls should be int, not 'many'"),
+        ("[necessity]\ncontrols = 'many'\n", "controls should be a whole number, not 'many'"),
         ("[finetune]\nlr = true\n", "lr should be"),
     ],
 )
@@ -116,19 +116,40 @@ def test_a_column_of_floats_is_written_as_value_by_value_formatting_would():
     assert [row["score"] for row in ranked.rows][:4] == ["0.1", "-0", "nan", "inf"]
 
 
-def test_causal_stages_are_holm_adjusted_as_one_family(tmp_path):
+def test_causal_stages_are_holm_adjusted_as_one_family_per_claim(tmp_path):
     from finetune.pipeline import family_tests
 
     paths = {}
-    for stage, p_value in (("restore", 0.01), ("necessity", 0.03), ("sufficiency", 0.02)):
+    claims = (("restore", 0.01, 0.001, 0.2), ("necessity", 0.03, 0.004, 0.01), ("sufficiency", 0.02, 0.5, None))
+    for stage, p_value, specific_p, behaviour_p in claims:
+        null = {"p_value": p_value, "min_p_value": 0.0099, "control_effects": [0.0] * 100, "effect_in_control_sd": 4.0}
+        comparison = {
+            "p_value": p_value, "min_p_value": 0.0099, "alternative": "less", "effect": -0.01, "relative_effect": -0.5,
+            "prompts": 13, "nulls": {"layer": null},
+            "specificity": {"p_value": specific_p, "sets": 1000, "emoji_relative_change": -0.5, "min_p_value": 0.001,
+                            "matched_relative_change_5_95": [-0.1, 0.1], "share_of_sets_as_extreme": 0.0,
+                            "entropy_change": {"mean_nats": 0.01}},
+        }  # fmt: skip
+        if behaviour_p is not None:
+            comparison["behaviour"] = {"p_value": behaviour_p, "pairs": 13, "tested_with_emoji": 0,
+                                       "agreement": "agree", "unedited_with_emoji": 3, "rate_difference": -0.2,
+                                       "rate_difference_ci95": [-0.4, 0.0]}  # fmt: skip
         paths[stage] = tmp_path / stage / "ablation.json"
         paths[stage].parent.mkdir()
-        paths[stage].write_text(json.dumps({"comparisons": {"x": {"p_value": p_value, "alternative": "less"}}}))
+        paths[stage].write_text(json.dumps({"comparisons": {"x": comparison}}))
     paths["missing"] = tmp_path / "missing" / "ablation.json"  # a stage that did not run is left out
     tests = family_tests(paths)
     assert tests["family"] == ["restore", "necessity", "sufficiency"]
     assert [tests[s]["p_value_adjusted"] for s in tests["family"]] == pytest.approx([0.03, 0.04, 0.04])
     assert [tests[s]["significant"] for s in tests["family"]] == [True, True, True]
+    specificity = [tests[s]["specificity"] for s in tests["family"]]  # its own family of three
+    assert [c["p_value_adjusted"] for c in specificity] == pytest.approx([0.003, 0.008, 0.5])
+    assert [c["specific"] for c in specificity] == [True, True, False]
+    assert tests["sufficiency"]["behaviour"] is None  # not sampled: a family of the two that were
+    assert [tests[s]["behaviour"]["p_value_adjusted"] for s in ("restore", "necessity")] == pytest.approx([0.2, 0.02])
+    verdict = tests["necessity"]["verdict"]  # the words carry the family's adjusted p-values, one per claim
+    assert "Holm-adjusted p = 0.04 over 3 tests" in verdict and "Holm-adjusted 0.008" in verdict
+    assert "Holm-adjusted 0.02: significant" in verdict
 
 
 def test_replicate_needs_a_pipeline_run(tmp_path, capsys):

@@ -214,3 +214,39 @@ def test_emoji_rates_are_compared_with_fishers_exact_test(tmp_path):
     rows[1]["esr"] = 1 / 26  # one emoji answer: not enough
     (tmp_path / "table.json").write_text(json.dumps({"columns": ["model"], "rows": rows}), encoding="utf-8")
     assert "1/26 vs 0/26, Fisher's exact p = 1: not significant" in findings(load_run(tmp_path))[0]
+
+
+def test_a_pipeline_prints_one_adjusted_p_per_test_and_claim_everywhere(run_dir, tiny_llama_dir, planted_tiny,
+                                                                         tmp_path):  # fmt: skip
+    """In a pipeline run the primary tests are one family per claim: the headline, the verdicts of the causal
+    section and the readout table all print the family's adjusted p-values (Holm over the two tests here), never
+    the run's own; specificity and behaviour are shown beside the teacher-forced readout; the moved tokens (model
+    text) are escaped; the dose curve is descriptive, without a Holm p."""
+    planted_dir, _ = planted_tiny
+    root = tmp_path / "pipeline"
+    for stage in ("diff", "dose"):
+        shutil.copytree(run_dir / stage, root / stage)
+    (root / "pipeline.json").write_text(json.dumps({"command": "pipeline"}), encoding="utf-8")
+    common = ["--neurons-from", root / "diff" / "neurons.csv", "--top-k", 4, "--controls", 20, "--alternative",
+              "from-diff", "--samples", 1, "--max-new-tokens", 8, "--prompts", "persona-demo[1::2]",
+              "--device", "cpu"]  # fmt: skip
+    run_cli("ablate", "--model", planted_dir, "--out", root / "necessity", *common)
+    run_cli("ablate", "--model", tiny_llama_dir, "--source-model", planted_dir, "--mode", "patch", "--out",
+            root / "sufficiency", *common)  # fmt: skip
+    path = root / "necessity" / "ablation.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    comparison = next(iter(report["comparisons"].values()))
+    comparison["specificity"]["most_raised"][0]["text"] = HOSTILE
+    path.write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
+    run_cli("report", root)
+    text, elements = parsed(root / "report.html")
+    assert elements.handlers == [] and "window.__pwned" not in "".join(elements.scripts)
+    causal = text[text.index('<section id="causal">') :]
+    assert causal.count("over 2 tests") == 2 and "over 1 test," not in causal  # the family, in both verdicts
+    assert "Every readout, one adjusted p-value each" in causal
+    assert "matched token sets" in causal and "paired answers" in causal
+    assert "emoji-onset tokens:" in causal  # the onset tokens' ranks among the moved tokens
+    headline = text[: text.index('<section id="causal">')]
+    assert headline.count("over 2 tests") == 2 and "Specificity: " in headline and "Sampled behaviour: " in headline
+    dose = causal[causal.index("<b>dose") :]
+    assert "descriptive only" in dose[: dose.index("</p>")] and "Holm-adjusted p" not in dose[: dose.index("</p>")]

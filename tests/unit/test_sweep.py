@@ -67,7 +67,7 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
         if name == "broken":
             continue
         assert row["seeds"] == 2 and row["direction"] in ("rises", "falls", "no clear change")
-        for where in ("start", "end"):
+        for where in ("start", "end", "mean", "answer"):
             low, high = row[f"onset_ratio_{where}_ci_low"], row[f"onset_ratio_{where}_ci_high"]
             for seed in ("0", "1"):
                 assert low <= row["per_seed"][seed][where]["ratio"] <= high, (name, where, seed)
@@ -77,6 +77,8 @@ def test_a_sweep_runs_resumes_and_survives_a_failing_cell(tiny_llama_dir, metric
         assert all(entry["elapsed_s"] > 0 for entry in row["per_seed"].values())  # BENCHMARKS' time per cell
         start = row["onset_probability"]["start"]
         assert row["onset_ratio_start"] == pytest.approx(start["finetuned"] / start["base"])
+    agreement = summary["readout_agreement"]  # each readout against sampled emoji use, the fine-tune the unit
+    assert set(agreement) == {"start", "end", "mean", "answer"} and agreement["answer"]["fine_tunes"] == 8
     ratios = [row["onset_ratio_start"] for row in summary["rows"] if row["onset_ratio_start"] is not None]
     assert ratios == sorted(ratios, reverse=True)
     header = (tmp_path / "sweep" / "table.csv").read_text().splitlines()[0]
