@@ -118,15 +118,15 @@ def behaviour_words(block: dict) -> str:
     adjusted = block.get("p_value_adjusted", block["p_value"])
     word = "significant" if adjusted < significance.SIGNIFICANCE else "not significant"
     agreement = {
-        "agree": "moves the way the teacher-forced readout does",
-        "disagree": "moves against the teacher-forced readout",
-        "no change": "no pair changed, so it cannot confirm the teacher-forced readout",
+        "agree": "sampled use moves the way the teacher-forced readout does",
+        "disagree": "sampled use moves against the teacher-forced readout",
+        "no change": "no pair changed, so sampled use cannot confirm the teacher-forced readout",
     }[block["agreement"]]
     return (
         f"{block['tested_with_emoji']} of {block['pairs']} sampled answers with an emoji against "
         f"{block['unedited_with_emoji']} unedited (paired; difference {block['rate_difference']:+.0%}, 95 % CI "
         f"{low:+.0%} to {high:+.0%}); exact McNemar p = {block['p_value']:.3g}, Holm-adjusted {adjusted:.3g}: "
-        f"{word}; sampled use {agreement}"
+        f"{word}; {agreement}"
     )
 
 
