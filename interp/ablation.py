@@ -48,6 +48,7 @@ from interp.layers import check_neurons, parse_neurons
 from interp.neuron_set import SIGNS, NeuronSet
 from interp.next_token import NextTokenReader
 from interp.progress import track
+from interp.prompt_sums import PromptSums
 from interp.prompts import Prompt, attach_responses, load_prompts
 from interp.run_options import RunOptions, SamplingOptions
 from interp.selection import DiffSelection, overlap
@@ -110,65 +111,52 @@ class AblationConfig(CausalOptions):
 
 @dataclass
 class ConditionMetrics:
-    """One condition's sums. ``by_prompt``: prompt index -> [summed emoji-onset probability, measured positions]
-    (the prompt is the unit the intervals resample); the other sums are pooled over positions."""
+    """One condition's sums. ``by_prompt``: per prompt, the summed emoji-onset probability over its measured
+    positions; ``answers_by_prompt``: per prompt, the summed P(at least one emoji along the answer) over its answers,
+    each answer's from the onset mass at its positions as 1 - prod(1 - mass) (a per-answer teacher-forced readout);
+    the other sums are pooled over positions."""
 
-    by_prompt: dict[int, list[float]] = field(default_factory=dict)
+    by_prompt: PromptSums = field(default_factory=PromptSums)
     first_sum: float = 0.0
     first_count: int = 0
     kl_sum: float = 0.0
     nll_sum: float = 0.0
     nll_count: int = 0
     emoji_logprob: list[float] = field(default_factory=list)
-    # prompt index -> [summed P(at least one emoji along the answer), answers], each answer's P from the onset mass
-    # at its positions as 1 - prod(1 - mass): a per-answer teacher-forced readout
-    answers_by_prompt: dict[int, list[float]] = field(default_factory=dict)
+    answers_by_prompt: PromptSums = field(default_factory=PromptSums)
     tokens: TokenProfile | None = None  # the whole next-token distributions (baseline and tested conditions)
 
     @property
     def onset_sum(self) -> float:
-        return sum(total for total, _ in self.by_prompt.values())
+        return self.by_prompt.total()
 
     @property
     def onset_count(self) -> int:
-        return int(sum(count for _, count in self.by_prompt.values()))
+        return self.by_prompt.count()
 
     def fold_prompt(self, index: int, total: float, count: int) -> None:
-        entry = self.by_prompt.setdefault(index, [0.0, 0])
-        entry[0] += total
-        entry[1] += count
+        self.by_prompt.fold(index, total, count)
 
     def per_prompt(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """([P] summed onset probability, [P] measured positions) for the prompts ``indices``."""
-        rows = [self.by_prompt.get(i, [0.0, 0]) for i in indices]
-        return np.array([r[0] for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float)
+        return self.by_prompt.arrays(indices)
 
     def as_dict(self) -> dict:
-        count = self.onset_count
         return {
-            "emoji_onset_probability": self.onset_sum / count if count else None,
+            "emoji_onset_probability": self.by_prompt.mean(),
             "first_reply_onset_probability": self.first_sum / self.first_count if self.first_count else None,
-            "kl_from_unedited": self.kl_sum / count if count else None,
+            "kl_from_unedited": self.kl_sum / self.onset_count if self.onset_count else None,
             "neutral_perplexity": math.exp(self.nll_sum / self.nll_count) if self.nll_count else None,
             "emoji_logprob": statistics.fmean(self.emoji_logprob) if self.emoji_logprob else None,
-            "answer_emoji_probability": self.answer_emoji_probability(),
+            "answer_emoji_probability": self.answers_by_prompt.mean(),
         }
-
-    def answer_emoji_probability(self) -> float | None:
-        """Mean over answers of P(at least one emoji along the answer), teacher-forced."""
-        answers = sum(count for _, count in self.answers_by_prompt.values())
-        return sum(total for total, _ in self.answers_by_prompt.values()) / answers if answers else None
 
     def add(self, other: ConditionMetrics) -> None:
         """Fold in another shard's sums (lists are concatenated)."""
         for name in ("first_sum", "first_count", "kl_sum", "nll_sum", "nll_count"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for index, (total, count) in other.by_prompt.items():
-            self.fold_prompt(index, total, count)
-        for index, (total, count) in other.answers_by_prompt.items():
-            entry = self.answers_by_prompt.setdefault(index, [0.0, 0])
-            entry[0] += total
-            entry[1] += count
+        self.by_prompt.add(other.by_prompt)
+        self.answers_by_prompt.add(other.answers_by_prompt)
         self.emoji_logprob += other.emoji_logprob
         if other.tokens is not None:
             self.tokens = self.tokens or TokenProfile()
@@ -635,9 +623,7 @@ def _fold_onset(target: ConditionMetrics, mass: torch.Tensor, batch: list[Sequen
     for row, sequence in enumerate(batch):
         if counts[row]:
             target.fold_prompt(sequence.prompt_index, float(sums[row]), int(counts[row]))
-            entry = target.answers_by_prompt.setdefault(sequence.prompt_index, [0.0, 0])
-            entry[0] += float(-torch.expm1(log_none[row]))
-            entry[1] += 1
+            target.answers_by_prompt.fold(sequence.prompt_index, float(-torch.expm1(log_none[row])), 1)
 
 
 PROFILED = ("baseline", "tested")  # the condition kinds whose whole next-token distributions are kept
@@ -647,6 +633,8 @@ def _profile_tokens(lm, group: list[Condition], hidden: torch.Tensor, batch: lis
                     metrics: dict, rows_per_product: int) -> None:  # fmt: skip
     """Fold the next-token distributions of the group's unedited and tested conditions at the measured positions
     (``hidden`` [C, P, d_model], positions row-major in ``measured`` [B, T]) into their ``TokenProfile``."""
+    if not any(condition.kind in PROFILED for condition in group):
+        return
     prompt_of_row = torch.tensor([batch[row].prompt_index for row in torch.nonzero(measured)[:, 0].tolist()])
     for condition, condition_hidden in zip(group, hidden):
         if condition.kind not in PROFILED:
@@ -897,8 +885,8 @@ def tested_comparisons(
         if behaviour is not None:
             behaviour["agreement"] = agreement(behaviour, comparison["log_ratio"])
             behaviour["teacher_forced_answer_probability"] = {
-                "unedited": metrics["unedited"].answer_emoji_probability(),
-                "tested": metrics[tested.name].answer_emoji_probability(),
+                "unedited": metrics["unedited"].answers_by_prompt.mean(),
+                "tested": metrics[tested.name].answers_by_prompt.mean(),
             }
             comparison["behaviour"] = behaviour
         comparisons[group] = comparison

@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 from interp import significance
+from interp.prompt_sums import PromptSums
 
 MATCHED_SETS = 1000  # token sets matched to the onset set (the smallest one-sided p is 1 / 1001)
 TOKEN_POOL = 50  # candidates per onset token: the nearest other tokens in log mean probability
@@ -33,7 +34,7 @@ class TokenProfile:
     prob_sum: torch.Tensor | None = None  # [vocab] float64, summed probability of each token
     logprob_sum: torch.Tensor | None = None  # [vocab] float64, summed log-probability (nats)
     positions: int = 0
-    entropy_by_prompt: dict[int, list[float]] = field(default_factory=dict)  # prompt -> [summed entropy, positions]
+    entropy_by_prompt: PromptSums = field(default_factory=PromptSums)  # summed entropy (nats) over positions
 
     def update(self, logits: torch.Tensor, prompt_of_row: torch.Tensor) -> None:
         """Fold in float32 ``logits`` [P, vocab] of P positions; ``prompt_of_row`` [P]: each position's prompt."""
@@ -47,9 +48,7 @@ class TokenProfile:
         self.logprob_sum += logp.sum(0).double().cpu()
         self.positions += len(logits)
         for prompt, value in zip(prompt_of_row.tolist(), entropy.tolist()):
-            entry = self.entropy_by_prompt.setdefault(prompt, [0.0, 0])
-            entry[0] += value
-            entry[1] += 1
+            self.entropy_by_prompt.fold(prompt, value, 1)
 
     def add(self, other: TokenProfile) -> None:
         """Fold in another shard's sums."""
@@ -61,25 +60,29 @@ class TokenProfile:
             self.prob_sum += other.prob_sum
             self.logprob_sum += other.logprob_sum
         self.positions += other.positions
-        for prompt, (total, count) in other.entropy_by_prompt.items():
-            entry = self.entropy_by_prompt.setdefault(prompt, [0.0, 0])
-            entry[0] += total
-            entry[1] += count
+        self.entropy_by_prompt.add(other.entropy_by_prompt)
 
     def mean_entropy(self, prompts: list[int]) -> np.ndarray:
         """[len(prompts)] mean entropy (nats) of the next-token distribution per prompt."""
-        return np.array([self.entropy_by_prompt[p][0] / self.entropy_by_prompt[p][1] for p in prompts])
+        sums, counts = self.entropy_by_prompt.arrays(prompts)
+        return sums / counts
 
 
 def matched_token_sets(mean_prob: np.ndarray, onset_ids: list[int], count: int, seed: int) -> np.ndarray:
     """[count, K] token sets matched to the K ``onset_ids`` on ``mean_prob`` [vocab] (log scale): per onset token,
-    one of its ``TOKEN_POOL`` nearest non-onset tokens, no token twice in a set."""
+    one of its ``TOKEN_POOL`` nearest non-onset tokens, no token twice in a set. The pools come from one sort of the
+    vocabulary (memory K x pool, not K x vocab: Gemma 3 has 1,031 onset tokens and 262,144 tokens)."""
     onset = np.asarray(onset_ids)
     log_prob = np.log(np.maximum(mean_prob, 1e-300))
     candidates = np.setdiff1d(np.arange(len(mean_prob)), onset)
+    candidates = candidates[np.argsort(log_prob[candidates], kind="stable")]  # by probability
+    ordered = log_prob[candidates]
     pool_size = min(TOKEN_POOL, len(candidates))
-    distance = np.abs(log_prob[candidates][None, :] - log_prob[onset][:, None])  # [K, candidates]
-    pools = candidates[np.argsort(distance, axis=1, kind="stable")[:, :pool_size]]  # [K, pool]
+    # the pool_size nearest of a sorted list lie within pool_size places on either side of the insertion point
+    at = np.searchsorted(ordered, log_prob[onset])
+    window = np.clip(at[:, None] + np.arange(-pool_size, pool_size)[None, :], 0, len(candidates) - 1)  # [K, 2 pool]
+    nearest = np.argsort(np.abs(ordered[window] - log_prob[onset][:, None]), axis=1, kind="stable")[:, :pool_size]
+    pools = candidates[np.take_along_axis(window, nearest, axis=1)]  # [K, pool]
     rng = np.random.default_rng(seed)
     sets = pools[np.arange(len(onset))[:, None], rng.integers(pool_size, size=(len(onset), count))].T  # [count, K]
     for row in sets:  # pools overlap where onset tokens are alike: redraw a repeated token from its own pool

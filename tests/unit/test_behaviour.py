@@ -115,4 +115,4 @@ def test_answer_emoji_probability_is_one_minus_the_product_along_each_answer(tin
             probs = lm.model(input_ids=torch.tensor([sequence.ids])).logits[0].double().softmax(-1)
             mass = probs[sequence.response_start - 1 : len(sequence.ids) - 1, onset].sum(-1)
             expected.append(float(1 - torch.prod(1 - mass)))
-    assert metrics["unedited"].answer_emoji_probability() == pytest.approx(np.mean(expected), rel=1e-5)
+    assert metrics["unedited"].answers_by_prompt.mean() == pytest.approx(np.mean(expected), rel=1e-5)
