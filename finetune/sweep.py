@@ -58,7 +58,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ from interp import artifacts, models
 from interp.ablation import forced_batch
 from interp.errors import UserInputError, check_at_least
 from interp.generation import sample_sequences
+from interp.options import check_options, declared_types
 from interp.prompts import Prompt, load_prompts
 from interp.run_options import SamplingOptions
 from interp.significance import SIGNIFICANCE, holm, prompt_interval, ratio_of_sums
@@ -83,6 +84,7 @@ from probes.emoji_tokens import emoji_onset_ids
 from probes.metrics import EmojiRate, emoji_rate
 
 STYLES = {"packaged": None, "casual": packaged_path("casual")}
+SWEEP_OWNED = {"model", "trait", "out", "seed", "show_progress"}  # TrainConfig fields the sweep sets per cell and seed
 READOUTS = ("start", "end", "mean", "answer")  # the teacher-forced readouts of a cell's answers (onset_readouts)
 COLUMNS = (
     "cell", "seeds", "onset_ratio_start", "onset_ratio_start_ci_low", "onset_ratio_start_ci_high",
@@ -113,9 +115,6 @@ class SweepSettings:
         return self.samples if self.base_samples is None else self.base_samples
 
 
-SWEEP_KEYS = {f.name for f in fields(SweepSettings)}  # what [sweep] may set
-
-
 @dataclass(frozen=True)
 class Cell:
     """One fine-tuning setting: its name (``key=value,...``) and its `interp finetune` options plus ``style``."""
@@ -129,18 +128,29 @@ class Cell:
 
 
 def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
-    """The sweep file's settings and cells; UserInputError for anything a run would trip over later (first its
-    tables' shapes and types, ``check_sweep_file``)."""
-    from finetune.sweep_file import check_sweep_file  # it reads SweepSettings from this module
-
-    check_sweep_file(Path(path))
+    """The sweep file's settings and cells; UserInputError for anything a run would trip over later: first every
+    table's shape and every option's type against what ``SweepSettings`` and ``interp finetune``'s ``TrainConfig``
+    declare (``interp.options``), then the values."""
     data = read_toml(path, "sweep file")
+    where = f"sweep file {str(path)!r}"
     unknown = set(data) - {"sweep", "fixed", "grid", "cells"}
     if unknown:
-        raise UserInputError(f"sweep file {str(path)!r}: unknown table(s) {', '.join(sorted(unknown))}.")
-    table = data.get("sweep", {})
-    if set(table) - SWEEP_KEYS:
-        raise UserInputError(f"sweep file {str(path)!r}: [sweep] has no option {sorted(set(table) - SWEEP_KEYS)[0]!r}.")
+        raise UserInputError(f"{where}: unknown table(s) {', '.join(sorted(unknown))}.")
+    table, fixed, grid = (_table(data, name, where) for name in ("sweep", "fixed", "grid"))
+    check_options(table, declared_types(SweepSettings), f"{where}: [sweep]")
+    cell_types = {name: hint for name, hint in declared_types(TrainConfig).items() if name not in SWEEP_OWNED}
+    cell_types["style"] = str
+    check_options(fixed, cell_types, f"{where}: [fixed]")
+    for option, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserInputError(f"{where}: [grid] {option} must be a non-empty list of values, not {values!r}.")
+        for value in values:
+            check_options({option: value}, cell_types, f"{where}: [grid]")
+    listed_cells = data.get("cells", [])
+    if not isinstance(listed_cells, list) or not all(isinstance(cell, dict) for cell in listed_cells):
+        raise UserInputError(f"{where}: cells must be [[cells]] tables, one per cell.")
+    for number, cell in enumerate(listed_cells, start=1):
+        check_options(cell, {**cell_types, "name": str}, f"{where}: [[cells]] number {number}")
     settings = SweepSettings(**{**table, "seeds": tuple(table.get("seeds", (0, 1, 2)))})
     check_trait(settings.trait)
     for flag, value in (
@@ -152,15 +162,11 @@ def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
     ):
         check_at_least(f"[sweep] {flag}", value, 1)  # fmt: skip
     load_prompts(settings.prompts)  # refuses an unknown prompt set now, not after the first cell
-    fixed = data.get("fixed", {})
-    grid = data.get("grid", {})
-    if any(not isinstance(values, list) or not values for values in grid.values()):
-        raise UserInputError(f"sweep file {str(path)!r}: every [grid] entry must be a non-empty list of values.")
     cells = [
         Cell(",".join(f"{k}={v}" for k, v in zip(grid, combo)), {**fixed, **dict(zip(grid, combo))})
         for combo in itertools.product(*grid.values())
     ] if grid else []  # fmt: skip
-    for number, listed in enumerate(data.get("cells", [])):
+    for number, listed in enumerate(listed_cells):
         listed = dict(listed)
         cells.append(Cell(str(listed.pop("name", f"cell{number}")), {**fixed, **listed}))
     if not cells:
@@ -172,6 +178,13 @@ def read_sweep(path: str | Path) -> tuple[SweepSettings, list[Cell]]:
     return settings, cells
 
 
+def _table(data: dict, name: str, where: str) -> dict:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise UserInputError(f"{where}: {name} must be a [{name}] table, not {table!r}.")
+    return table
+
+
 def _train_config(cell: Cell, settings: SweepSettings, seed: int, out: Path) -> TrainConfig:
     options = dict(cell.options)
     style = options.pop("style", "packaged")
@@ -179,10 +192,6 @@ def _train_config(cell: Cell, settings: SweepSettings, seed: int, out: Path) -> 
         raise UserInputError(f"cell {cell.name!r}: style must be one of {', '.join(STYLES)}, not {style!r}.")
     if options.get("targets") == "all":
         options["targets"] = ALL_PROJECTIONS
-    known = {f.name for f in fields(TrainConfig)} - {"model", "trait", "out", "seed", "show_progress"}
-    for option in options:
-        if option not in known:
-            raise UserInputError(f"cell {cell.name!r}: `interp finetune` has no option {option!r}.")
     if style != "packaged" and "dataset" in options:
         raise UserInputError(f"cell {cell.name!r}: give style or dataset, not both.")
     dataset = options.pop("dataset", None) or (str(STYLES[style]) if STYLES[style] else None)
