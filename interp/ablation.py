@@ -865,6 +865,7 @@ def tested_comparisons(
     token sets) and sampled behaviour (paired ``generations``, when sampled), each claim Holm-adjusted over the
     groups (``adjust``)."""
     comparisons = {}
+    onset_ids = emoji_onset_ids(tokenizer) if tokenizer is not None else None
     for group in dict.fromkeys(c.group for c in conditions if c.kind == "tested"):
         tested = next(c for c in conditions if c.kind == "tested" and c.group == group)
         nulls = {
@@ -876,10 +877,10 @@ def tested_comparisons(
         comparison = compare(metrics[tested.name], metrics["unedited"], nulls, alternative, metrics.get(SOURCE))
         comparison["alternative_source"] = why
         comparison["selection_overlap"] = selection_overlap
-        if tokenizer is not None and metrics[tested.name].tokens is not None:
+        if onset_ids is not None and metrics[tested.name].tokens is not None:
             comparison["specificity"] = specificity(
-                metrics[tested.name].tokens, metrics["unedited"].tokens, emoji_onset_ids(tokenizer), alternative,
-                seed, decode=lambda token: tokenizer.decode([token]),
+                metrics[tested.name].tokens, metrics["unedited"].tokens, onset_ids, alternative, seed,
+                decode=lambda token: tokenizer.decode([token]),
             )  # fmt: skip
         behaviour = paired_emoji_use(list(generations), tested.name, alternative)
         if behaviour is not None:

@@ -69,12 +69,7 @@ def _effect_sentence(comparison: dict, subject: str) -> str:
     size = effect_words(comparison)
     if "p_value" not in comparison:
         return f"{subject} changed the {READOUT} by {size}; no controls were run: significance unknown."
-    nulls = "; ".join(
-        f"{NULL_LABELS.get(null, null)}: p = {test['p_value']:.3g} (floor {test['min_p_value']:.2g}, "
-        f"{len(test['control_effects'])} sets" + (f", {test['effect_in_control_sd']:+.1f} SD from their mean)"
-                                                   if test.get("effect_in_control_sd") is not None else ")")
-        for null, test in comparison["nulls"].items()
-    )  # fmt: skip
+    nulls = "; ".join(_null_words(null, test) for null, test in comparison["nulls"].items())
     if comparison["min_p_value"] >= comparison.get("significance_level", significance.SIGNIFICANCE):
         return (f"not significant, descriptive only (with these control sets p cannot fall below "
                 f"{comparison['min_p_value']:.2g}; {comparison['alternative']}; readout: {READOUT}): {subject} changed "
@@ -85,6 +80,14 @@ def _effect_sentence(comparison: dict, subject: str) -> str:
         f"{word} (Holm-adjusted p = {comparison['p_value_adjusted']:.3g} over {over} test{'s' * (over != 1)}, "
         f"{comparison['alternative']}; readout: {READOUT}): {subject} changed it by {size}; {nulls}."
     )
+
+
+def _null_words(null: str, test: dict) -> str:
+    """One null's p-value, the floor its control count allows, and how far beyond the control sets' mean."""
+    distance = test.get("effect_in_control_sd")
+    beyond = f", {distance:+.1f} SD from their mean" if distance is not None else ""
+    return (f"{NULL_LABELS.get(null, null)}: p = {test['p_value']:.3g} (floor {test['min_p_value']:.2g}, "
+            f"{len(test['control_effects'])} sets{beyond})")  # fmt: skip
 
 
 def effect_words(comparison: dict) -> str:
